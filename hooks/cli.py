@@ -1,0 +1,413 @@
+"""``vdp-hooks``: the admin's command.  Exit codes: 0 ok, 1 a check failed or the action was refused,
+2 usage error, 3 the host config is broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from hooks import __version__
+from hooks.config import CONFIG_PATH, Config, load_config, parse_seconds
+from hooks.errors import ConfigError, HookError
+from hooks.feature import CheckResult, Feature, feature_class, is_known_feature
+from hooks.journal import Journal
+from hooks.policy import clear_emergency, read_emergency, set_emergency
+from hooks.runner import state_dir
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
+HOOK_NAME = "50-vdp-hooks"
+INSTALLED_ENTRY = "/usr/libexec/libvirt-vdp-hooks/qemu"
+_SOURCE_ENTRY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc-libvirt-hooks", "qemu")
+
+
+def entry_path() -> str:
+    """The hook entry this CLI belongs to: the source tree's when run from it, else the packaged one."""
+    if os.environ.get("VDP_HOOKS_ENTRY"):
+        return os.environ["VDP_HOOKS_ENTRY"]
+    return _SOURCE_ENTRY if os.path.isfile(_SOURCE_ENTRY) else INSTALLED_ENTRY
+
+
+# ----------------------------------------------------------------------------------------------- output
+class _Report:
+    """virt-host-validate style lines; colour only on a terminal."""
+
+    COLOURS = {"PASS": "\033[32m", "WARN": "\033[33m", "FAIL": "\033[31m"}
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.failed = False
+        self.colour = sys.stdout.isatty()
+
+    def line(self, area: str, result: CheckResult) -> None:
+        if result.verdict == "FAIL":
+            self.failed = True
+        if self.quiet and result.verdict == "PASS":
+            return
+        verdict = result.verdict
+        if self.colour:
+            verdict = f"{self.COLOURS.get(verdict, '')}{verdict}\033[0m"
+        hint = f" ({result.hint})" if result.hint and result.verdict != "PASS" else ""
+        print(f"{area:>8}: Checking {result.what:<60} : {verdict}{hint}")
+
+
+def _daemon() -> tuple[str, int | None]:
+    """Which libvirt daemon runs the qemu driver here (reading /proc, never signalling)."""
+    found: dict[str, int] = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/comm") as fh:
+                    comm = fh.read().strip()
+            except OSError:
+                continue
+            if comm in ("virtqemud", "libvirtd"):
+                found.setdefault(comm, int(pid))
+    for name in ("virtqemud", "libvirtd"):
+        if name in found:
+            return name, found[name]
+    return ("libvirtd", None)
+
+
+def _reload_hint(daemon: str, pid: int | None) -> str:
+    if os.path.isdir("/run/systemd/system"):
+        return f"systemctl reload {daemon}"
+    return f"kill -HUP {pid}" if pid else f"reload {daemon} (SIGHUP) once it runs"
+
+
+def _libvirt_has_qemu_d() -> bool:
+    """hooks/qemu.d/ exists since libvirt 6.5; assume it when the version cannot be read."""
+    for daemon in ("virtqemud", "libvirtd"):
+        try:
+            out = subprocess.run([daemon, "--version"], check=False, capture_output=True, text=True, timeout=5).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        match = re.search(r"(\d+)\.(\d+)", out)
+        if match:
+            return (int(match.group(1)), int(match.group(2))) >= (6, 5)
+    return True
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(args.config, known_features=is_known_feature)
+
+
+def _instances(config: Config, names: Sequence[str]) -> list[Feature]:
+    return [feature_class(n)(config, config.feature_settings(n, feature_class(n).options)) for n in names]
+
+
+# ----------------------------------------------------------------------------------------------- check
+def cmd_check(args: argparse.Namespace) -> int:
+    report = _Report(args.quiet)
+    try:
+        config = _load(args)
+        features = _instances(config, config.features)
+        report.line("HOOKS", CheckResult(f"config {config.path or CONFIG_PATH + ' (absent: defaults)'}", "PASS"))
+    except ConfigError as exc:
+        report.line("HOOKS", CheckResult("config is valid", "FAIL", exc.one_line()))
+        return EXIT_CONFIG
+    for module in ("lxml", "pyroute2"):
+        try:
+            __import__(module)
+            report.line("HOOKS", CheckResult(f"python module {module} imports", "PASS"))
+        except ImportError as exc:
+            report.line(
+                "HOOKS", CheckResult(f"python module {module} imports", "FAIL", f"install python3-{module}: {exc}")
+            )
+    sdir = state_dir()
+    try:
+        Journal(sdir).ensure_dir()
+        report.line("HOOKS", CheckResult(f"state directory {sdir}", "PASS"))
+    except HookError as exc:
+        report.line("HOOKS", CheckResult(f"state directory {sdir}", "FAIL", exc.one_line()))
+    link = _hook_link(args.hooks_dir)
+    entry = entry_path()
+    if os.path.islink(link) and os.path.realpath(link) == os.path.realpath(entry):
+        report.line("HOOKS", CheckResult(f"hook enabled ({link})", "PASS"))
+    else:
+        report.line("HOOKS", CheckResult(f"hook enabled ({link})", "WARN", "run 'vdp-hooks enable'"))
+    emergency = read_emergency(sdir)
+    if emergency is not None:
+        left = int(emergency.until - time.time())
+        report.line(
+            "HOOKS", CheckResult("emergency override", "WARN", f"active for {left} s more: nothing is required")
+        )
+    for feature in features:
+        try:
+            results = feature.check()
+        except HookError as exc:
+            results = [CheckResult(feature.describe(), "FAIL", exc.one_line())]
+        for result in results:
+            report.line(feature.name.upper(), result)
+    return EXIT_FAIL if report.failed else EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------- status
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print(f"vdp-hooks: {exc.one_line()}", file=sys.stderr)
+        return EXIT_CONFIG
+    store = Journal(state_dir())
+    guests: list[dict[str, Any]] = []
+    drift = False
+    for guest_uuid in store.guests():
+        try:
+            journal = store.peek(guest_uuid)
+        except HookError as exc:
+            guests.append({"uuid": str(guest_uuid), "error": exc.one_line()})
+            continue
+        if journal is None:
+            continue
+        records = []
+        by_feature: dict[str, list[Any]] = {}
+        for record in journal.records:
+            by_feature.setdefault(record.feature, []).append(record)
+        for name, recs in by_feature.items():
+            try:
+                live = _instances(config, [name])[0].live_state(recs)
+            except HookError as exc:
+                live = {r.key: f"unknown ({exc.one_line()})" for r in recs}
+            for record in recs:
+                entry = {
+                    "feature": record.feature,
+                    "port": record.key,
+                    "kind": record.kind,
+                    "state": record.state,
+                    "data": record.data,
+                    "error": record.error,
+                    "live": live.get(record.key, ""),
+                }
+                entry["drift"] = bool(entry["live"]) and not str(entry["live"]).startswith(("ok", "unknown"))
+                drift = drift or entry["drift"]
+                records.append(entry)
+        guests.append(
+            {"guest": journal.guest, "uuid": str(guest_uuid), "incoming": journal.incoming, "records": records}
+        )
+    emergency = read_emergency(store.state_dir)
+    doc = {
+        "state_dir": store.state_dir,
+        "emergency": {"until": emergency.until, "reason": emergency.reason} if emergency else None,
+        "guests": guests,
+        "drift": drift,
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        if emergency:
+            print(f"EMERGENCY override until {time.ctime(emergency.until)}: {emergency.reason}")
+        if not guests:
+            print(f"no guest has anything set up by the hooks ({store.state_dir})")
+        for g in guests:
+            print(f"{g.get('guest', '?')} {g['uuid']}{' (incoming migration)' if g.get('incoming') else ''}")
+            if "error" in g:
+                print(f"  ERROR {g['error']}")
+            for r in g.get("records", []):
+                summary = ", ".join(
+                    f"{k}={v}" for k, v in sorted(r["data"].items()) if k in ("uplink", "vlan", "request")
+                )
+                flag = "  DRIFT" if r["drift"] else ""
+                live_text = f" live: {r['live']}" if r["live"] else ""
+                err = f" error: {r['error']}" if r["error"] else ""
+                print(f"  {r['feature']:<6} {r['port']:<18} {r['kind']:<14} {r['state']:<8} {summary}{live_text}{err}{flag}")
+    return EXIT_FAIL if drift else EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------- enable / disable
+def _hook_link(hooks_dir: str) -> str:
+    return os.path.join(hooks_dir, "qemu.d", HOOK_NAME)
+
+
+def cmd_enable(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args)
+        _instances(config, config.features)
+    except ConfigError as exc:
+        print(f"vdp-hooks: not enabled, the config is broken: {exc.one_line()}", file=sys.stderr)
+        return EXIT_CONFIG
+    entry = entry_path()
+    if not os.access(entry, os.X_OK):
+        print(f"vdp-hooks: not enabled: the hook entry {entry} is missing or not executable", file=sys.stderr)
+        return EXIT_FAIL
+    if _libvirt_has_qemu_d():
+        link = _hook_link(args.hooks_dir)
+        os.makedirs(os.path.dirname(link), mode=0o755, exist_ok=True)
+    else:
+        link = os.path.join(args.hooks_dir, "qemu")
+    if os.path.islink(link) and os.path.realpath(link) == os.path.realpath(entry):
+        print(f"already enabled: {link} -> {entry}")
+        return EXIT_OK
+    if os.path.lexists(link):
+        print(f"vdp-hooks: not enabled: {link} exists and is not ours; move it aside or merge by hand", file=sys.stderr)
+        return EXIT_FAIL
+    os.symlink(entry, link)
+    daemon, pid = _daemon()
+    print(f"enabled: {link} -> {entry}")
+    print(
+        f"libvirt finds new hooks when it starts or reloads: run '{_reload_hint(daemon, pid)}' "
+        "(running guests are not affected)"
+    )
+    return EXIT_OK
+
+
+def cmd_disable(args: argparse.Namespace) -> int:
+    entry = entry_path()
+    removed = False
+    for link in (_hook_link(args.hooks_dir), os.path.join(args.hooks_dir, "qemu")):
+        if os.path.islink(link) and os.path.realpath(link) == os.path.realpath(entry):
+            os.unlink(link)
+            print(f"disabled: removed {link}")
+            removed = True
+    if not removed:
+        print("not enabled: nothing to remove")
+    print("associations of running guests stay as they are; 'vdp-hooks status' lists them")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------- emergency
+def cmd_emergency(args: argparse.Namespace) -> int:
+    sdir = state_dir()
+    if args.off:
+        print("emergency override cleared" if clear_emergency(sdir) else "no emergency override was set")
+        return EXIT_OK
+    if args.duration:
+        try:
+            seconds = parse_seconds(args.duration)
+        except ValueError as exc:
+            print(f"vdp-hooks: --for {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        found = set_emergency(sdir, seconds, args.reason or "evacuation")
+        print(
+            f"emergency override until {time.ctime(found.until)}: no feature is required on this host; "
+            "guests start and migrate in even when their ports cannot be set up (warnings are logged)"
+        )
+        return EXIT_OK
+    current = read_emergency(sdir)
+    print(
+        f"emergency override active until {time.ctime(current.until)}: {current.reason}"
+        if current
+        else "no emergency override"
+    )
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------- replay
+def cmd_replay(args: argparse.Namespace) -> int:
+    try:
+        with open(args.file, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        print(f"vdp-hooks: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    name = args.name or _guest_name(raw) or "guest"
+    argv = [name, args.op, args.subop, args.extra]
+    if args.dry_run:
+        return _dry_run(args, argv, raw)
+    proc = subprocess.run([sys.executable, entry_path(), *argv], input=raw, capture_output=True, check=False)
+    print(f"{' '.join(argv)}: exit {proc.returncode}")
+    if proc.stderr:
+        print(proc.stderr.decode(errors="replace").rstrip())
+    return EXIT_OK if proc.returncode == 0 else EXIT_FAIL
+
+
+def _guest_name(raw: bytes) -> str | None:
+    match = re.search(rb"<name>([^<]{1,200})</name>", raw)
+    return match.group(1).decode(errors="replace").strip() if match else None
+
+
+def _dry_run(args: argparse.Namespace, argv: list[str], raw: bytes) -> int:
+    from hooks.event import PORT_FEATURE, parse_event
+    from hooks.policy import Policy
+
+    try:
+        config = _load(args)
+        event = parse_event(argv, raw)
+    except HookError as exc:
+        print(f"would veto: {exc.one_line()}")
+        return EXIT_FAIL
+    policy = Policy(config, event, read_emergency(state_dir()))
+    print(f"guest {event.guest} {event.uuid}: {event.op} {event.subop}")
+    wanting = [f for f in _instances(config, config.features) if f.wants(raw)]
+    print(f"features that want this guest: {', '.join(f.name for f in wanting) or 'none (fast path: exit 0)'}")
+    for feature in wanting:
+        acts = event.hook in feature.handles
+        print(f"  {feature.name}: {'acts on' if acts else 'ignores'} {event.op} {event.subop}")
+    for port in event.ports:
+        owner = PORT_FEATURE.get(port.kind, "vdp")
+        required = "required" if policy.required(owner, port) else "not required"
+        if port.error:
+            state = f"INVALID: {port.error}"
+        else:
+            vlan = port.vlan or "switch-assigned"
+            state = f"{port.kind} uplink {port.uplink} -> {config.uplink(port.uplink or '')} vlan {vlan}"
+        print(f"  port {port.key}: {state}; {required} ({policy.source(owner, port)})")
+    for warning in event.warnings:
+        print(f"  warning: {warning}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------- main
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vdp-hooks",
+        description="Manage libvirt-vdp-hooks on this host: 802.1Qbg/802.1Qbh port profiles for guests, "
+        "with a veto on starts and incoming migrations whose required ports cannot be set up.",
+        epilog="Exit codes: 0 ok, 1 failed/refused (check: a FAIL), 2 usage, 3 broken config. "
+        f"Config: {CONFIG_PATH} (VDP_HOOKS_CONFIG overrides). See vdp-hooks(8).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--config", help="config file to use instead of the default")
+    parser.add_argument(
+        "--hooks-dir", default="/etc/libvirt/hooks", help="libvirt's hooks directory (default %(default)s)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    p = sub.add_parser("check", help="check this host: config, state directory, hook, lldpad, uplinks")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only what did not pass")
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("status", help="what is set up for which guest, next to what lldpad/the kernel says")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("enable", help=f"link the hook into HOOKS_DIR/qemu.d/{HOOK_NAME}; says which reload is needed")
+    p.set_defaults(func=cmd_enable)
+    p = sub.add_parser("disable", help="remove our hook link (running guests and their ports are untouched)")
+    p.set_defaults(func=cmd_disable)
+    p = sub.add_parser("emergency", help="host-wide evacuation override: nothing is required until it expires")
+    p.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 30m, 1h")
+    p.add_argument("--reason", help="logged with every warning while the override is active")
+    p.add_argument("--off", action="store_true", help="end the override now")
+    p.set_defaults(func=cmd_emergency)
+    p = sub.add_parser("replay", help="run the hook on a saved domain XML exactly as libvirt would")
+    p.add_argument("file", help="domain XML (virsh dumpxml GUEST > FILE)")
+    p.add_argument("op", help="operation, e.g. prepare, release, migrate")
+    p.add_argument("subop", help="sub-operation, e.g. begin, end")
+    p.add_argument("extra", nargs="?", default="-", help="extra argument (default -)")
+    p.add_argument("--name", help="guest name (default: <name> from the XML)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="show what would be done and what is required; change nothing"
+    )
+    p.set_defaults(func=cmd_replay)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except HookError as exc:
+        print(f"vdp-hooks: {exc.one_line()}", file=sys.stderr)
+        return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_FAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""argv + domain XML -> an immutable :class:`Event`.
+
+libvirt runs ``qemu NAME OP SUBOP EXTRA`` with the full domain XML on stdin.  We parse the XML once, with
+entities, DTDs and network access off and a size cap, and keep what the features need: the guest's
+identity, its interfaces, and our ``<metadata>`` (ports declared for the hooks, per-guest feature policy).
+
+Errors that make the whole declaration unusable raise :class:`~hooks.errors.XmlError`.  A rule broken by
+one port is kept on that port (``PortSpec.error``): whether it vetoes depends on whether the port is
+required, which is the policy's call, not the parser's.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from hooks import NAMESPACE
+from hooks.errors import XmlError
+
+__all__ = [
+    "MAX_XML_BYTES",
+    "PORT_FEATURE",
+    "Event",
+    "Interface",
+    "PortSpec",
+    "parse_event",
+]
+
+#: Real domain XML is a few KiB; anything near this is an attack or a bug.
+MAX_XML_BYTES = 4 * 1024 * 1024
+
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_PORT_KINDS = ("qbg", "qbh")
+#: Which feature serves each kind of port (the metadata schema is ours, so this is fixed here).
+PORT_FEATURE = {"qbg": "vdp", "qbh": "vdp", "unknown": "vdp"}
+_QBG_ATTRS = ("managerid", "typeid", "typeidversion", "instanceid")
+_QBH_ATTRS = ("profileid",)
+_PORT_ATTRS = ("mac", "uplink", "vlan", "required")
+#: libvirt handles these port profiles itself; a hook-managed port on such an interface would fight it.
+_LIBVIRT_PORT_PROFILES = ("802.1Qbg", "802.1Qbh")
+#: Names derive a stable Qbg instance id from guest UUID + MAC when the admin gives none.
+_INSTANCE_NS = uuid.UUID("5f0b2c1e-4b7a-4f55-9a39-0c4e2b1d7a61")
+_PROFILE_MAX = 39  # IFLA_PORT_PROFILE_MAX is 40 including the NUL
+
+
+def _q(tag: str) -> str:
+    return f"{{{NAMESPACE}}}{tag}"
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One ``<interface>`` of the guest, as far as the hooks care."""
+
+    mac: str
+    type: str
+    source_dev: str | None
+    virtualport_type: str | None
+    virtualport: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def libvirt_managed_profile(self) -> bool:
+        """libvirt itself associates this port (``type='direct'`` + 802.1Qbg/Qbh ``<virtualport>``)."""
+        if self.virtualport_type is None:
+            return False
+        return self.type == "direct" or self.virtualport_type in _LIBVIRT_PORT_PROFILES
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """A ``<vdp:port>`` the hooks manage.  ``error`` is set when the declaration breaks a rule."""
+
+    mac: str
+    where: str  # names the element for messages, e.g. "<vdp:port mac='52:54:00:aa:00:02'>"
+    kind: str  # "qbg", "qbh" or "unknown"
+    uplink: str | None = None
+    vlan: int = 0  # 0 = the switch assigns it
+    required: bool | None = None  # None = not said here; the guest or host decides
+    params: Mapping[str, str] = field(default_factory=dict)
+    instance: uuid.UUID | None = None
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        """What the journal and the logs call this port."""
+        return self.mac
+
+
+@dataclass(frozen=True)
+class Event:
+    """One hook invocation: who, what, and what our metadata declares."""
+
+    guest: str
+    uuid: uuid.UUID
+    op: str
+    subop: str
+    extra: str
+    interfaces: tuple[Interface, ...] = ()
+    ports: tuple[PortSpec, ...] = ()
+    #: Per-guest feature policy from ``<vdp:feature name= required=>``: name -> required.
+    feature_policy: Mapping[str, bool] = field(default_factory=dict)
+    #: Things worth a log line that change nothing (unknown attributes, newer metadata version, ...).
+    warnings: tuple[str, ...] = ()
+    has_metadata: bool = False
+    raw: bytes = field(default=b"", repr=False)
+
+    @property
+    def hook(self) -> tuple[str, str]:
+        return (self.op, self.subop)
+
+    def interface(self, mac: str) -> Interface | None:
+        for iface in self.interfaces:
+            if iface.mac == mac:
+                return iface
+        return None
+
+
+def _parse_xml(raw: bytes) -> object:
+    # Imported here: the entry's fast path must not pay for lxml.
+    from lxml import etree
+
+    if len(raw) > MAX_XML_BYTES:
+        raise XmlError(f"domain XML is {len(raw)} bytes, more than the {MAX_XML_BYTES} accepted")
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=True
+    )
+    try:
+        root = etree.fromstring(raw, parser)
+    except etree.XMLSyntaxError as exc:
+        raise XmlError(f"domain XML on stdin is not well-formed: {exc}") from None
+    if root is None or root.tag != "domain":
+        raise XmlError("stdin does not hold a <domain> document", hint="libvirt passes the domain XML on stdin")
+    return root
+
+
+def _yes_no(value: str, where: str, attr: str) -> bool:
+    if value in ("yes", "no"):
+        return value == "yes"
+    raise ValueError(f"{where}: {attr}='{value}' must be 'yes' or 'no'")
+
+
+def _int_in(value: str, lo: int, hi: int, where: str, attr: str) -> int:
+    try:
+        number = int(value, 10)
+    except ValueError:
+        raise ValueError(f"{where}: {attr}='{value}' is not a decimal number") from None
+    if not lo <= number <= hi:
+        raise ValueError(f"{where}: {attr}={number} is outside {lo}..{hi}")
+    return number
+
+
+def _interfaces(root: object) -> tuple[Interface, ...]:
+    found = []
+    for node in root.iterfind("devices/interface"):  # type: ignore[attr-defined]
+        mac_node = node.find("mac")
+        if mac_node is None or not mac_node.get("address"):
+            continue  # libvirt always fills the MAC in; an interface without one cannot be ours
+        source = node.find("source")
+        vport = node.find("virtualport")
+        params = vport.find("parameters") if vport is not None else None
+        found.append(
+            Interface(
+                mac=mac_node.get("address").lower(),
+                type=node.get("type", ""),
+                source_dev=source.get("dev") if source is not None else None,
+                virtualport_type=vport.get("type") if vport is not None else None,
+                virtualport=MappingProxyType(dict(params.attrib)) if params is not None else MappingProxyType({}),
+            )
+        )
+    return tuple(found)
+
+
+def _port(node: object, guest_uuid: uuid.UUID, interfaces: tuple[Interface, ...], warnings: list[str]) -> PortSpec:
+    """One ``<vdp:port>``; rule violations are kept in ``error`` rather than raised."""
+    attrs = dict(node.attrib)  # type: ignore[attr-defined]
+    mac = attrs.get("mac", "").lower()
+    where = f"<vdp:port mac='{attrs.get('mac', '')}'>"
+    for name in attrs:
+        if name not in _PORT_ATTRS:
+            warnings.append(f"{where}: unknown attribute '{name}' ignored")
+    required: bool | None = None
+    try:
+        if "required" in attrs:
+            required = _yes_no(attrs["required"], where, "required")
+    except ValueError as exc:
+        return PortSpec(mac=mac, where=where, kind="unknown", error=str(exc))
+
+    children = [c for c in node if isinstance(c.tag, str)]  # type: ignore[attr-defined]
+    kinds = [c for c in children if c.tag in (_q(k) for k in _PORT_KINDS)]
+    others = [c for c in children if c not in kinds]
+
+    def bad(message: str, kind: str = "unknown") -> PortSpec:
+        return PortSpec(mac=mac, where=where, kind=kind, required=required, error=message)
+
+    if not _MAC_RE.match(mac):
+        return bad(f"{where}: mac must look like 52:54:00:aa:00:02")
+    iface = next((i for i in interfaces if i.mac == mac), None)
+    if iface is None:
+        return bad(f"{where}: the guest has no <interface> with this MAC")
+    if iface.libvirt_managed_profile:
+        return bad(
+            f"{where}: this interface has a <virtualport type='{iface.virtualport_type}'> that libvirt "
+            "manages itself; remove one of the two"
+        )
+    if others:
+        names = ", ".join(sorted({str(c.tag) for c in others}))
+        return bad(f"{where}: unknown element(s) {names} (a newer libvirt-vdp-hooks?)")
+    if len(kinds) != 1:
+        return bad(f"{where}: needs exactly one <vdp:qbg> or <vdp:qbh> inside")
+    kind_node = kinds[0]
+    kind = kind_node.tag.split("}", 1)[1]
+    try:
+        vlan = _int_in(attrs.get("vlan", "0"), 0, 4094, where, "vlan")
+        uplink = attrs.get("uplink") or (iface.source_dev if iface.type == "direct" else None)
+        if not uplink:
+            raise ValueError(f"{where}: uplink= is missing (only type='direct' interfaces default to their source dev)")
+        params = dict(kind_node.attrib)
+        known = _QBG_ATTRS if kind == "qbg" else _QBH_ATTRS
+        for name in params:
+            if name not in known:
+                warnings.append(f"{where}: <vdp:{kind}> unknown attribute '{name}' ignored")
+        instance: uuid.UUID | None = None
+        kwhere = f"{where} <vdp:{kind}>"
+        if kind == "qbg":
+            for name in ("managerid", "typeid", "typeidversion"):
+                if name not in params:
+                    raise ValueError(f"{kwhere}: {name}= is required")
+            _int_in(params["managerid"], 0, 255, kwhere, "managerid")
+            _int_in(params["typeid"], 0, 0xFFFFFF, kwhere, "typeid")
+            _int_in(params["typeidversion"], 0, 255, kwhere, "typeidversion")
+            if "instanceid" in params:
+                try:
+                    instance = uuid.UUID(params["instanceid"])
+                except ValueError:
+                    raise ValueError(f"{kwhere}: instanceid='{params['instanceid']}' is not a UUID") from None
+            else:
+                # Stable across hosts and restarts: the same guest and MAC always name the same VSI.
+                instance = uuid.uuid5(_INSTANCE_NS, f"{guest_uuid}/{mac}")
+        else:
+            profile = params.get("profileid", "")
+            if not profile or len(profile.encode()) > _PROFILE_MAX:
+                raise ValueError(f"{kwhere}: profileid= must be 1..{_PROFILE_MAX} bytes")
+            instance = guest_uuid  # like libvirt: the port's instance is the domain UUID
+    except ValueError as exc:
+        return bad(str(exc), kind)
+    return PortSpec(
+        mac=mac,
+        where=where,
+        kind=kind,
+        uplink=uplink,
+        vlan=vlan,
+        required=required,
+        params=MappingProxyType(params),
+        instance=instance,
+    )
+
+
+def parse_event(argv: list[str], raw: bytes) -> Event:
+    """Build the event from the hook's argv (without argv[0]) and the XML bytes from stdin."""
+    if len(argv) < 3:
+        raise XmlError("expected arguments NAME OP SUBOP [EXTRA]", hint="run as libvirt does: qemu NAME OP SUBOP EXTRA")
+    name, op, subop = argv[0], argv[1], argv[2]
+    extra = argv[3] if len(argv) > 3 else "-"
+    root = _parse_xml(raw)
+    uuid_text = (root.findtext("uuid") or "").strip()  # type: ignore[attr-defined]
+    try:
+        guest_uuid = uuid.UUID(uuid_text)
+    except ValueError:
+        raise XmlError(f"<uuid>{uuid_text[:60]}</uuid> is not a UUID", hint="libvirt always sets one") from None
+    guest = (root.findtext("name") or name).strip()  # type: ignore[attr-defined]
+    interfaces = _interfaces(root)
+
+    hooks_nodes = root.findall(f"metadata/{_q('hooks')}")  # type: ignore[attr-defined]
+    if not hooks_nodes:
+        return Event(guest, guest_uuid, op, subop, extra, interfaces, raw=raw)
+    if len(hooks_nodes) > 1:
+        raise XmlError("more than one <vdp:hooks> element in <metadata>; libvirt keeps only the first")
+    top = hooks_nodes[0]
+    warnings: list[str] = []
+    version_text = top.get("version", "1")
+    try:
+        version = int(version_text)
+        if version < 1:
+            raise ValueError
+    except ValueError:
+        raise XmlError(f"<vdp:hooks version='{version_text}'>: version must be a positive integer") from None
+    if version > 1:
+        warnings.append(f"<vdp:hooks version='{version}'> is newer than this host understands (1)")
+
+    policy: dict[str, bool] = {}
+    ports: list[PortSpec] = []
+    seen: set[str] = set()
+    for node in top:
+        if not isinstance(node.tag, str):
+            continue
+        if node.tag == _q("feature"):
+            fname = node.get("name", "")
+            where = f"<vdp:feature name='{fname}'>"
+            if not fname:
+                raise XmlError(f"{where}: name= is missing")
+            if fname in policy:
+                raise XmlError(f"{where} appears twice")
+            try:
+                policy[fname] = _yes_no(node.get("required", "yes"), where, "required")
+            except ValueError as exc:
+                raise XmlError(str(exc)) from None
+        elif node.tag == _q("port"):
+            port = _port(node, guest_uuid, interfaces, warnings)
+            if port.mac in seen:
+                raise XmlError(f"{port.where} is declared twice; declare each port once")
+            seen.add(port.mac)
+            ports.append(port)
+        else:
+            warnings.append(f"<vdp:hooks>: unknown element {node.tag} ignored")
+    return Event(
+        guest=guest,
+        uuid=guest_uuid,
+        op=op,
+        subop=subop,
+        extra=extra,
+        interfaces=interfaces,
+        ports=tuple(ports),
+        feature_policy=MappingProxyType(policy),
+        warnings=tuple(warnings),
+        has_metadata=True,
+        raw=raw,
+    )

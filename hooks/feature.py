@@ -1,0 +1,206 @@
+"""The feature contract, and how features are found by name.
+
+A feature sets something up for a guest and knows how to undo it.  ``setup()`` journals what it is about
+to do through the :class:`Context` *before* it sends anything and confirms it afterwards, so whatever
+happens to the process, ``release end`` finds a record to tear down.  ``teardown()`` sits right beside it
+and takes those records back; it must be idempotent (tearing down what is already gone is success).
+
+Features are named in the host config (``[hooks] features``).  Built-in ones are listed here by dotted
+path; third-party ones register an entry point in the group ``libvirt_vdp_hooks.features``.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from hooks import NAMESPACE
+from hooks.config import Config, Option
+from hooks.errors import ConfigError, HookError
+
+if TYPE_CHECKING:
+    from hooks.deadline import Deadline
+    from hooks.event import Event
+    from hooks.journal import GuestJournal, Record
+
+__all__ = [
+    "BUILTIN_FEATURES",
+    "ENTRY_POINT_GROUP",
+    "CheckResult",
+    "Context",
+    "Feature",
+    "Outcome",
+    "feature_class",
+    "is_known_feature",
+]
+
+ENTRY_POINT_GROUP = "libvirt_vdp_hooks.features"
+
+#: Built-in features by name; imported only when enabled and needed.
+BUILTIN_FEATURES: Mapping[str, str] = {
+    "vdp": "vdp.feature:VdpFeature",
+    "links": "hooks.links:LinksFeature",
+}
+
+BEGIN_OPS = frozenset(
+    {("migrate", "begin"), ("restore", "begin"), ("prepare", "begin"), ("start", "begin"), ("started", "begin")}
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of setup or teardown for one target (a port's key; None = the feature as a whole)."""
+
+    key: str | None
+    error: HookError | None = None
+    note: str = ""  # what was done, for the log ("associated vlan 100")
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One line of ``vdp-hooks check``: ``PASS``, ``WARN`` or ``FAIL`` with a hint."""
+
+    what: str
+    verdict: str
+    hint: str = ""
+
+
+@dataclass
+class Context:
+    """What a feature gets for one invocation: settings, deadline, journal access, logger."""
+
+    feature: str
+    event: Event
+    config: Config
+    settings: Mapping[str, Any]
+    deadline: Deadline
+    journal: GuestJournal
+    incoming: bool = False  # this start is the destination side of a live migration
+    log: logging.LoggerAdapter = field(
+        default_factory=lambda: logging.LoggerAdapter(logging.getLogger("vdp-hooks"), {})
+    )
+    created: list[Record] = field(default_factory=list)  # records this invocation journaled
+
+    def intend(self, key: str, kind: str, data: Mapping[str, Any]) -> Record:
+        """Journal the intent to set ``key`` up (written to disk before returning)."""
+        return self.intend_many([(key, kind, data)])[0]
+
+    def intend_many(self, items: Iterable[tuple[str, str, Mapping[str, Any]]]) -> list[Record]:
+        """Journal several intents with one atomic write: all ports of a guest go out together."""
+        records = self.journal.add(self.feature, items, op=f"{self.event.op} {self.event.subop}")
+        self.created.extend(records)
+        return records
+
+    def confirm(self, records: Sequence[Record], updates: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """Mark records as done (optionally merging data learnt from the peer, e.g. a switch-chosen VLAN)."""
+        self.journal.confirm(records, updates or {})
+
+    def journaled(self, kind: str | None = None) -> list[Record]:
+        """This feature's records from earlier invocations too (e.g. a reservation made at prepare)."""
+        return [r for r in self.journal.records if r.feature == self.feature and (kind is None or r.kind == kind)]
+
+    def forget(self, records: Sequence[Record]) -> None:
+        """Drop records whose state no longer exists (e.g. a reservation replaced by an association)."""
+        self.journal.remove(records)
+
+
+class Feature(abc.ABC):
+    """Base of every feature.  Subclasses set the class attributes and implement setup and teardown."""
+
+    #: The name used in the config and in ``<vdp:feature name=...>``.
+    name: ClassVar[str]
+    #: Raw-bytes markers: the guest concerns this feature only if one occurs in the domain XML.
+    #: Our metadata namespace always counts.  Keep cheap: this runs for every guest on every event.
+    markers: ClassVar[tuple[bytes, ...]] = ()
+    #: The (operation, sub-operation) pairs setup() acts on.
+    handles: ClassVar[frozenset[tuple[str, str]]] = frozenset()
+    #: Keys of this feature's config section.
+    options: ClassVar[Mapping[str, Option]] = {}
+
+    def __init__(self, config: Config, settings: Mapping[str, Any]) -> None:
+        self.config = config
+        self.settings = settings
+
+    @classmethod
+    def wants(cls, raw: bytes) -> bool:
+        """The cheap test on the raw XML bytes."""
+        return NAMESPACE.encode() in raw or any(marker in raw for marker in cls.markers)
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """One line for ``vdp-hooks check`` and the logs."""
+
+    def targets(self, event: Event) -> list[str]:
+        """The keys (ports) this feature acts on for ``event``: the policy is decided per key."""
+        return [p.key for p in event.ports]
+
+    @abc.abstractmethod
+    def setup(self, event: Event, ctx: Context) -> list[Outcome]:
+        """Do what ``event`` asks of this feature; one Outcome per target.  Journal through ``ctx``."""
+
+    @abc.abstractmethod
+    def teardown(self, records: Sequence[Record], ctx: Context) -> list[Outcome]:
+        """Undo ``records`` (all at once where the peer allows); one Outcome per record, key = record.key.
+
+        Idempotent: a record whose state is already gone is a success.
+        """
+
+    def declared(self, event: Event) -> list[tuple[str, str, Mapping[str, Any]]]:
+        """Records (key, kind, data) for what the XML declares, torn down at ``release end`` even if the
+        journal lost them (a crash before the journal existed, a wiped /run)."""
+        return []
+
+    def check(self) -> list[CheckResult]:
+        """Host checks for ``vdp-hooks check``."""
+        return []
+
+    def live_state(self, records: Sequence[Record]) -> dict[str, str]:
+        """For ``vdp-hooks status``: what the peer says about each record (key -> short state)."""
+        return {}
+
+
+def _entry_point(name: str) -> Any | None:
+    from importlib import metadata
+
+    found: Any = metadata.entry_points()
+    # Python 3.9 returns a dict of lists; 3.10+ an EntryPoints object with select().
+    eps = found.select(group=ENTRY_POINT_GROUP) if hasattr(found, "select") else found.get(ENTRY_POINT_GROUP, [])
+    for ep in eps:
+        if ep.name == name:
+            return ep
+    return None
+
+
+def is_known_feature(name: str) -> bool:
+    return name in BUILTIN_FEATURES or _entry_point(name) is not None
+
+
+def feature_class(name: str) -> type[Feature]:
+    """The class for a feature name: built-in first, then entry points."""
+    try:
+        if name in BUILTIN_FEATURES:
+            module, _, attr = BUILTIN_FEATURES[name].partition(":")
+            cls = getattr(importlib.import_module(module), attr)
+        else:
+            ep = _entry_point(name)
+            if ep is None:
+                raise ConfigError(
+                    f"feature '{name}' is neither built in ({', '.join(BUILTIN_FEATURES)}) nor installed "
+                    f"(entry point group {ENTRY_POINT_GROUP})"
+                )
+            cls = ep.load()
+    except HookError:
+        raise
+    except Exception as exc:  # a broken plugin must name itself, not crash the hook with a traceback
+        raise ConfigError(f"feature '{name}' cannot be loaded: {type(exc).__name__}: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Feature)):
+        raise ConfigError(f"feature '{name}' does not subclass hooks.feature.Feature")
+    return cls

@@ -1,0 +1,227 @@
+"""One hook invocation past the entry's fast path: config, event, journal, features, verdict.
+
+Returns the exit code and writes at most one line to ``stderr`` (the veto reason libvirt shows).  For the
+operations after which libvirt would kill or abandon a running guest (``reconnect begin``, ``stopped end``,
+``release end``) every failure is logged and the result is 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import uuid
+from typing import IO
+
+from hooks import STATE_DIR_DEFAULT
+from hooks.config import Config, load_config
+from hooks.errors import ConfigError, HookError
+from hooks.event import PORT_FEATURE, Event, parse_event
+from hooks.feature import BEGIN_OPS, Feature, feature_class, is_known_feature
+from hooks.journal import Journal
+from hooks.log import EventLog, setup_logging
+from hooks.policy import Policy, read_emergency
+from hooks.transaction import Veto, release, run_setup, run_verify
+
+__all__ = ["NEVER_FAIL", "run", "state_dir"]
+
+NEVER_FAIL = frozenset({("reconnect", "begin"), ("stopped", "end"), ("release", "end")})
+_UUID_RE = re.compile(rb"<uuid>\s*([0-9a-fA-F-]{32,36})\s*</uuid>")
+
+
+def state_dir() -> str:
+    """Fixed in production (the fast path and the packages rely on it); tests and labs may override."""
+    return os.environ.get("VDP_HOOKS_STATE_DIR") or STATE_DIR_DEFAULT
+
+
+def _features(config: Config, raw: bytes, extra_names: tuple[str, ...] = ()) -> list[Feature]:
+    """Instances of the enabled features that want this guest, in config order (plus ``extra_names``,
+    features no longer enabled that still have journal records to tear down)."""
+    found = []
+    for name in (*config.features, *(n for n in extra_names if n not in config.features)):
+        cls = feature_class(name)
+        if name in config.features and not cls.wants(raw):
+            continue
+        found.append(cls(config, config.feature_settings(name, cls.options)))
+    return found
+
+
+def _declaration_veto(event: Event, config: Config, policy: Policy) -> Veto | None:
+    """Rules about the declaration itself: broken ports, features the guest needs but this host lacks."""
+    for name, required in event.feature_policy.items():
+        if required and name not in config.features and policy.emergency is None:
+            return Veto(
+                name,
+                event.guest,
+                None,
+                f"the guest requires feature '{name}', which is not enabled on this host "
+                f"([hooks] features in {config.path or 'the built-in defaults'})",
+                "guest metadata",
+            )
+    for port in event.ports:
+        feature = PORT_FEATURE.get(port.kind, "vdp")
+        if port.error is None and feature in config.features:
+            continue
+        cause = port.error or (
+            f"{port.where} needs feature '{feature}', which is not enabled on this host "
+            f"([hooks] features in {config.path or 'the built-in defaults'})"
+        )
+        if policy.required(feature, port):
+            return Veto(feature, event.guest, port.key, cause, policy.source(feature, port))
+    return None
+
+
+def _usable(event: Event, log: EventLog, policy: Policy) -> Event:
+    """The event without broken ports (each of them logged; they are not required or we vetoed)."""
+    import dataclasses
+
+    for text in event.warnings:
+        log.warning("%s", text, outcome="warning")
+    bad = [p for p in event.ports if p.error]
+    for port in bad:
+        log.warning(
+            "%s; port ignored (not required: %s)",
+            port.error,
+            policy.source(PORT_FEATURE.get(port.kind, "vdp"), port),
+            port=port.key,
+            outcome="warning",
+        )
+    return dataclasses.replace(event, ports=tuple(p for p in event.ports if not p.error)) if bad else event
+
+
+def _fallback_uuid(raw: bytes) -> uuid.UUID | None:
+    match = _UUID_RE.search(raw)
+    try:
+        return uuid.UUID(match.group(1).decode()) if match else None
+    except ValueError:
+        return None
+
+
+def run(argv: list[str], raw: bytes, *, stderr: IO[str] = sys.stderr) -> int:
+    """The hook's decision for ``argv`` (NAME OP SUBOP EXTRA) and the domain XML ``raw``."""
+    hook = (argv[1], argv[2]) if len(argv) >= 3 else ("", "")
+    never_fail = hook in NEVER_FAIL
+    log = logging.getLogger("vdp-hooks")
+    try:
+        config = load_config(known_features=is_known_feature)
+    except ConfigError as exc:
+        config = None
+        config_error: ConfigError | None = exc
+    else:
+        config_error = None
+    base = config or Config()
+    try:
+        log = setup_logging(syslog=base.syslog, log_file=base.log_file, debug=base.debug)
+    except OSError:
+        log = setup_logging(syslog=base.syslog, log_file="", debug=base.debug)
+    guest = argv[0] if argv else "?"
+    elog = EventLog(log, guest=guest, uuid=str(_fallback_uuid(raw) or "-"), op=" ".join(hook))
+    try:
+        if config is None:
+            assert config_error is not None
+            raise config_error
+        return _run(argv, raw, hook, config, elog, stderr)
+    except HookError as exc:
+        if never_fail or hook not in BEGIN_OPS:
+            elog.error("%s (ignored: this operation must not fail)", exc.one_line(), outcome="error")
+            if never_fail and hook == ("release", "end") and config is not None:
+                _release_by_uuid(raw, config, elog)
+            return 0
+        elog.error("%s", exc.one_line(), outcome="veto")
+        print(f"libvirt-vdp-hooks: guest {guest}: {exc.one_line()}", file=stderr)
+        return 1
+    except Exception as exc:
+        elog.exception("unexpected error: %s", exc, outcome="error")
+        if never_fail or hook not in BEGIN_OPS:
+            return 0
+        print(
+            f"libvirt-vdp-hooks: guest {guest}: internal error {type(exc).__name__}: {exc} "
+            "-- see the hook's log (syslog) and report it",
+            file=stderr,
+        )
+        return 1
+
+
+def _release_by_uuid(raw: bytes, config: Config, elog: EventLog) -> None:
+    """``release end`` with unparsable XML: still tear down what the journal holds for this UUID."""
+    guest_uuid = _fallback_uuid(raw)
+    if guest_uuid is None:
+        return
+    event = Event(guest="?", uuid=guest_uuid, op="release", subop="end", extra="-", raw=raw)
+    try:
+        with Journal(state_dir()).open(guest_uuid, "?") as gj:
+            names = tuple(sorted({r.feature for r in gj.records}))
+            features = [feature_class(n)(config, config.feature_settings(n, feature_class(n).options)) for n in names]
+            release(event, features, config=config, journal=gj, log=elog)
+    except HookError as exc:
+        elog.error("release from journal failed: %s", exc.one_line(), outcome="pending")
+
+
+def _run(argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elog: EventLog, stderr: IO[str]) -> int:
+    event = parse_event(argv, raw)
+    elog = EventLog(elog.logger, guest=event.guest, uuid=str(event.uuid), op=" ".join(hook))
+    store = Journal(state_dir())
+    policy = Policy(config, event, read_emergency(store.state_dir))
+    if policy.emergency is not None:
+        elog.warning("emergency override active (%s): nothing is required on this host", policy.emergency.reason)
+
+    if hook in BEGIN_OPS:
+        veto = _declaration_veto(event, config, policy)
+        if veto is not None:
+            elog.error("%s", veto.cause, feature=veto.feature, port=veto.port or "-", outcome="veto")
+            print(veto.line(), file=stderr)
+            return 1
+        event = _usable(event, elog, policy)
+        features = _features(config, raw)
+        with store.open(event.uuid, event.guest, timeout=config.invocation_timeout) as gj:
+            if hook == ("prepare", "begin"):
+                gj.set_incoming(store.consume_marker(event.uuid, config.marker_ttl))
+            elif hook in (("migrate", "begin"), ("restore", "begin")):
+                gj.set_incoming(False)
+            veto = run_setup(
+                event,
+                features,
+                config=config,
+                policy=policy,
+                journal=gj,
+                incoming=gj.incoming and hook != ("migrate", "begin"),
+                log=elog,
+            )
+        if veto is not None:
+            print(veto.line(), file=stderr)
+            return 1
+        if hook == ("migrate", "begin"):
+            store.write_marker(event.uuid)
+        elog.info("proceed", outcome="ok")
+        return 0
+
+    if hook == ("reconnect", "begin"):
+        event = _usable(event, elog, policy)
+        with store.open(event.uuid, event.guest, timeout=config.invocation_timeout) as gj:
+            run_verify(event, _features(config, raw), config=config, journal=gj, log=elog)
+        return 0
+
+    if hook == ("release", "end"):
+        event = _usable(event, elog, policy)
+        with store.open(event.uuid, event.guest, timeout=config.invocation_timeout) as gj:
+            leftover = tuple(sorted({r.feature for r in gj.records}))
+            problems = release(event, _features(config, raw, leftover), config=config, journal=gj, log=elog)
+        elog.info(
+            "released%s",
+            f" with {len(problems)} problem(s) left pending" if problems else "",
+            outcome="pending" if problems else "ok",
+        )
+        return 0
+    return 0  # stopped end and every operation we have nothing to do for
+
+
+def main(argv: list[str] | None = None, raw: bytes | None = None) -> int:
+    """For ``python -m hooks.runner NAME OP SUBOP EXTRA < xml`` (the entry script is the real front door)."""
+    args = sys.argv[1:] if argv is None else argv
+    data = sys.stdin.buffer.read() if raw is None else raw
+    return run(args, data)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

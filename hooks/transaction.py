@@ -1,0 +1,265 @@
+"""Setup with rollback, and teardown: the part that decides veto or proceed.
+
+Setup runs the enabled features in config order.  Each reports one Outcome per port; a failed port that
+is required stops the run, and everything this invocation journaled is torn down in reverse (last
+feature first, last record first), partial states included, inside the invocation deadline.  A failed port
+that is not required costs a warning and its own partial state; the guest proceeds.
+
+Teardown (``release end``, and rollback) takes records to the feature that made them.  What cannot be torn
+down in time stays journaled as ``pending`` and the next teardown retries it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from hooks.config import Config
+from hooks.deadline import Deadline
+from hooks.errors import DeadlineExceeded, FeatureError, HookError
+from hooks.event import Event, PortSpec
+from hooks.feature import Context, Feature, Outcome
+from hooks.journal import GuestJournal, Record
+from hooks.log import EventLog
+from hooks.policy import Policy
+
+__all__ = ["Veto", "release", "run_setup", "run_teardown", "run_verify"]
+
+
+@dataclass(frozen=True)
+class Veto:
+    """Why this invocation refuses: one line for libvirt's error message."""
+
+    feature: str
+    guest: str
+    port: str | None
+    cause: str
+    decided_by: str
+
+    def line(self) -> str:
+        port = f" port {self.port}:" if self.port else ""
+        return (
+            f"libvirt-vdp-hooks: guest {self.guest}:{port} feature {self.feature}: {self.cause} "
+            f"(required by {self.decided_by})"
+        )
+
+
+@dataclass
+class _Run:
+    event: Event
+    config: Config
+    journal: GuestJournal
+    log: EventLog
+    incoming: bool = False
+    contexts: list[tuple[Feature, Context]] = field(default_factory=list)
+
+    def context(self, feature: Feature, deadline: Deadline) -> Context:
+        ctx = Context(
+            feature=feature.name,
+            event=self.event,
+            config=self.config,
+            settings=feature.settings,
+            deadline=deadline,
+            journal=self.journal,
+            incoming=self.incoming,
+            log=self.log.bind(feature.name),
+        )
+        self.contexts.append((feature, ctx))
+        return ctx
+
+
+def _port(event: Event, key: str | None) -> PortSpec | None:
+    return next((p for p in event.ports if p.key == key), None) if key else None
+
+
+def _guarded(call: str, feature: Feature, log: EventLog, fn: object, *args: object) -> list[Outcome]:
+    """Run a feature method; every exception becomes one admin-facing Outcome (traceback to the log)."""
+    try:
+        return list(fn(*args))  # type: ignore[operator]
+    except HookError as exc:
+        return [Outcome(None, exc)]
+    except Exception as exc:
+        log.exception("%s of feature %s crashed", call, feature.name, extra={"feature": feature.name})
+        return [
+            Outcome(
+                None,
+                FeatureError(
+                    f"internal error in {call}: {type(exc).__name__}: {exc}",
+                    hint="see the hook's log; please report it",
+                ),
+            )
+        ]
+
+
+def _required(policy: Policy, feature: Feature, event: Event, key: str | None) -> tuple[bool, str]:
+    port = _port(event, key)
+    if key is None:  # a failure of the feature as a whole concerns every port it serves
+        ports = [p for p in (_port(event, k) for k in feature.targets(event)) if p is not None]
+        for p in ports:
+            if policy.required(feature.name, p):
+                return True, policy.source(feature.name, p)
+        if ports:
+            return False, policy.source(feature.name, ports[0])
+    return policy.required(feature.name, port), policy.source(feature.name, port)
+
+
+def run_teardown(
+    pairs: Sequence[tuple[Feature, Sequence[Record]]],
+    journal: GuestJournal,
+    contexts: dict[str, Context],
+    log: EventLog,
+) -> list[str]:
+    """Tear down each feature's records (in the order given); returns the problems, journaled as pending."""
+    problems = []
+    for feature, records in pairs:
+        if not records:
+            continue
+        ctx = contexts[feature.name]
+        if ctx.deadline.expired():
+            journal.mark_pending(records, {r.id: "invocation deadline reached before teardown" for r in records})
+            problems.append(f"{feature.name}: {len(records)} record(s) left pending (deadline)")
+            continue
+        outcomes = _guarded("teardown", feature, log, feature.teardown, records, ctx)
+        by_key = {o.key: o for o in outcomes}
+        whole = by_key.get(None)
+        gone, failed, errors = [], [], {}
+        for record in records:
+            outcome = by_key.get(record.key, whole)
+            if outcome is not None and outcome.ok:
+                gone.append(record)
+                log.info("torn down %s", record.kind, feature=feature.name, port=record.key, outcome="ok")
+            else:
+                cause = outcome.error.one_line() if outcome and outcome.error else "no outcome reported"
+                failed.append(record)
+                errors[record.id] = cause
+                problems.append(f"{feature.name} {record.key}: {cause}")
+                log.error(
+                    "teardown of %s failed, kept as pending: %s",
+                    record.kind,
+                    cause,
+                    feature=feature.name,
+                    port=record.key,
+                    outcome="pending",
+                )
+        # Records that were only synthesised from the XML (id 0) were never in the journal.
+        journal.remove([r for r in gone if r.id])
+        journal.mark_pending([r for r in failed if r.id], errors)
+    return problems
+
+
+def _rollback(run: _Run, log: EventLog) -> list[str]:
+    pairs = []
+    contexts = {}
+    for feature, ctx in reversed(run.contexts):
+        live = {r.id for r in run.journal.records}
+        pairs.append((feature, [r for r in reversed(ctx.created) if r.id in live]))
+        contexts[feature.name] = ctx
+    return run_teardown(pairs, run.journal, contexts, log)
+
+
+def run_setup(
+    event: Event,
+    features: Sequence[Feature],
+    *,
+    config: Config,
+    policy: Policy,
+    journal: GuestJournal,
+    incoming: bool,
+    log: EventLog,
+) -> Veto | None:
+    """Set up every feature for a ``begin`` operation; on a required failure roll back and return the Veto."""
+    deadline = Deadline(config.invocation_timeout)
+    # Keep one exchange's worth of time for the rollback; what still does not fit is left pending.
+    setup_deadline = deadline.minus(config.exchange_timeout)
+    run = _Run(event, config, journal, log, incoming)
+    veto: Veto | None = None
+    for feature in features:
+        if event.hook not in feature.handles:
+            continue
+        ctx = run.context(feature, setup_deadline)
+        if setup_deadline.expired():
+            outcomes = [
+                Outcome(None, DeadlineExceeded(f"invocation deadline of {config.invocation_timeout:g} s reached"))
+            ]
+        else:
+            outcomes = _guarded("setup", feature, log, feature.setup, event, ctx)
+        ctx.deadline = deadline  # rollback may use the reserve
+        for outcome in outcomes:
+            if outcome.ok:
+                log.info("%s", outcome.note or "ok", feature=feature.name, port=outcome.key or "-", outcome="ok")
+                continue
+            assert outcome.error is not None
+            required, decided_by = _required(policy, feature, event, outcome.key)
+            cause = outcome.error.one_line()
+            if required:
+                log.error("%s", cause, feature=feature.name, port=outcome.key or "-", outcome="veto")
+                veto = veto or Veto(feature.name, event.guest, outcome.key, cause, decided_by)
+            else:
+                log.warning(
+                    "%s; not required (%s), proceeding without it",
+                    cause,
+                    decided_by,
+                    feature=feature.name,
+                    port=outcome.key or "-",
+                    outcome="warning",
+                )
+                # A half-done optional port helps nobody: undo just that port's state now.
+                mine = [r for r in ctx.created if outcome.key in (None, r.key) and r in journal.records]
+                run_teardown([(feature, list(reversed(mine)))], journal, {feature.name: ctx}, log)
+        if veto is not None:
+            break
+    if veto is not None:
+        problems = _rollback(run, log)
+        if problems:
+            log.error("rollback incomplete: %s", "; ".join(problems), outcome="pending")
+    return veto
+
+
+def run_verify(
+    event: Event, features: Sequence[Feature], *, config: Config, journal: GuestJournal, log: EventLog
+) -> None:
+    """``reconnect begin``: let features re-check and repair; failures are logged, never returned."""
+    deadline = Deadline(config.invocation_timeout)
+    run = _Run(event, config, journal, log)
+    for feature in features:
+        if event.hook not in feature.handles:
+            continue
+        for outcome in _guarded("setup", feature, log, feature.setup, event, run.context(feature, deadline)):
+            level = logging.INFO if outcome.ok else logging.WARNING
+            text = outcome.note or "ok" if outcome.ok else outcome.error.one_line()  # type: ignore[union-attr]
+            log.log(
+                level,
+                "%s",
+                text,
+                feature=feature.name,
+                port=outcome.key or "-",
+                outcome="ok" if outcome.ok else "warning",
+            )
+
+
+def release(
+    event: Event,
+    features: Sequence[Feature],
+    *,
+    config: Config,
+    journal: GuestJournal,
+    log: EventLog,
+) -> list[str]:
+    """``release end``: tear down what the journal holds plus what the XML declares, last feature first."""
+    deadline = Deadline(config.invocation_timeout)
+    run = _Run(event, config, journal, log)
+    pairs = []
+    contexts = {}
+    for feature in reversed(features):
+        ctx = run.context(feature, deadline)
+        contexts[feature.name] = ctx
+        records = [r for r in journal.records if r.feature == feature.name]
+        have = {r.key for r in records}
+        for key, kind, data in feature.declared(event):
+            if key not in have:
+                records.append(Record(0, feature.name, key, kind, dict(data), op="declared"))
+        pairs.append((feature, list(reversed(records))))
+    problems = run_teardown(pairs, journal, contexts, log)
+    journal.set_incoming(False)
+    return problems
