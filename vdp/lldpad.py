@@ -38,7 +38,7 @@ from vdp.nlmsg import (
     PortStatus,
     VsiType,
 )
-from vdp.status import VDP22_SUCCESS, errno_message, split_vdp22, vdp22_message
+from vdp.status import VDP22_NONE, VDP22_SUCCESS, errno_message, split_vdp22, vdp22_message
 
 __all__ = [
     "ASSOCIATE",
@@ -312,8 +312,6 @@ class LldpadClient:
         interval = _POLL_FIRST
         while True:
             open_ = [p for p in pending if p.result is None]
-            if not open_:
-                break
             now = time.monotonic()
             for p in open_:
                 if end_of(p) <= now:
@@ -326,17 +324,60 @@ class LldpadClient:
             interval = min(interval * 2, _POLL_CAP)
             for ifindex in sorted({p.ifindex for p in open_}):
                 group = [p for p in open_ if p.ifindex == ifindex]
-                end = min(end_of(p) for p in group)
-                try:
-                    got = self._getlink(ifindex, max(end, time.monotonic() + 0.001))
-                except TimeoutError:
-                    continue  # the per-request end above turns lasting silence into a failure
-                for p in group:
-                    p.polls += 1
-                    p.result = self._judge(p, got)
+                self._poll_uplink(ifindex, group, min(end_of(p) for p in group))
         return [p.result for p in pending if p.result is not None]
 
     # -- helpers -------------------------------------------------------------------------------------
+
+    def _poll_uplink(self, ifindex: int, group: list[_Pending], end: float) -> None:
+        """One polling round for ``group`` (requests on one uplink); settle the requests that are done.
+
+        lldpad keeps showing a VSI's previous response while a request that changes it (PREASSOCIATE_RR
+        -> ASSOCIATE, a repeated ASSOCIATE) is still with the switch, so the table alone cannot tell a
+        stale success from a new one.  What tells is whether lldpad still calls the VSI busy: a request
+        for a lower mode than the one in force answers EBUSY while busy, EINVAL once idle, and changes
+        nothing either way (openlldp qbg/vdp22sm.c, vdp22_addreq and vdp22_modvsi).  So ASSOCIATE and
+        PREASSOCIATE_RR are probed first, and the table is read only for the ones that are idle.
+        """
+        end = max(end, time.monotonic() + 0.001)
+        ready = [p for p in group if not self._busy(p, end)]
+        if not ready:
+            return
+        try:
+            got = self._getlink(ifindex, end)
+        except TimeoutError:
+            return  # the per-request end in submit() turns lasting silence into a failure
+        for p in ready:
+            p.polls += 1
+            verdict = self._judge(p, got)
+            if isinstance(verdict, VsiResult):
+                p.result = verdict
+            elif verdict is not None:
+                p.result = self._result(p.req, verdict)
+
+    def _busy(self, p: _Pending, end: float) -> bool:
+        """Whether lldpad still processes a request for ``p``'s VSI (see _poll_uplink)."""
+        if p.req.request not in (ASSOCIATE, PREASSOCIATE_RR):
+            return False  # DISASSOCIATE is settled by the table; below PREASSOCIATE there is no probe
+        seq = self._next_seq()
+        self._send(
+            nlmsg.encode_qbg_request(
+                seq=seq,
+                port_id=self.port_id,
+                ifindex=p.ifindex,
+                ifname=p.req.ifname,
+                mac=p.req.mac,
+                vlan=p.req.vlan,
+                vsi_type=p.req.vsi_type,
+                instance=p.req.instance,
+                request=PREASSOCIATE,
+            )
+        )
+        while time.monotonic() < end:
+            for hdr, msg in self._recv(end):
+                if hdr.seq == seq and hdr.type == NLMSG_ERROR:
+                    return nlmsg.decode_error(msg) == -errno.EBUSY
+        return True
 
     def _silence(self, p: _Pending, what: str) -> str:
         waited = time.monotonic() - p.sent_at
@@ -346,8 +387,8 @@ class LldpadClient:
         )
 
     @staticmethod
-    def _judge(p: _Pending, got: list[PortStatus] | int) -> VsiResult | None:
-        """The result for ``p`` from one table snapshot, or None while still in progress."""
+    def _judge(p: _Pending, got: list[PortStatus] | int) -> VsiResult | int | None:
+        """What one table snapshot says about ``p``: a result, the VDP22 response, or None (in progress)."""
         req = p.req
         if isinstance(got, int):
             return _fail(req, f"{_what(req)}: {errno_message(got)}")
@@ -362,11 +403,13 @@ class LldpadClient:
                 "consumed its final status) -- retry, and check the switch's log for this VSI",
             )
         response = mine[0].response
-        if response is None:
+        if response is None or response & 0xFF == VDP22_NONE:
             return None  # no answer from the switch yet
+        return response
+
+    @staticmethod
+    def _result(req: VsiRequest, response: int) -> VsiResult:
         status, bits = split_vdp22(response)
-        if status == 0xFF:
-            return None  # VDP22_RESP_NONE reported explicitly: still waiting
         ok = status == VDP22_SUCCESS and not bits
         vlan = req.vlan if req.vlan else None
         msg = "accepted by the switch" if ok else f"{_what(req)}: {vdp22_message(response)}"
