@@ -179,6 +179,7 @@ def qbh_message(response: int) -> str:
 def errno_message(err: int) -> str:
     """One line for lldpad's netlink errno (sign ignored: netlink carries it negative)."""
     code = abs(err)
-    name = errno.errorcode.get(code, str(code))
+    # EOPNOTSUPP and ENOTSUP share 95 on Linux; errorcode names it ENOTSUP, the kernel and lldpad say EOPNOTSUPP.
+    name = "EOPNOTSUPP" if code == errno.EOPNOTSUPP else errno.errorcode.get(code, str(code))
     text = _ERRNO_TEXT.get(code, f"{os.strerror(code)} -- see lldpad's log ('lldpad -V7')")
     return f"lldpad answered {name}: {text}"
