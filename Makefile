@@ -1,0 +1,42 @@
+# libvirt-vdp-hooks: the two front-door commands are `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+VENV ?= .venv
+SYSTEM_PYTHON ?= /usr/bin/python3
+PYTEST_ARGS ?=
+
+.PHONY: deps apt venv test lint unit-system tests-venv demo clean
+
+deps: apt venv
+
+# Debian packages (lldpad, libvirt, QEMU, Debian's python3-lxml/python3-pyroute2 ...); needs root.
+apt:
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		$$(grep -v '^#' .ci/apt-packages)
+
+# A virtualenv with the newest lxml and pyroute2 from PyPI plus the test tools; the product itself is
+# installed into it as a user would (pip install .), the tests still run from the source tree.
+venv: $(VENV)/.done
+$(VENV)/.done: setup.cfg pyproject.toml
+	$(SYSTEM_PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q ".[test]"
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check hooks vdp tests etc-libvirt-hooks/qemu
+	$(VENV)/bin/mypy --python-version 3.9 hooks vdp
+
+# Everything: lint, the whole suite (unit, lab, libvirt, bench) with the newest libraries, and the unit
+# tests again under Debian's /usr/bin/python3 with python3-lxml and python3-pyroute2 (what hosts run).
+test: lint
+	$(SYSTEM_PYTHON) -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
+
+demo: deps
+	$(SYSTEM_PYTHON) -m tests.lab.demo
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+-include packaging/Makefile.inc
