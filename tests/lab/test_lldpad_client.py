@@ -1,0 +1,219 @@
+"""vdp.lldpad against real lldpad: a station lldpad and an lldpad bridge over a veth (LAB.md recipe A).
+
+The client runs inside the station host's network and mount namespaces (it finds lldpad through that
+host's /run/lldpad.pid, as on a real host); what it reports is checked with lldpad's own tool
+(``vdptool -t``) where lldpad offers one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.harness.vdplab import VdpLab
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Runs in the host's namespaces: a sequence of steps over one LldpadClient, JSON in (argv), JSON out.
+DRIVER = r"""
+import json, sys, time, uuid
+from hooks.errors import PeerUnavailable
+from vdp.lldpad import LldpadClient, VsiRequest, VsiType, find_lldpad_pid
+
+cmd = json.loads(sys.argv[1])
+out = {"pid": find_lldpad_pid(), "steps": []}
+try:
+    with LldpadClient(lldpad_pid=cmd.get("lldpad_pid"), exchange_timeout=cmd.get("timeout", 10.0)) as client:
+        for step in cmd["steps"]:
+            t0 = time.monotonic()
+            if step["op"] == "table":
+                rows = client.table(step["ifname"])
+                out["steps"].append({"table": [[str(r.instance), r.vf, r.response] for r in rows]})
+                continue
+            reqs = [VsiRequest(r["ifname"], r["mac"], r["vlan"], VsiType(*r["vsi_type"]),
+                               uuid.UUID(r["instance"]), r["request"]) for r in step["requests"]]
+            deadline = t0 + step["deadline"] if "deadline" in step else None
+            res = client.submit(reqs, deadline=deadline)
+            out["steps"].append({
+                "ms": (time.monotonic() - t0) * 1000,
+                "results": [{"ok": r.ok, "status": r.status, "error_bits": r.error_bits, "vlan": r.vlan,
+                             "message": r.message, "instance": str(r.request.instance)} for r in res],
+            })
+except PeerUnavailable as exc:
+    out["error"] = ["PeerUnavailable", exc.one_line()]
+print(json.dumps(out))
+"""
+
+PREASSOCIATE, PREASSOCIATE_RR, ASSOCIATE, DISASSOCIATE = 0, 1, 2, 3
+
+
+def _req(ifname: str, instance: uuid.UUID, request: int, *, mac: str = "52:54:00:11:22:33", vlan: int = 10,
+         vsi_type: Sequence[int] = (11, 5, 4)) -> dict[str, Any]:
+    return {"ifname": ifname, "mac": mac, "vlan": vlan, "vsi_type": list(vsi_type), "instance": str(instance),
+            "request": request}
+
+
+def drive(lab: VdpLab, steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """Run DRIVER with ``steps`` in the lab host; its JSON answer."""
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "PYTHONPATH": str(ROOT)}
+    res = lab.run_in_host(None, [sys.executable, "-c", DRIVER, json.dumps({"steps": steps, **extra})], env=env)
+    assert res.returncode == 0, res.stderr.decode()
+    return json.loads(res.stdout)  # type: ignore[no-any-return]
+
+
+def submit(lab: VdpLab, *reqs: dict[str, Any], **step: Any) -> dict[str, Any]:
+    """One submit() of ``reqs``; the step's answer (``ms``, ``results``)."""
+    out = drive(lab, [{"op": "submit", "requests": list(reqs), **step}])
+    assert "error" not in out, out
+    return out["steps"][0]  # type: ignore[no-any-return]
+
+
+def vdptool_vsis(lab: VdpLab, ifname: str) -> dict[str, dict[str, str]]:
+    """lldpad's VSIs on ``ifname`` by UUID, as its own tool shows them (the independent check)."""
+    return {row["uuid"]: row for row in lab.lldpad().vsi_table(ifname)}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VdpLab]:
+    """One host with uplinks up0, up1 to an lldpad bridge; tests leave no VSI behind."""
+    with VdpLab(tmp_path_factory.mktemp("lldpadclient"), uplinks=2) as vdp_lab:
+        yield vdp_lab
+
+
+def test_associate_then_disassociate(lab: VdpLab) -> None:
+    inst = uuid.uuid4()
+    step = submit(lab, _req("up0", inst, ASSOCIATE))
+    (res,) = step["results"]
+    assert res["ok"], res
+    assert (res["status"], res["error_bits"], res["vlan"]) == (0, 0, 10)
+    shown = vdptool_vsis(lab, "up0")
+    assert shown[str(inst)]["mode"] == "assoc"
+    assert shown[str(inst)]["filter"] == "10-52:54:00:11:22:33"
+    table = drive(lab, [{"op": "table", "ifname": "up0"}])["steps"][0]["table"]
+    assert [str(inst), 0xFFFFFFFF, 0] in table
+
+    step = submit(lab, _req("up0", inst, DISASSOCIATE))
+    assert step["results"][0]["ok"], step
+    assert step["results"][0]["message"] == "disassociated"
+    assert str(inst) not in vdptool_vsis(lab, "up0")
+    table = drive(lab, [{"op": "table", "ifname": "up0"}])["steps"][0]["table"]
+    assert all(row[0] != str(inst) for row in table)
+
+    # Teardown is idempotent: lldpad answers EINVAL for an unknown VSI, the client calls that done.
+    again = submit(lab, _req("up0", inst, DISASSOCIATE))["results"][0]
+    assert again["ok"]
+    assert "already disassociated" in again["message"]
+
+
+def test_several_ports_in_one_submit(lab: VdpLab) -> None:
+    ports = [_req("up0", uuid.uuid4(), ASSOCIATE, mac="52:54:00:00:00:01", vlan=11),
+             _req("up0", uuid.uuid4(), ASSOCIATE, mac="52:54:00:00:00:02", vlan=12),
+             _req("up1", uuid.uuid4(), ASSOCIATE, mac="52:54:00:00:00:03", vlan=13)]
+    step = submit(lab, *ports)
+    assert [r["ok"] for r in step["results"]] == [True, True, True], step
+    assert [r["instance"] for r in step["results"]] == [p["instance"] for p in ports]
+    assert {p["instance"] for p in ports[:2]} <= set(vdptool_vsis(lab, "up0"))
+    assert ports[2]["instance"] in vdptool_vsis(lab, "up1")
+    down = submit(lab, *[{**p, "request": DISASSOCIATE} for p in ports])
+    assert [r["ok"] for r in down["results"]] == [True, True, True], down
+    assert not ({p["instance"] for p in ports} & (set(vdptool_vsis(lab, "up0")) | set(vdptool_vsis(lab, "up1"))))
+
+
+def test_vlan_zero_left_to_the_switch(lab: VdpLab) -> None:
+    """VLAN 0 = the switch assigns.  lldpad reports no VLAN over netlink (only to its client interface)."""
+    inst = uuid.uuid4()
+    res = submit(lab, _req("up0", inst, ASSOCIATE, vlan=0))["results"][0]
+    try:
+        assert res["ok"], res
+        assert res["vlan"] is None
+        assert "VLAN left to the switch" in res["message"]
+        # What the switch returned, through lldpad's own tool: Debian's bridge role keeps VLAN 0.
+        assert vdptool_vsis(lab, "up0")[str(inst)]["filter"] == "0-52:54:00:11:22:33"
+    finally:
+        assert submit(lab, _req("up0", inst, DISASSOCIATE, vlan=0))["results"][0]["ok"]
+
+
+def test_migration_sequence_waits_for_the_switch(lab: VdpLab) -> None:
+    """PREASSOCIATE_RR then ASSOCIATE: lldpad shows the old response while the ASSOCIATE is out; the
+    client must not report it before lldpad is done (a request right after then gets no EBUSY)."""
+    inst = uuid.uuid4()
+    out = drive(lab, [
+        {"op": "submit", "requests": [_req("up0", inst, PREASSOCIATE_RR)]},
+        {"op": "submit", "requests": [_req("up0", inst, ASSOCIATE)]},
+        {"op": "submit", "requests": [_req("up0", inst, ASSOCIATE)]},
+        {"op": "submit", "requests": [_req("up0", inst, DISASSOCIATE)]},
+    ])
+    msgs = [s["results"][0]["message"] for s in out["steps"]]
+    assert [s["results"][0]["ok"] for s in out["steps"]] == [True, True, True, True], msgs
+    assert not any("EBUSY" in m for m in msgs)
+    assert str(inst) not in vdptool_vsis(lab, "up0")
+
+
+def test_interface_without_vdp_is_refused(lab: VdpLab) -> None:
+    """lldpad runs no VDP on lo: a clear refusal naming what to configure; a missing uplink likewise."""
+    res = submit(lab, _req("lo", uuid.uuid4(), ASSOCIATE))["results"][0]
+    assert not res["ok"]
+    assert "lldpad answered ENXIO" in res["message"] or "lldpad answered ENODEV" in res["message"], res
+    assert "configure" in res["message"]
+    missing = submit(lab, _req("nosuch0", uuid.uuid4(), ASSOCIATE))["results"][0]
+    assert not missing["ok"]
+    assert "does not exist" in missing["message"]
+
+
+def test_bridge_role_is_refused(lab: VdpLab) -> None:
+    """Asking the lldpad that runs the bridge role (the lab's switch side) gives EOPNOTSUPP: the line
+    says to use the station role."""
+    assert lab.switch is not None and lab.switch_lldpad is not None
+    port = lab.switch_ifname(None, "up0")
+    cmd = {"steps": [{"op": "submit", "requests": [_req(port, uuid.uuid4(), ASSOCIATE)]}],
+           "lldpad_pid": lab.switch_lldpad.pid}
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "PYTHONPATH": str(ROOT)}
+    proc = lab.switch.run([sys.executable, "-c", DRIVER, json.dumps(cmd)], env=env)
+    res = json.loads(proc.stdout)["steps"][0]["results"][0]
+    assert not res["ok"]
+    assert "lldpad answered EOPNOTSUPP" in res["message"]
+    assert "station" in res["message"]
+
+
+def test_silent_switch_hits_the_deadline(tmp_path: Path) -> None:
+    """Bridge gone after EVB negotiation: the VSI stays in progress; the deadline ends the call."""
+    with VdpLab(tmp_path) as lab:
+        assert lab.switch_lldpad is not None
+        lab.switch_lldpad.stop()
+        t0 = time.monotonic()
+        step = submit(lab, _req("up0", uuid.uuid4(), ASSOCIATE), deadline=0.5)
+        took = time.monotonic() - t0
+    res = step["results"][0]
+    assert not res["ok"]
+    assert "no answer within" in res["message"]
+    assert 0.45 <= step["ms"] / 1000 < 0.7, step["ms"]
+    assert took < 5
+
+
+def test_lldpad_down_is_peer_unavailable(tmp_path: Path) -> None:
+    with VdpLab(tmp_path) as lab:
+        pid = lab.lldpad().pid
+        lab.stop_lldpad()
+        out = drive(lab, [{"op": "table", "ifname": "up0"}])
+        assert out["pid"] is None
+        assert out["error"][0] == "PeerUnavailable"
+        assert "lldpad is not running" in out["error"][1]
+        # A stale pid (lldpad gone, port id unbound): sending fails, also PeerUnavailable.
+        out = drive(lab, [{"op": "submit", "requests": [_req("up0", uuid.uuid4(), ASSOCIATE)]}], lldpad_pid=pid)
+        assert out["error"][0] == "PeerUnavailable"
+        assert "does not listen on netlink" in out["error"][1]
+        # Back up: the client finds it again.
+        lab.start_lldpad(wait_evb=True)
+        out = drive(lab, [{"op": "table", "ifname": "up0"}])
+        assert out["pid"] == lab.lldpad().pid
+        assert "error" not in out
