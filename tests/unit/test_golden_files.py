@@ -144,19 +144,20 @@ def _getlink(v: dict[str, Any]) -> bytes:
 
 
 def _qbh_setlink(port: dict[str, Any], v: dict[str, Any], request: str, instance: str) -> bytes:
-    """The 802.1Qbh request for the device itself (IFLA_PORT_SELF), from port + varying."""
-    vf_info = _nla(1, struct.pack("=I", 0xFFFFFFFF) + _mac(port["mac"]) + b"\0" * 26)
-    self_port = (
+    """The 802.1Qbh request from port + varying: IFLA_PORT_SELF for the device itself, else
+    IFLA_VF_PORTS{IFLA_VF_PORT{..., PORT_VF}} on the PF (PROTOCOL.md section 4)."""
+    vf = v["port_vf"]
+    vf_info = _nla(1, struct.pack("=I", 0xFFFFFFFF if vf is None else vf) + _mac(port["mac"]) + b"\0" * 26)
+    port_attrs = (
         _nla(2, port["profileid"].encode() + b"\0")
         + _nla(4, uuid.UUID(instance).bytes)
         + _nla(5, uuid.UUID(v["host_uuid"]).bytes)
+        + (b"" if vf is None else _nla(1, struct.pack("=I", vf)))
         + _nla(6, bytes([REQUESTS[request]]))
     )
-    body = (
-        struct.pack("=BxHiII", 0, 0, v["ifindex"], 0, 0)
-        + _nla(22, _nla(1, vf_info, nested=True), nested=True)
-        + _nla(25, self_port, nested=True)
-    )
+    ports = _nla(25, port_attrs, nested=True) if vf is None else _nla(24, _nla(1, port_attrs, nested=True), nested=True)
+    vf_list = _nla(22, _nla(1, vf_info, nested=True), nested=True)
+    body = struct.pack("=BxHiII", 0, 0, v["ifindex"], 0, 0) + vf_list + ports
     return struct.pack("=IHHII", 16 + len(body), RTM_SETLINK, 5, v["nlmsg_seq"], v["nlmsg_pid"]) + body
 
 
@@ -183,5 +184,5 @@ def test_qbh_requests_rebuild_byte_for_byte() -> None:
         assert m["instance_uuid"] in doc["domain_uuids"].values()
         assert m["varying"]["host_uuid"] == doc["host_uuids"]["B"]
         assert raw == _qbh_setlink(doc["port"], m["varying"], m["request"], m["instance_uuid"]), m["name"]
-        seen.add(m["request"])
-    assert seen == {"ASSOCIATE", "PREASSOCIATE_RR"}
+        seen.add((m["request"], m["varying"]["port_vf"]))
+    assert seen == {("ASSOCIATE", None), ("PREASSOCIATE_RR", None), ("ASSOCIATE", 1), ("PREASSOCIATE_RR", 1)}

@@ -438,28 +438,58 @@ def _rtnl_only(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return keep
 
 
-def _with_qbh_port(xml: str, vport: str) -> str:
-    """The migratable XML with a <virtualport> added to its (only) direct interface."""
+def _dest_xml(xml: str, vport: str, dev: str) -> str:
+    """The migratable XML with the (only) direct interface moved to ``dev`` and given ``vport``."""
     head, sep, tail = xml.partition("</interface>")
-    if not sep:
-        raise ValueError("no interface in the migratable XML")
-    return head + vport + sep + tail
+    if not sep or "dev='uplink0'" not in head:
+        raise ValueError("no direct interface on uplink0 in the migratable XML")
+    return head.replace("dev='uplink0'", f"dev='{dev}'") + vport + sep + tail
+
+
+# A fake SR-IOV topology for the daemon's private mount namespace: libvirt decides "VF of which PF,
+# which index" from sysfs only (/sys/class/net/DEV/device/physfn, PF's device/virtfnN, PF's
+# device/net/).  vf0 becomes VF 1 of pf0 (both are ifbs); tmpfs hides the real sysfs dirs of just
+# these two devices (their plain attribute files are copied over).
+_FAKE_SRIOV = r"""
+set -e
+P=/run/vdph-fakepci
+mkdir -p $P/0000:01:00.0/net/pf0 $P/0000:01:00.1/net $P/0000:01:00.2/net/vf0
+ln -s ../0000:01:00.1 $P/0000:01:00.0/virtfn0
+ln -s ../0000:01:00.2 $P/0000:01:00.0/virtfn1
+echo 2 > $P/0000:01:00.0/sriov_totalvfs
+echo 2 > $P/0000:01:00.0/sriov_numvfs
+ln -s ../0000:01:00.0 $P/0000:01:00.1/physfn
+ln -s ../0000:01:00.0 $P/0000:01:00.2/physfn
+for dev in pf0 vf0; do
+    S=/sys/devices/virtual/net/$dev
+    T=/run/vdph-sysfs-$dev
+    mkdir -p $T
+    for f in $S/*; do
+        if [ -f "$f" ]; then cat "$f" > "$T/${f##*/}" 2>/dev/null || true; fi
+    done
+    mount -t tmpfs tmpfs $S
+    cp -a $T/. $S/
+done
+ln -s $P/0000:01:00.0 /sys/devices/virtual/net/pf0/device
+ln -s $P/0000:01:00.2 /sys/devices/virtual/net/vf0/device
+"""
 
 
 def record_qbh(workdir: Path) -> dict[str, Any]:
-    """802.1Qbh on an ifb (the device itself, IFLA_PORT_SELF): strace host B's libvirtd while
+    """802.1Qbh on ifbs: strace host B's libvirtd through four cases (the kernel says -EOPNOTSUPP to each).
 
-    1. a guest with the profile is started on B (ASSOCIATE; the kernel says -EOPNOTSUPP), and
-    2. a guest without a profile migrates A -> B with ``--xml`` adding the profile
-       (PREASSOCIATE_RR at B's prepare; fails the same way and aborts the migration).
+    ``qbh1``: start on B, NIC on ``uplink0`` (not a VF: IFLA_PORT_SELF) -> ASSOCIATE.
+    ``qbh2``: a guest without a profile migrates A -> B; ``--xml`` adds the profile -> PREASSOCIATE_RR.
+    ``qbh3``/``qbh4``: the same on ``vf0``, made VF 1 of ``pf0`` by a fake sysfs in B's private
+    mount namespace (IFLA_VF_PORTS with PORT_VF on the PF's ifindex).
     """
     sfx = unique_suffix()
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"cases": {}}
     nets: list[Netns] = []
     hosts: dict[str, LibvirtHost] = {}
     strace: subprocess.Popen[bytes] | None = None
     host_uuids = {"A": "aaaaaaaa-0000-4000-8000-0000000000ca", "B": "cccccccc-0000-4000-8000-00000000000c"}
-    dom_uuids = {"qbh1": "5e1f0c3a-7d3b-4c55-9a61-3f9e2b8d0c02", "qbh2": "5e1f0c3a-7d3b-4c55-9a61-3f9e2b8d0c03"}
+    dom_uuids = {f"qbh{i}": f"5e1f0c3a-7d3b-4c55-9a61-3f9e2b8d0c0{i + 1}" for i in range(1, 5)}
     hooklog = {n: workdir / f"hooks-qbh-{n}.log" for n in "AB"}
     trace = workdir / "qbh.strace"
     vport = f"<virtualport type='802.1Qbh'><parameters profileid='{QBH['profileid']}'/></virtualport>"
@@ -467,16 +497,20 @@ def record_qbh(workdir: Path) -> dict[str, Any]:
         for n in "AB":
             ns = Netns(f"vq{n.lower()}{sfx}")
             nets.append(ns)
-            ns.run(["ip", "link", "add", "uplink0", "type", "ifb"])
-            ns.run(["ip", "link", "set", "uplink0", "up"])
+            for dev in ("uplink0", "pf0", "vf0") if n == "B" else ("uplink0",):
+                ns.run(["ip", "link", "add", dev, "type", "ifb"])
+                ns.run(["ip", "link", "set", dev, "up"])
             hook = workdir / f"hook-qbh-{n}.sh"
             hook.write_text(HOOK_SCRIPT.format(log=hooklog[n]))
             hook.chmod(0o755)
             hosts[n] = LibvirtHost(f"qbh{n}", ns, workdir, host_uuid=host_uuids[n], hooks={"qemu.d/10-log": hook},
                                    migration_port_base=49300 + 100 * (n == "B"))
-            info[n] = {"libvirtd_pid": hosts[n].pid,
-                       "ifindex_uplink0": int(ns.run(["cat", "/sys/class/net/uplink0/ifindex"]).stdout)}
+            info[n] = {"libvirtd_pid": hosts[n].pid}
+            for dev in ("uplink0", "pf0", "vf0") if n == "B" else ("uplink0",):
+                info[n][f"ifindex_{dev}"] = int(ns.run(["cat", f"/sys/class/net/{dev}/ifindex"]).stdout)
         a, b = hosts["A"], hosts["B"]
+        assert b.daemon is not None
+        b.daemon.run(["sh", "-c", _FAKE_SRIOV])
         link_hosts(a, b, suffix=sfx)
         errlog = open(workdir / "strace.stderr", "w")  # noqa: SIM115
         strace = subprocess.Popen(
@@ -485,19 +519,26 @@ def record_qbh(workdir: Path) -> dict[str, Any]:
             stdout=subprocess.DEVNULL, stderr=errlog,
         )
         time.sleep(1.0)  # let strace attach to every thread
-        xml1 = guest_xml("qbh1", dom_uuids["qbh1"], [Nic(QBH["mac"], kind="direct", dev="uplink0", virtualport=vport)])
-        (workdir / "qbh1.xml").write_text(xml1)
-        r = b.virsh("create", str(workdir / "qbh1.xml"), check=False)
-        info["create_on_B"] = {"rc": r.returncode, "stderr": r.stderr.strip()}
-        if "qbh1" in b.guests():
-            b.virsh("destroy", "qbh1", check=False)
-        xml2 = guest_xml("qbh2", dom_uuids["qbh2"], [Nic(QBH["mac"], kind="direct", dev="uplink0")])
-        (workdir / "qbh2.xml").write_text(xml2)
-        a.virsh("create", str(workdir / "qbh2.xml"))
-        mig = _with_qbh_port(a.virsh("dumpxml", "--migratable", "qbh2").stdout, vport)
-        (workdir / "qbh2-dest.xml").write_text(mig)
-        r = migrate(a, b, "qbh2", xml_file=workdir / "qbh2-dest.xml")
-        info["migrate_A_to_B"] = {"rc": r.returncode, "stderr": r.stderr.strip(), "guests_on_A": a.guests()}
+        for name, dev, how in (("qbh1", "uplink0", "start"), ("qbh2", "uplink0", "migrate"),
+                               ("qbh3", "vf0", "start"), ("qbh4", "vf0", "migrate")):
+            if how == "start":
+                xml = guest_xml(name, dom_uuids[name], [Nic(QBH["mac"], kind="direct", dev=dev, virtualport=vport)])
+                (workdir / f"{name}.xml").write_text(xml)
+                r = b.virsh("create", str(workdir / f"{name}.xml"), check=False)
+                info["cases"][name] = {"how": "virsh create on B", "dev": dev, "rc": r.returncode,
+                                       "stderr": r.stderr.strip()}
+                if name in b.guests():
+                    b.virsh("destroy", name, check=False)
+            else:
+                xml = guest_xml(name, dom_uuids[name], [Nic(QBH["mac"], kind="direct", dev="uplink0")])
+                (workdir / f"{name}.xml").write_text(xml)
+                a.virsh("create", str(workdir / f"{name}.xml"))
+                dest = _dest_xml(a.virsh("dumpxml", "--migratable", name).stdout, vport, dev)
+                (workdir / f"{name}-dest.xml").write_text(dest)
+                r = migrate(a, b, name, xml_file=workdir / f"{name}-dest.xml")
+                info["cases"][name] = {"how": "migrate A -> B, --xml adds the profile", "dev": dev,
+                                       "rc": r.returncode, "stderr": r.stderr.strip(), "guests_on_A": a.guests()}
+                a.virsh("destroy", name, check=False)
         time.sleep(0.5)
     finally:
         if strace is not None and strace.poll() is None:
@@ -651,36 +692,45 @@ def qbg_vectors(raw: dict[str, Any]) -> dict[str, Any]:
 def qbh_vectors(raw: dict[str, Any]) -> dict[str, Any]:
     """The Qbh golden file from a :func:`record_qbh` result."""
     msgs = []
-    contexts = {"ASSOCIATE": "start on B (virsh create)",
-                "PREASSOCIATE_RR": "incoming migration A -> B, Prepare phase on B (--xml added the profile)"}
     names = {16: "newlink_macvtap", 17: "dellink_macvtap", RTM_SETLINK: "setlink", RTM_GETLINK: "getlink"}
-    seen: dict[str, int] = {}
-    req = "?"
+    info = raw["info"]
+    cases = info["cases"]
     for m in raw["messages"]:
         msg = bytes.fromhex(m["bytes"]) if isinstance(m["bytes"], str) else m["bytes"]
         mtype = _HDR.unpack_from(msg)[1]
+        phase = _phase(m["t"], "B", raw["hooks"])
+        case = phase.split("'")[1].split()[0]  # the guest named by the hook call just before
+        kind = "vf" if cases[case]["dev"] == "vf0" else "self"
         if mtype == RTM_SETLINK:
-            req = str(find_request(msg).get("request"))
-        base = f"B_{req.lower()}_{names[mtype]}" if mtype == RTM_SETLINK else f"B_{names[mtype]}"
-        seen[base] = seen.get(base, 0) + 1
+            name = f"{case}_{kind}_{str(find_request(msg).get('request')).lower()}_setlink"
+            context = f"{cases[case]['how']}, NIC on {cases[case]['dev']}"
+        else:
+            name = f"{case}_{names[mtype]}"
+            context = "macvtap set-up/tear-down around the request"
         vec = message_vector(
-            base + (f"_{seen[base]}" if seen[base] > 1 else ""), msg, host="B",
-            context=contexts.get(req, "") if mtype == RTM_SETLINK else "macvtap set-up/tear-down around the request",
-            phase=_phase(m["t"], "B", raw["hooks"]), origin="real libvirtd 9.0.0 (strace -e write=all)",
+            name, msg, host="B", case=case, context=context, phase=phase,
+            origin="real libvirtd 9.0.0 (strace -e write=all)",
             destination="kernel (nl_pid 0); answered -EOPNOTSUPP (ifb has no ndo_set_vf_port)",
         )
+        if mtype == RTM_SETLINK:
+            vec["varying"]["port_vf"] = find_request(msg).get("vf")
         msgs.append(vec)
-    info = raw["info"]
     return {
         "format": "vdph-golden-1",
         "what": "802.1Qbh (port profile via the kernel) netlink messages sent by real libvirtd 9.0 for an "
-                "<interface type='direct'> with <virtualport type='802.1Qbh'> on a device that is not a VF "
-                "(IFLA_PORT_SELF)",
-        "port": {"type": "802.1Qbh", **QBH, "vf": -1, "uplink": "uplink0 (ifb)", "source_mode": "vepa"},
+                "<interface type='direct'> with <virtualport type='802.1Qbh'>: on a device that is not a VF "
+                "(IFLA_PORT_SELF; qbh1, qbh2) and on a VF (IFLA_VF_PORTS with PORT_VF on the PF; qbh3, qbh4; "
+                "the SR-IOV topology is a fake sysfs, the bytes are libvirt's)",
+        "port": {"type": "802.1Qbh", **QBH, "source_mode": "vepa"},
+        "devices": {
+            "uplink0": "ifb, not a VF: libvirt sends IFLA_PORT_SELF on its ifindex",
+            "pf0": "ifb posing as the PF (sysfs device/virtfn0, virtfn1, net/pf0)",
+            "vf0": "ifb posing as VF 1 of pf0 (sysfs device/physfn); libvirt sends on pf0's ifindex with PORT_VF=1",
+        },
+        "cases": cases,
         "domain_uuids": raw["domain_uuids"],
         "host_uuids": raw["host_uuids"],
         "hosts": {n: info[n] for n in "AB"},
-        "results": {k: info[k] for k in ("create_on_B", "migrate_A_to_B")},
         "timeline": [f"{h['host']}: hook {h['argv']}" for h in sorted(raw["hooks"], key=lambda h: h["t"])],
         "versions": raw.get("versions", {}),
         "messages": msgs,
