@@ -41,7 +41,8 @@ def _features(config: Config, raw: bytes, extra_names: tuple[str, ...] = ()) -> 
     found = []
     for name in (*config.features, *(n for n in extra_names if n not in config.features)):
         cls = feature_class(name)
-        if name in config.features and not cls.wants(raw):
+        # A feature with journal records is needed whatever the XML says now (metadata removed at run time).
+        if name in config.features and name not in extra_names and not cls.wants(raw):
             continue
         found.append(cls(config, config.feature_settings(name, cls.options)))
     return found
