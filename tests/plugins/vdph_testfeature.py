@@ -68,7 +68,7 @@ class Recorder(Feature):
         "teardown_fail": Option(_names, (), "keys whose teardown fails ('*' = all)"),
         "teardown_sleep": Option(_seconds, 0.0, "seconds teardown waits (deadline-bounded)"),
         "drift": Option(_names, (), "keys live_state reports as gone"),
-        "declare": Option(parse_bool, False, "release end also tears down every declared port (record kind 'declared')"),
+        "declare": Option(parse_bool, False, "release end also tears down declared ports (kind 'declared')"),
     }
 
     def describe(self) -> str:

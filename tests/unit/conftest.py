@@ -35,7 +35,13 @@ MAC_B = "52:54:00:aa:00:03"
 MAC_C = "52:54:00:aa:00:04"
 
 #: Operations that may veto, and those that must never fail.
-BEGIN_HOOKS = [("migrate", "begin"), ("restore", "begin"), ("prepare", "begin"), ("start", "begin"), ("started", "begin")]
+BEGIN_HOOKS = [
+    ("migrate", "begin"),
+    ("restore", "begin"),
+    ("prepare", "begin"),
+    ("start", "begin"),
+    ("started", "begin"),
+]
 NEVER_FAIL_HOOKS = [("reconnect", "begin"), ("stopped", "end"), ("release", "end")]
 
 
