@@ -219,7 +219,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 flag = "  DRIFT" if r["drift"] else ""
                 live_text = f" live: {r['live']}" if r["live"] else ""
                 err = f" error: {r['error']}" if r["error"] else ""
-                print(f"  {r['feature']:<6} {r['port']:<18} {r['kind']:<14} {r['state']:<8} {summary}{live_text}{err}{flag}")
+                head = f"  {r['feature']:<6} {r['port']:<18} {r['kind']:<14} {r['state']:<8}"
+                print(f"{head} {summary}{live_text}{err}{flag}")
     return EXIT_FAIL if drift else EXIT_OK
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import abc
 import importlib
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from hooks import NAMESPACE
 from hooks.config import Config, Option
 from hooks.errors import ConfigError, HookError
+from hooks.log import EventLog, Sink
 
 if TYPE_CHECKING:
     from hooks.deadline import Deadline
@@ -84,9 +84,7 @@ class Context:
     deadline: Deadline
     journal: GuestJournal
     incoming: bool = False  # this start is the destination side of a live migration
-    log: logging.LoggerAdapter = field(
-        default_factory=lambda: logging.LoggerAdapter(logging.getLogger("vdp-hooks"), {})
-    )
+    log: EventLog = field(default_factory=lambda: EventLog(Sink()))
     created: list[Record] = field(default_factory=list)  # records this invocation journaled
 
     def intend(self, key: str, kind: str, data: Mapping[str, Any]) -> Record:

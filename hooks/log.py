@@ -2,76 +2,105 @@
 
 Every line carries guest name and UUID, operation, feature, port, outcome and milliseconds, so an admin
 can grep one guest's story across hosts.  Nothing here ever writes to stdout or stderr.
+
+Deliberately not the ``logging`` package: the hook runs for every guest event and ``logging`` (with
+``re``, ``enum``, ``threading``, ``traceback``, ...) costs more to import than everything else we do for a
+guest whose ports are already up.  The ``syslog`` module is a thin C binding.
 """
 
 from __future__ import annotations
 
-import logging
-import logging.handlers
+import contextlib
 import os
 import time
-from collections.abc import MutableMapping
-from typing import Any
 
-__all__ = ["LOGGER_NAME", "EventLog", "setup_logging"]
+__all__ = ["DEBUG", "ERROR", "INFO", "WARNING", "EventLog", "Sink", "setup_logging"]
 
-LOGGER_NAME = "vdp-hooks"
-_FORMAT = (
-    "guest=%(guest)s uuid=%(uuid)s op=%(op)s feature=%(feature)s port=%(port)s outcome=%(outcome)s "
-    "ms=%(ms)s: %(message)s"
-)
-_DEFAULTS = {"guest": "-", "uuid": "-", "op": "-", "feature": "-", "port": "-", "outcome": "-", "ms": "-"}
+DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
+_NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARNING", ERROR: "ERROR"}
+_FIELDS = ("guest", "uuid", "op", "feature", "port", "outcome", "ms")
 
 
-class _Defaults(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in _DEFAULTS.items():
-            if not hasattr(record, key):
-                setattr(record, key, value)
-        return True
+class Sink:
+    """Where lines go: syslog (facility daemon) and/or a file opened for appending (one write per line,
+    so concurrent hook processes never interleave within a line)."""
+
+    def __init__(self, *, syslog: bool = False, log_file: str = "", debug: bool = False) -> None:
+        self.level = DEBUG if debug else INFO
+        self._syslog = None
+        if syslog and os.path.exists("/dev/log"):
+            import syslog as _syslog
+
+            _syslog.openlog("libvirt-vdp-hooks", _syslog.LOG_PID, _syslog.LOG_DAEMON)
+            self._syslog = _syslog
+        self._fd = -1
+        if log_file:
+            self._fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+    def emit(self, level: int, text: str) -> None:
+        if level < self.level:
+            return
+        if self._syslog is not None:
+            priority = {
+                DEBUG: self._syslog.LOG_DEBUG,
+                INFO: self._syslog.LOG_INFO,
+                WARNING: self._syslog.LOG_WARNING,
+            }.get(level, self._syslog.LOG_ERR)
+            self._syslog.syslog(priority, text)
+        if self._fd >= 0:
+            now = time.time()
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now % 1 * 1000):03d}"
+            line = f"{stamp} [{os.getpid()}] {_NAMES.get(level, 'ERROR')} {text}\n"
+            with contextlib.suppress(OSError):  # a full disk must not turn into a veto
+                os.write(self._fd, line.encode("utf-8", "replace"))
 
 
-def setup_logging(*, syslog: bool, log_file: str, debug: bool) -> logging.Logger:
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.handlers.clear()
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG if debug else logging.INFO)
-    logger.addFilter(_Defaults())
-    if syslog and os.path.exists("/dev/log"):
-        handler: logging.Handler = logging.handlers.SysLogHandler(
-            "/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON
-        )
-        handler.setFormatter(logging.Formatter(f"libvirt-vdp-hooks[{os.getpid()}]: {_FORMAT}"))
-        logger.addHandler(handler)
-    if log_file:
-        fh = logging.FileHandler(log_file)
-        fh.setFormatter(logging.Formatter(f"%(asctime)s [{os.getpid()}] %(levelname)s {_FORMAT}"))
-        logger.addHandler(fh)
-    if not logger.handlers:
-        logger.addHandler(logging.NullHandler())
-    return logger
+def setup_logging(*, syslog: bool, log_file: str, debug: bool) -> Sink:
+    return Sink(syslog=syslog, log_file=log_file, debug=debug)
 
 
-class EventLog(logging.LoggerAdapter):  # type: ignore[type-arg,unused-ignore]  # generic in newer stubs only
-    """A logger bound to one invocation; ``feature``, ``port``, ``outcome``, ``ms`` per call."""
+class EventLog:
+    """A logger bound to one invocation; ``feature``, ``port``, ``outcome``, ``ms`` may be given per call.
 
-    def __init__(self, logger: logging.Logger, *, guest: str, uuid: str, op: str) -> None:
-        super().__init__(logger, {"guest": guest, "uuid": uuid, "op": op})
+    ``msg`` is formatted with ``args`` only if the line is emitted (``%`` style, like ``logging``).
+    """
+
+    def __init__(self, sink: Sink, *, guest: str = "-", uuid: str = "-", op: str = "-", feature: str = "-") -> None:
+        self.sink = sink
+        self.fields = {"guest": guest, "uuid": uuid, "op": op, "feature": feature}
         self.started = time.monotonic()
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        fields = dict(self.extra or {})
-        for key in ("feature", "port", "outcome", "ms"):
-            if key in kwargs:
-                fields[key] = kwargs.pop(key)
-        fields.setdefault("ms", f"{(time.monotonic() - self.started) * 1000:.1f}")
-        kwargs["extra"] = fields
-        return msg, kwargs
-
     def bind(self, feature: str | None = None) -> EventLog:
-        extra = dict(self.extra or {})
-        child = EventLog(self.logger, guest=str(extra["guest"]), uuid=str(extra["uuid"]), op=str(extra["op"]))
-        child.started = self.started
+        child = EventLog(self.sink, **self.fields)
         if feature:
-            child.extra = {**extra, "feature": feature}
+            child.fields["feature"] = feature
+        child.started = self.started
         return child
+
+    def log(self, level: int, msg: str, *args: object, **fields: str) -> None:
+        if level < self.sink.level:
+            return
+        values = {**self.fields, **fields}
+        values.setdefault("ms", f"{(time.monotonic() - self.started) * 1000:.1f}")
+        head = " ".join(f"{k}={values.get(k, '-')}" for k in _FIELDS)
+        self.sink.emit(level, f"{head}: {msg % args if args else msg}")
+
+    def debug(self, msg: str, *args: object, **fields: str) -> None:
+        self.log(DEBUG, msg, *args, **fields)
+
+    def info(self, msg: str, *args: object, **fields: str) -> None:
+        self.log(INFO, msg, *args, **fields)
+
+    def warning(self, msg: str, *args: object, **fields: str) -> None:
+        self.log(WARNING, msg, *args, **fields)
+
+    def error(self, msg: str, *args: object, **fields: str) -> None:
+        self.log(ERROR, msg, *args, **fields)
+
+    def exception(self, msg: str, *args: object, **fields: str) -> None:
+        """An error line followed by the traceback of the exception being handled (for bug reports)."""
+        import traceback
+
+        self.log(ERROR, msg, *args, **fields)
+        for line in traceback.format_exc().rstrip().splitlines():
+            self.log(ERROR, "  %s", line, **fields)

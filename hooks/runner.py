@@ -7,7 +7,6 @@ operations after which libvirt would kill or abandon a running guest (``reconnec
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sys
@@ -103,7 +102,6 @@ def run(argv: list[str], raw: bytes, *, stderr: IO[str] = sys.stderr) -> int:
     """The hook's decision for ``argv`` (NAME OP SUBOP EXTRA) and the domain XML ``raw``."""
     hook = (argv[1], argv[2]) if len(argv) >= 3 else ("", "")
     never_fail = hook in NEVER_FAIL
-    log = logging.getLogger("vdp-hooks")
     try:
         config = load_config(known_features=is_known_feature)
     except ConfigError as exc:
@@ -113,11 +111,11 @@ def run(argv: list[str], raw: bytes, *, stderr: IO[str] = sys.stderr) -> int:
         config_error = None
     base = config or Config()
     try:
-        log = setup_logging(syslog=base.syslog, log_file=base.log_file, debug=base.debug)
-    except OSError:
-        log = setup_logging(syslog=base.syslog, log_file="", debug=base.debug)
+        sink = setup_logging(syslog=base.syslog, log_file=base.log_file, debug=base.debug)
+    except OSError:  # an unwritable log file must not become a veto
+        sink = setup_logging(syslog=base.syslog, log_file="", debug=base.debug)
     guest = argv[0] if argv else "?"
-    elog = EventLog(log, guest=guest, uuid=str(_fallback_uuid(raw) or "-"), op=" ".join(hook))
+    elog = EventLog(sink, guest=guest, uuid=str(_fallback_uuid(raw) or "-"), op=" ".join(hook))
     try:
         if config is None:
             assert config_error is not None
@@ -161,7 +159,7 @@ def _release_by_uuid(raw: bytes, config: Config, elog: EventLog) -> None:
 
 def _run(argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elog: EventLog, stderr: IO[str]) -> int:
     event = parse_event(argv, raw)
-    elog = EventLog(elog.logger, guest=event.guest, uuid=str(event.uuid), op=" ".join(hook))
+    elog = EventLog(elog.sink, guest=event.guest, uuid=str(event.uuid), op=" ".join(hook))
     store = Journal(state_dir())
     policy = Policy(config, event, read_emergency(store.state_dir))
     if policy.emergency is not None:

@@ -11,7 +11,6 @@ down in time stays journaled as ``pending`` and the next teardown retries it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,7 +20,7 @@ from hooks.errors import DeadlineExceeded, FeatureError, HookError
 from hooks.event import Event, PortSpec
 from hooks.feature import Context, Feature, Outcome
 from hooks.journal import GuestJournal, Record
-from hooks.log import EventLog
+from hooks.log import INFO, WARNING, EventLog
 from hooks.policy import Policy
 
 __all__ = ["Veto", "release", "run_setup", "run_teardown", "run_verify"]
@@ -80,7 +79,7 @@ def _guarded(call: str, feature: Feature, log: EventLog, fn: object, *args: obje
     except HookError as exc:
         return [Outcome(None, exc)]
     except Exception as exc:
-        log.exception("%s of feature %s crashed", call, feature.name, extra={"feature": feature.name})
+        log.exception("%s of feature %s crashed", call, feature.name, feature=feature.name)
         return [
             Outcome(
                 None,
@@ -226,7 +225,7 @@ def run_verify(
         if event.hook not in feature.handles:
             continue
         for outcome in _guarded("setup", feature, log, feature.setup, event, run.context(feature, deadline)):
-            level = logging.INFO if outcome.ok else logging.WARNING
+            level = INFO if outcome.ok else WARNING
             text = outcome.note or "ok" if outcome.ok else outcome.error.one_line()  # type: ignore[union-attr]
             log.log(
                 level,
