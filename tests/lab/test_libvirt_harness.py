@@ -194,3 +194,28 @@ def test_close_leaves_nothing(tmp_path: Path) -> None:
     own.close()
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert name not in names.split()
+
+
+def test_hook_added_later_runs_only_after_reload(tmp_path: Path) -> None:
+    """LAB.md: with no hook at daemon start, a script added to qemu.d/ runs only after SIGHUP."""
+    log = tmp_path / "late.log"
+    hook = tmp_path / "late-hook.sh"
+    hook.write_text(LOG_HOOK.format(log=log))
+    hook.chmod(0o755)
+    with LibvirtHost("E", None, tmp_path, host_uuid=str(uuid.uuid4())) as host:
+        (host.etc / "hooks" / "qemu.d" / "10-late").symlink_to(hook)
+        for name in ("before", "after"):
+            if name == "after":
+                pid = host.pid
+                host.reload()
+                assert host.pid == pid and host.daemon is not None and host.daemon.alive()
+            xml = tmp_path / f"{name}.xml"
+            xml.write_text(guest_xml(name, str(uuid.uuid4()), ["52:54:00:5e:00:0a"]))
+            host.virsh("create", str(xml))
+            host.virsh("destroy", name)
+    calls = log.read_text().splitlines() if log.exists() else []
+    assert [c for c in calls if c.startswith("before ")] == []
+    assert calls == [
+        "after prepare begin -", "after start begin -", "after started begin -", "after stopped end -",
+        "after release end -",
+    ]

@@ -297,9 +297,25 @@ class LibvirtHost:
             raise RuntimeError(f"virsh -c {self.uri} {' '.join(args)} -> {r.returncode}: {r.stderr.strip()}")
         return r
 
-    def reload(self) -> None:
-        """SIGHUP the daemon (re-reads config and rediscovers hooks), by pid."""
+    def reload(self, *, timeout: float = 30.0) -> None:
+        """SIGHUP the daemon by pid (it re-reads its config and rediscovers hooks, and stays up);
+        returns once it answers again."""
         os.kill(self.pid, signal.SIGHUP)
+        assert self.daemon is not None
+        # libvirtd reloads in a short-lived thread named "daemon-reload" (hooks are rediscovered
+        # there; it took < 2 ms here): give it a moment, then wait until none is left and the
+        # daemon answers.
+        time.sleep(0.1)
+        self.daemon.wait_for(
+            lambda: not self._has_thread("daemon-reload") and self._answers(), timeout, f"libvirtd {self.name} reload"
+        )
+
+    def _has_thread(self, comm: str) -> bool:
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                if (task / "comm").read_text().strip() == comm:
+                    return True
+        return False
 
     def guests(self) -> list[str]:
         """Names of running guests."""
