@@ -92,6 +92,10 @@ def test_stop_and_start_lldpad(vdp_lab: VdpLab) -> None:
     vdp_lab.start_lldpad(wait_evb=True)
     assert vdp_lab.lldpad().pid != old
     assert vdp_lab.lldpad().evb_negotiated("up0")
+    # Once EVB settled again, a new VSI sticks (it would be dropped at once during negotiation).
+    vsi = str(uuid.uuid4())
+    assert "Response from VDP" in vdp_lab.lldpad().vdp_assoc("up0", uuid=vsi).stdout
+    assert [v["uuid"] for v in vdp_lab.lldpad().vsi_table("up0")] == [vsi]
 
 
 def test_link_down_up(vdp_lab: VdpLab) -> None:
@@ -161,6 +165,24 @@ def test_evb_off_interface(lab_workdir: Path) -> None:
     with VdpLab(lab_workdir, station_role="evb-off", wait_evb=False) as lab:
         assert "enableTx=no" in lab.lldpad().lldptool("-t", "-i", "up0", "-g", "ncb", "-V", "evb", "-c").stdout
         assert not lab.lldpad().evb_negotiated("up0")
+
+
+def test_draft_role_config(lab_workdir: Path) -> None:
+    with Netns(f"vx{unique_suffix()}") as ns:
+        ns.run(["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"])
+        ns.run(["ip", "link", "set", "v0", "up"])
+        ns.run(["ip", "link", "set", "v1", "up"])
+        with Lldpad(ns, lab_workdir, {"v0": "draft"}) as lldpad:
+            for tlv in ("vdp", "evbCfg"):
+                res = lldpad.lldptool("-t", "-i", "v0", "-g", "ncb", "-V", tlv, "-c", "enableTx")
+                assert "enableTx=yes" in res.stdout
+            lldpad.wait_for(
+                lambda: "draft 0.2" in lldpad.lldptool("-t", "-i", "v0", "-g", "ncb", "-V", "evbCfg").stdout,
+                5,
+                "draft EVB TLV built",
+            )
+            # Not a VDP22 interface.
+            assert lldpad.vdptool("-i", "v0", "-t", "-V", "assoc").returncode != 0
 
 
 def test_standalone_lldpad_without_pidfile(lab_workdir: Path) -> None:

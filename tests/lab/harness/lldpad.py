@@ -16,7 +16,9 @@ Roles per interface (``ifaces`` maps ifname to one of them):
 * ``"station"``: EVB22 station, sends the EVB TLV and runs VDP22 requests towards a bridge;
 * ``"bridge"``: EVB22 bridge (Debian's lldpad answers every VDP22 request with SUCCESS);
 * ``"evb-off"``: listed with LLDP on (adminStatus rx+tx) but the EVB TLV not transmitted (negative tests);
-* ``"lldp-off"``: listed with LLDP disabled (adminStatus 0).
+* ``"lldp-off"``: listed with LLDP disabled (adminStatus 0);
+* ``"draft"``: EVB draft 0.2 TLV and draft VDP enabled, no EVB22 (lldpad routes VSIs to its draft module;
+  Debian's lldpad has no working draft bridge, so nothing answers).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ LLDPAD = "/usr/sbin/lldpad"
 LLDPTOOL = "/usr/sbin/lldptool"
 VDPTOOL = "/usr/sbin/vdptool"
 
-ROLES = ("station", "bridge", "evb-off", "lldp-off")
+ROLES = ("station", "bridge", "evb-off", "lldp-off", "draft")
 
 # lldpad's adminStatus values (lldp_mand / lldpad.conf): 0 disabled, 1 tx only, 2 rx only, 3 rx and tx.
 _ADMIN_RX_TX = 3
@@ -48,6 +50,15 @@ def _iface_block(ifname: str, role: str) -> str:
     if role not in ROLES:
         raise ValueError(f"unknown lldpad role {role!r} for {ifname}: use one of {ROLES}")
     admin = _ADMIN_DISABLED if role == "lldp-off" else _ADMIN_RX_TX
+    if role == "draft":
+        # tlvid001b3f00 is the draft 0.2 EVB TLV (OUI 00-1b-3f); "vdp" is the draft VDP module's section.
+        return (
+            f"  {ifname} : {{\n"
+            f"    adminStatus = {admin};\n"
+            "    tlvid001b3f00 : { enableTx = true; fmode = \"reflectiverelay\"; capabilities = \"rte,ecp,vdp\"; };\n"
+            "    vdp : { enableTx = true; };\n"
+            "  };\n"
+        )
     mode = "bridge" if role == "bridge" else "station"
     tx = "true" if role in ("station", "bridge") else "false"
     # tlvid0080c20d is the IEEE 802.1Qbg-2012 (EVB22) TLV; evbrr* ask for reflective relay.
@@ -267,7 +278,14 @@ class Lldpad:
         if "mode:bridge" not in self.evb(ifname, neighbour=True):
             return False
         local = self.evb(ifname)
-        return "mode:station" in local and "bridge:(00)" not in local and "r/l:0" not in local
+        # Our configs request reflective relay: settled once the bridge granted it (rrctr) and the
+        # station reports it on (rrstat), with both timers taken from the bridge (r/l:1).
+        return (
+            "mode:station" in local
+            and re.search(r"bridge:\S*rrctr", local) is not None
+            and re.search(r"station:\S*rrstat", local) is not None
+            and "r/l:0" not in local
+        )
 
     def wait_evb(self, ifname: str, timeout: float = 10) -> None:
         """Wait until EVB on ``ifname`` has settled with a bridge (:meth:`evb_negotiated`; ~1-2 s over veth)."""

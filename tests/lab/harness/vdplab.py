@@ -191,15 +191,23 @@ class VdpLab:
 
     def evb_settled(self, host: str | None, uplink: str) -> bool:
         """EVB settled on ``host``'s ``uplink``: see :meth:`Lldpad.evb_negotiated`; with our lldpad
-        bridge, also the bridge holds the station's settled TLV (it sets its VSI keep-alive timer from it).
+        bridge, also each side holds the other's latest TLV (the bridge sets its VSI keep-alive timer from
+        the station's; measured: about 3 s after an lldpad restart, 1-2 s after a fresh start).
         """
         lldpad = self.lldpad(host)
         if not lldpad.evb_negotiated(uplink):
             return False
         if self.switch_lldpad is None:
             return True
-        seen_by_bridge = self.switch_lldpad.evb(self.switch_ifname(host, uplink), neighbour=True)
-        return seen_by_bridge != "" and seen_by_bridge == lldpad.evb(uplink)
+        port = self.switch_ifname(host, uplink)
+        seen_by_bridge = self.switch_lldpad.evb(port, neighbour=True)
+        seen_by_station = lldpad.evb(uplink, neighbour=True)
+        # Both directions carry the latest TLV of the other side (the bridge echoes the station's bits).
+        return (
+            seen_by_bridge != ""
+            and seen_by_bridge == lldpad.evb(uplink)
+            and seen_by_station == self.switch_lldpad.evb(port)
+        )
 
     def wait_evb(self, host: str | None = None, uplink: str | None = None, *, timeout: float = 10.0) -> None:
         """Wait until EVB settled (:meth:`evb_settled`) on one uplink, or on all uplinks of all hosts."""
