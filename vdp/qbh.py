@@ -1,0 +1,785 @@
+"""802.1Qbh port profiles (Cisco VM-FEX / enic) through the kernel.
+
+The host asks the adapter's driver to bind a port to a named port profile with an ``RTM_SETLINK`` to the
+kernel (netlink port id 0): ``IFLA_PORT_SELF`` for the device itself, or ``IFLA_VF_PORTS{IFLA_VF_PORT}``
+with ``IFLA_PORT_VF`` on the PF for an SR-IOV VF (encoding: ``vdp.nlmsg.encode_qbh_request``).  The
+driver acknowledges at once and works in the background; the outcome is read by polling ``RTM_GETLINK``
+with ``IFLA_EXT_MASK = RTEXT_FILTER_VF`` until ``IFLA_PORT_RESPONSE`` stops saying INPROGRESS (0x101).
+In the mainline kernel only enic implements this (``ndo_set_vf_port`` / ``ndo_get_vf_port``,
+``drivers/net/ethernet/cisco/enic/enic_main.c`` and ``enic_pp.c``); every other device answers
+``-EOPNOTSUPP``.
+
+What this client does the way libvirt 9.0 does it (``src/util/virnetdevvportprofile.c``):
+
+* PROFILE, INSTANCE_UUID (the guest UUID), HOST_UUID, VF (VF ports only) and REQUEST go to the kernel;
+  DISASSOCIATE carries only the VF and the request, and the port's interface (the VF, or the device
+  itself) is set down first;
+* a response of INPROGRESS means keep polling, a port or response missing from the reply is an error, an
+  association still in progress when time runs out is disassociated, and the interface is set up after a
+  successful ASSOCIATE (not after PREASSOCIATE_RR: the guest is not running here yet);
+* PREASSOCIATE_RR is the reservation for an incoming migration (enic answers plain PREASSOCIATE with
+  ``-EOPNOTSUPP``).
+
+Where it differs, and why:
+
+* Polling starts after 1 ms and doubles up to 100 ms, instead of libvirt's fixed 125 ms; all requests of
+  one :meth:`QbhClient.submit` are in flight together (one GETLINK per PF and round serves all its ports).
+* For the device itself the MAC is **not** sent by default.  libvirt sends it as ``IFLA_VF_MAC`` with
+  vf = -1, and since Linux 5.5 (commit "net: rtnetlink: prevent underflows in do_setvfinfo()") rtnetlink
+  rejects any VF number >= INT_MAX with ``-EINVAL`` before a driver sees the request: measured here on
+  6.18 by replaying libvirt 9.0's recorded bytes on a veth and an ifb (``tests/golden/libvirt9_qbh.json``;
+  both answer -EINVAL).  Without it enic registers the device's own MAC, which is what a VM-FEX dynamic
+  vNIC carries.  ``QbhClient(port_self_mac=True)`` restores libvirt's exact layout.  VF ports always carry
+  the MAC (``IFLA_VF_MAC`` with the VF number, which rtnetlink accepts).
+* Link up/down use ``RTM_SETLINK`` with ``IFF_UP`` in ``ifi_change``, always to the kernel, even when the
+  port-profile messages go to a test peer.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import select
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hooks.errors import ConfigError, FeatureError, PeerUnavailable
+from vdp import nlmsg
+from vdp.nlmsg import (
+    ASSOCIATE,
+    DISASSOCIATE,
+    NLM_F_ACK,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    PORT_PROFILE_RESPONSE_INPROGRESS,
+    PORT_PROFILE_RESPONSE_SUCCESS,
+    PREASSOCIATE,
+    PREASSOCIATE_RR,
+    REQUEST_NAMES,
+    RTM_NEWLINK,
+    RTM_SETLINK,
+    PortStatus,
+)
+from vdp.status import qbh_message
+
+__all__ = [
+    "ASSOCIATE",
+    "DISASSOCIATE",
+    "PREASSOCIATE",
+    "PREASSOCIATE_RR",
+    "QbhClient",
+    "QbhPort",
+    "QbhRequest",
+    "QbhResult",
+    "host_uuid",
+    "kernel_errno_message",
+    "libvirt_host_uuid",
+    "resolve_port",
+    "response_message",
+]
+
+SYSFS = "/sys"
+DMI_UUID_PATHS = ("/sys/devices/virtual/dmi/id/product_uuid", "/sys/class/dmi/id/product_uuid")
+MACHINE_ID_PATH = "/etc/machine-id"
+LIBVIRT_CONFS = ("/etc/libvirt/libvirtd.conf", "/etc/libvirt/virtqemud.conf")
+
+_POLL_FIRST = 0.001  # first GETLINK this long after the acknowledgement
+_POLL_CAP = 0.100  # the interval doubles up to this
+_CLEANUP_GRACE = 0.5  # reserved before the deadline for the DISASSOCIATE that follows a timeout
+_RECV_SIZE = 65536
+_IFF_UP = 0x1
+
+
+# --- value types ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QbhPort:
+    """Where a port profile is applied.
+
+    ``ifname`` is the interface the guest's traffic uses (the VF's netdev, or the device itself): it is set
+    down before DISASSOCIATE and up after ASSOCIATE.  Requests go to ``pf_ifindex`` (``pf_ifname``); ``vf``
+    is the VF number there, or None for the device itself (``IFLA_PORT_SELF``).
+    """
+
+    ifname: str
+    pf_ifname: str
+    pf_ifindex: int
+    vf: int | None
+
+    def describe(self) -> str:
+        """``eth2`` or ``VF 3 of eth1 (eth1v3)`` for messages."""
+        if self.vf is None:
+            return self.pf_ifname
+        return f"VF {self.vf} of {self.pf_ifname} ({self.ifname})"
+
+
+@dataclass(frozen=True)
+class QbhRequest:
+    """One port-profile request.  ``instance`` is the guest UUID (as libvirt sends it)."""
+
+    port: QbhPort
+    mac: str
+    profile: str
+    instance: uuid.UUID
+    host_uuid: uuid.UUID
+    request: int
+
+    def describe(self) -> str:
+        """``802.1Qbh ASSOCIATE of profile 'x' for 52:54:.. on eth1`` for messages."""
+        name = REQUEST_NAMES.get(self.request, str(self.request))
+        if self.request == DISASSOCIATE:
+            return f"802.1Qbh {name} of {self.mac} on {self.port.describe()}"
+        return f"802.1Qbh {name} of profile '{self.profile}' for {self.mac} on {self.port.describe()}"
+
+
+@dataclass(frozen=True)
+class QbhResult:
+    """The outcome of one :class:`QbhRequest`.
+
+    ``ok``: the driver reported success (for DISASSOCIATE also when the port holds nothing any more).
+    ``response`` is the last ``IFLA_PORT_RESPONSE`` seen (None: none), ``errno`` the kernel's refusal of
+    the request (negative, 0 when there was none), ``message`` one admin-facing line.
+    """
+
+    request: QbhRequest
+    ok: bool
+    response: int | None
+    message: str
+    errno: int = 0
+    timed_out: bool = False
+
+
+# --- messages ---------------------------------------------------------------------------------------------
+
+_ERRNO_TEXT = {
+    errno.EINVAL: (
+        "the driver rejected the request as invalid (empty or missing port profile name, VF number out of "
+        "range, or no MAC address for the VF) -- check profileid in the guest metadata and that the VF "
+        "exists (cat /sys/class/net/{pf}/device/sriov_numvfs)"
+    ),
+    errno.ENODEV: "the device is gone (ENODEV) -- check that {pf} exists and its driver is loaded",
+    errno.ENOMEM: "the adapter is out of resources (ENOMEM) -- free vNICs/VFs on the adapter or use another host",
+    errno.EPERM: "permission denied (EPERM) -- port profiles need CAP_NET_ADMIN (the hook runs as root)",
+    errno.EBUSY: "the adapter is busy with another command (EBUSY) -- retry in a moment",
+    errno.ETIMEDOUT: "the adapter firmware did not answer (ETIMEDOUT) -- check the adapter (dmesg) and retry",
+    errno.ENETDOWN: "the adapter's uplink is down (ENETDOWN) -- check the fabric interconnect link",
+    errno.EIO: "the adapter firmware reported an I/O error (EIO) -- check dmesg for enic errors",
+    errno.EFAULT: "the adapter firmware rejected the command (EFAULT) -- check dmesg for enic errors",
+}
+
+
+def kernel_errno_message(err: int, req: QbhRequest | None = None, *, port_self_mac: bool = False) -> str:
+    """One line for the kernel's refusal (``NLMSG_ERROR``) of a port-profile request; sign ignored."""
+    code = abs(err)
+    port = req.port if req is not None else None
+    pf = port.pf_ifname if port is not None else "the device"
+    if code == errno.EOPNOTSUPP:
+        if req is not None and req.request == PREASSOCIATE:
+            return (
+                "the driver does not support plain PREASSOCIATE (EOPNOTSUPP; enic never does) -- "
+                "use PREASSOCIATE_RR for the reservation"
+            )
+        return (
+            f"{pf} cannot do 802.1Qbh port profiles (the kernel answered EOPNOTSUPP) -- a Cisco VIC (enic) "
+            "or another adapter whose driver supports port profiles (ndo_set_vf_port) is needed; on a VIC, "
+            "the device itself needs a dynamic vNIC (VM-FEX) and a VF needs SR-IOV enabled"
+        )
+    if code == errno.EINVAL and port_self_mac and port is not None and port.vf is None:
+        return (
+            "the kernel rejected the MAC for the device itself (IFLA_VF_MAC with vf -1 is refused since "
+            "Linux 5.5, EINVAL) -- leave port_self_mac off so the device's own MAC is used"
+        )
+    text = _ERRNO_TEXT.get(code)
+    name = errno.errorcode.get(code, str(code))
+    if text is None:
+        return f"the kernel refused the request: {os.strerror(code)} ({name}) -- check dmesg for the driver's log"
+    return text.format(pf=pf)
+
+
+def response_message(response: int | None) -> str:
+    """One line for an ``IFLA_PORT_RESPONSE`` (None: the driver reported the port without a response)."""
+    if response is None:
+        return (
+            "the driver reported the port without a response (IFLA_PORT_RESPONSE missing) -- check the "
+            "driver's log (dmesg)"
+        )
+    return qbh_message(response)
+
+
+# --- resolving interfaces ---------------------------------------------------------------------------------
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="ascii", errors="replace") as f:
+        return f.read().strip()
+
+
+def resolve_port(ifname: str, *, sysfs: str = SYSFS) -> QbhPort:
+    """Where requests for ``ifname`` go: its PF and VF number when it is an SR-IOV VF, else itself.
+
+    A VF is recognised by ``/sys/class/net/IF/device/physfn``; its number is N of the PF's ``virtfnN``
+    link that points to the same PCI function, its PF is the network interface of ``physfn`` (as libvirt
+    finds them).  Raises PeerUnavailable when ``ifname`` does not exist or its PF cannot be found.
+    """
+    if not ifname or "/" in ifname or ifname in (".", ".."):
+        raise PeerUnavailable(f"'{ifname}' is not an interface name", hint="check the port's uplink")
+    base = os.path.join(sysfs, "class", "net", ifname)
+    if not os.path.isdir(base):
+        raise PeerUnavailable(
+            f"interface {ifname} does not exist on this host",
+            hint="check the [uplinks] mapping in vdp-hooks.conf and 'ip link'",
+        )
+    physfn = os.path.join(base, "device", "physfn")
+    if not os.path.exists(physfn):
+        return QbhPort(ifname, ifname, _ifindex_of(ifname, sysfs), None)
+
+    vf_dev = os.path.realpath(os.path.join(base, "device"))
+    pf_dev = os.path.realpath(physfn)
+    vf_number = None
+    try:
+        entries = os.listdir(pf_dev)
+    except OSError as exc:
+        raise PeerUnavailable(
+            f"{ifname} is an SR-IOV VF but its PF device {pf_dev} cannot be read ({exc.strerror})",
+            hint="check the PF's driver (lspci -k)",
+        ) from exc
+    for entry in entries:
+        m = re.fullmatch(r"virtfn(\d+)", entry)
+        if m and os.path.realpath(os.path.join(pf_dev, entry)) == vf_dev:
+            vf_number = int(m.group(1))
+            break
+    if vf_number is None:
+        raise PeerUnavailable(
+            f"{ifname} is an SR-IOV VF but its PF {os.path.basename(pf_dev)} does not list it (no virtfnN link)",
+            hint="check SR-IOV on the PF (cat .../sriov_numvfs) and the PF driver",
+        )
+    try:
+        pf_names = sorted(os.listdir(os.path.join(pf_dev, "net")))
+    except OSError:
+        pf_names = []
+    if len(pf_names) != 1:
+        found = ", ".join(pf_names) if pf_names else "none"
+        raise PeerUnavailable(
+            f"{ifname} is VF {vf_number} of PCI device {os.path.basename(pf_dev)}, whose network interface "
+            f"cannot be found here (interfaces: {found})",
+            hint="the PF needs its driver loaded and must be in this network namespace",
+        )
+    pf = pf_names[0]
+    return QbhPort(ifname, pf, _ifindex_of(pf, sysfs), vf_number)
+
+
+def _ifindex_of(ifname: str, sysfs: str) -> int:
+    """The interface index: from the kernel when ``sysfs`` is the real one, else from the (fake) tree."""
+    if sysfs == SYSFS:
+        try:
+            return socket.if_nametoindex(ifname)
+        except OSError as exc:
+            raise PeerUnavailable(f"interface {ifname} does not exist on this host") from exc
+    try:
+        return int(_read(os.path.join(sysfs, "class", "net", ifname, "ifindex")))
+    except (OSError, ValueError) as exc:
+        raise PeerUnavailable(f"interface {ifname}: cannot read its ifindex ({exc})") from exc
+
+
+def _driver_of(ifname: str, sysfs: str = SYSFS) -> str | None:
+    link = os.path.join(sysfs, "class", "net", ifname, "device", "driver")
+    try:
+        return os.path.basename(os.path.realpath(link)) if os.path.exists(link) else None
+    except OSError:
+        return None
+
+
+# --- host UUID ----------------------------------------------------------------------------------------------
+
+
+def _parse_uuid(text: str) -> uuid.UUID | None:
+    """A UUID the way libvirt accepts a host UUID (``virUUIDParse`` + ``virUUIDIsValid``), else None.
+
+    32 hex digits, '-' or ' ' allowed between pairs, surrounding blanks ignored; all 16 bytes equal
+    (zeros, ff...) is not a valid host UUID.
+    """
+    compact = re.sub(r"[-\s]", "", text.strip())
+    if not re.fullmatch(r"[0-9a-fA-F]{32}", compact):
+        return None
+    value = uuid.UUID(hex=compact)
+    if len(set(value.bytes)) == 1:
+        return None
+    return value
+
+
+def host_uuid(
+    configured: str | None = None,
+    *,
+    dmi_paths: Sequence[str] = DMI_UUID_PATHS,
+    machine_id_path: str = MACHINE_ID_PATH,
+) -> uuid.UUID:
+    """The host UUID sent as ``IFLA_PORT_HOST_UUID``: ``configured``, else SMBIOS, else ``/etc/machine-id``.
+
+    libvirt (``virGetHostUUID``, ``daemonSetupHostUUID``): ``host_uuid`` in libvirtd.conf / virtqemud.conf
+    wins; else ``host_uuid_source`` says where to read it: ``smbios`` (default) reads
+    /sys/devices/virtual/dmi/id/product_uuid then /sys/class/dmi/id/product_uuid, and if neither gives a
+    valid UUID, libvirt makes up a *random* one per daemon start; ``machine-id`` reads /etc/machine-id.
+    A UUID whose 16 bytes are all equal is invalid.  Here the fallback after SMBIOS is /etc/machine-id
+    rather than a random value: the hook runs once per event, and a UUID that changes between
+    ASSOCIATE and DISASSOCIATE would be worse than a stable one.  To send exactly libvirt's value, pass
+    :func:`libvirt_host_uuid` as ``configured`` (or set host_uuid in vdp-hooks.conf).
+
+    Raises ConfigError for a bad ``configured`` value, FeatureError when nothing gives a UUID.
+    """
+    if configured:
+        value = _parse_uuid(configured)
+        if value is None:
+            raise ConfigError(f"host_uuid '{configured}' is not a valid UUID (32 hex digits, not all the same)")
+        return value
+    for path in dmi_paths:
+        try:
+            value = _parse_uuid(_read(path))
+        except OSError:
+            continue
+        if value is not None:
+            return value
+    try:
+        value = _parse_uuid(_read(machine_id_path))
+    except OSError:
+        value = None
+    if value is not None:
+        return value
+    raise FeatureError(
+        "cannot determine the host UUID for 802.1Qbh (no SMBIOS product_uuid, no valid /etc/machine-id)",
+        hint="set host_uuid in the [vdp] section of vdp-hooks.conf",
+    )
+
+
+def libvirt_host_uuid(paths: Sequence[str] = LIBVIRT_CONFS) -> str | None:
+    """``host_uuid`` from libvirt's daemon config, or /etc/machine-id's when ``host_uuid_source`` says so.
+
+    None when neither is set (libvirt then uses SMBIOS, as :func:`host_uuid` does).  The first file that
+    sets either key decides; files that do not exist are skipped.
+    """
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            continue
+        keys = dict(re.findall(r'(?m)^\s*(host_uuid|host_uuid_source)\s*=\s*"([^"]*)"', text))
+        if keys.get("host_uuid"):
+            return keys["host_uuid"]
+        if keys.get("host_uuid_source") == "machine-id":
+            try:
+                return _read(MACHINE_ID_PATH)
+            except OSError:
+                return None
+        if keys:
+            return None
+    return None
+
+
+# --- the client -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    req: QbhRequest
+    seq: int = 0
+    sent_at: float = 0.0
+    acked: bool = False
+    last_response: int | None = None
+    result: QbhResult | None = None
+    note: str = ""
+
+
+class QbhClient:
+    """A netlink client for 802.1Qbh port profiles (one NETLINK_ROUTE socket); use as a context manager.
+
+    ``dest_pid`` is where port-profile messages go: 0 = the kernel.  Only tests set it, to the port id of
+    a peer that plays the driver (``tests/lab/harness/enicpeer.py``).  ``exchange_timeout`` bounds each
+    request from sending to its final response (libvirt: 10 s).  ``manage_link`` sets the port's
+    interface down before DISASSOCIATE and up after ASSOCIATE (libvirt does; always through the kernel).
+    ``port_self_mac`` sends the MAC for the device itself as libvirt does (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        *,
+        dest_pid: int = 0,
+        exchange_timeout: float = 10.0,
+        manage_link: bool = True,
+        port_self_mac: bool = False,
+    ) -> None:
+        self.dest_pid = dest_pid
+        self.exchange_timeout = exchange_timeout
+        self.manage_link = manage_link
+        self.port_self_mac = port_self_mac
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        try:
+            self._sock.bind((0, 0))
+            self.port_id: int = self._sock.getsockname()[0]
+        except OSError:
+            self._sock.close()
+            raise
+        # Random start so replies meant for an earlier client (or an earlier run) are never taken for ours.
+        self._seq = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+
+    # -- plumbing --------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close()
+
+    def __enter__(self) -> QbhClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+        return self._seq
+
+    def _send(self, data: bytes, dest: int) -> None:
+        try:
+            self._sock.sendto(data, (dest, 0))
+        except ConnectionRefusedError as exc:
+            raise PeerUnavailable(
+                f"nothing listens on netlink port {dest} (the port-profile test peer is gone)"
+            ) from exc
+
+    def _recv(self, until: float) -> list[tuple[nlmsg.NetlinkHeader, bytes]]:
+        """Messages of one datagram, or [] when ``until`` (monotonic) passes first."""
+        wait = until - time.monotonic()
+        if wait > 0:
+            ready, _, _ = select.select([self._sock], [], [], wait)
+            if not ready:
+                return []
+        try:
+            data = self._sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return []
+        return nlmsg.split_messages(data)
+
+    def _acks(self, seqs: set[int], end: float) -> dict[int, int]:
+        """Wait for ``NLMSG_ERROR`` answers to ``seqs`` until ``end``; seq -> errno (0 = acknowledged)."""
+        got: dict[int, int] = {}
+        while len(got) < len(seqs) and time.monotonic() < end:
+            for hdr, msg in self._recv(end):
+                if hdr.type == NLMSG_ERROR and hdr.seq in seqs and hdr.seq not in got:
+                    got[hdr.seq] = nlmsg.decode_error(msg)
+        return got
+
+    def _link_message(self, ifindex: int, up: bool) -> tuple[int, bytes]:
+        seq = self._next_seq()
+        msg: Any = nlmsg.LinkMsg()
+        msg["header"]["type"] = RTM_SETLINK
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
+        msg["header"]["sequence_number"] = seq
+        msg["header"]["pid"] = self.port_id
+        msg["index"] = ifindex
+        msg["flags"] = _IFF_UP if up else 0
+        msg["change"] = _IFF_UP
+        msg["attrs"] = []
+        msg.encode()
+        return seq, bytes(msg.data[: msg["header"]["length"]])
+
+    def _set_links(self, ifnames: Sequence[str], *, up: bool, end: float) -> dict[str, str]:
+        """Set interfaces up or down through the kernel, together; ifname -> problem ('' when fine).
+
+        An interface that does not exist (e.g. a VF passed through to a guest) is not a problem.
+        """
+        sent: dict[int, str] = {}
+        problems: dict[str, str] = {}
+        for ifname in dict.fromkeys(ifnames):
+            try:
+                ifindex = socket.if_nametoindex(ifname)
+            except OSError:
+                problems[ifname] = ""
+                continue
+            seq, data = self._link_message(ifindex, up)
+            self._send(data, 0)
+            sent[seq] = ifname
+        answers = self._acks(set(sent), end)
+        for seq, ifname in sent.items():
+            err = answers.get(seq)
+            if err is None:
+                problems[ifname] = f"the kernel did not answer setting {ifname} {'up' if up else 'down'}"
+            elif err and -err != errno.ENODEV:
+                problems[ifname] = f"cannot set {ifname} {'up' if up else 'down'}: {os.strerror(-err)}"
+            else:
+                problems[ifname] = ""
+        return problems
+
+    def _getlink(self, ifindex: int, end: float) -> bytes | int | None:
+        """The reply to one GETLINK (the link message), a negative errno, or None on silence."""
+        seq = self._next_seq()
+        self._send(nlmsg.encode_getlink(seq=seq, port_id=self.port_id, ifindex=ifindex), self.dest_pid)
+        while time.monotonic() < end:
+            for hdr, msg in self._recv(end):
+                if hdr.seq != seq:
+                    continue  # a late reply to an earlier round
+                if hdr.type == NLMSG_ERROR:
+                    err = nlmsg.decode_error(msg)
+                    if err:
+                        return err
+                    continue  # the acknowledgement that follows the reply
+                if hdr.type in (RTM_NEWLINK, NLMSG_DONE):
+                    return msg
+        return None
+
+    def _encode(self, p: _Pending, request: int, seq: int) -> bytes:
+        req = p.req
+        send_mac = req.port.vf is not None or self.port_self_mac
+        return nlmsg.encode_qbh_request(
+            seq=seq,
+            port_id=self.port_id,
+            ifindex=req.port.pf_ifindex,
+            vf=req.port.vf,
+            mac=req.mac if send_mac else None,
+            profile=req.profile,
+            instance=req.instance,
+            host_uuid=req.host_uuid,
+            request=request,
+        )
+
+    # -- public API ------------------------------------------------------------------------------------------
+
+    def submit(self, requests: Sequence[QbhRequest], *, deadline: float | None = None) -> list[QbhResult]:
+        """Send all ``requests`` together, wait for all of them; one result per request, same order.
+
+        ``deadline`` is a ``time.monotonic()`` value capping the call; half a second of it is kept for the
+        DISASSOCIATE that follows an association that timed out.  Raises PeerUnavailable only when the
+        test peer is gone; every other failure is a result with ``ok=False``.
+        """
+        pending = [_Pending(req) for req in requests]
+        for p in pending:
+            problem = _validate(p.req)
+            if problem:
+                p.result = QbhResult(p.req, False, None, f"{p.req.describe()}: {problem}")
+        start = time.monotonic()
+        hard_end = start + self.exchange_timeout if deadline is None else min(start + self.exchange_timeout, deadline)
+        poll_end = hard_end - _CLEANUP_GRACE if deadline is not None and hard_end == deadline else hard_end
+
+        # 0. Interfaces of ports to disassociate go down first (libvirt: virNetDevSetOnline(linkdev, false)).
+        leaving = [p for p in pending if p.result is None and p.req.request == DISASSOCIATE]
+        if self.manage_link and leaving:
+            problems = self._set_links([p.req.port.ifname for p in leaving], up=False, end=time.monotonic() + 1.0)
+            for p in leaving:
+                if problems.get(p.req.port.ifname):
+                    p.note = f" (note: {problems[p.req.port.ifname]})"
+
+        # 1. Every SETLINK out together, then their acknowledgements.
+        live = [p for p in pending if p.result is None]
+        for p in live:
+            p.seq = self._next_seq()
+            p.sent_at = time.monotonic()
+            self._send(self._encode(p, p.req.request, p.seq), self.dest_pid)
+        answers = self._acks({p.seq for p in live}, poll_end)
+        for p in live:
+            err = answers.get(p.seq)
+            if err is None:
+                continue  # silence: settled as a timeout below
+            p.acked = True
+            if err and p.req.request == DISASSOCIATE and -err in (errno.EOPNOTSUPP, errno.ENODEV):
+                # A device without port profiles (or one that is gone) holds no association: teardown is
+                # idempotent, so there is nothing left to release.
+                gone = "cannot hold port profiles" if -err == errno.EOPNOTSUPP else "is gone"
+                p.result = QbhResult(
+                    p.req,
+                    True,
+                    None,
+                    f"{p.req.describe()}: nothing to release ({p.req.port.pf_ifname} {gone}){p.note}",
+                    errno=err,
+                )
+            elif err:
+                msg = kernel_errno_message(err, p.req, port_self_mac=self.port_self_mac)
+                p.result = QbhResult(p.req, False, None, f"{p.req.describe()}: {msg}{p.note}", errno=err)
+
+        # 2. Poll the driver's state, one GETLINK per PF per round, with a growing interval.
+        interval = _POLL_FIRST
+        while True:
+            waiting = [p for p in pending if p.result is None and p.acked]
+            if not waiting or time.monotonic() >= poll_end:
+                break
+            time.sleep(max(0.0, min(interval, poll_end - time.monotonic())))
+            interval = min(interval * 2, _POLL_CAP)
+            for ifindex in sorted({p.req.port.pf_ifindex for p in waiting}):
+                group = [p for p in waiting if p.req.port.pf_ifindex == ifindex]
+                reply = self._getlink(ifindex, poll_end)
+                if reply is None:
+                    continue  # silence; the loop ends at poll_end
+                for p in group:
+                    p.result = self._judge(p, reply)
+
+        # 3. Whatever is still open timed out: associations in progress are taken back (as libvirt does).
+        expired = [p for p in pending if p.result is None]
+        undo = [p for p in expired if p.req.request in (ASSOCIATE, PREASSOCIATE_RR, PREASSOCIATE)]
+        undo_seq = {}
+        for p in undo:
+            seq = self._next_seq()
+            undo_seq[p.seq] = seq
+            self._send(self._encode(p, DISASSOCIATE, seq), self.dest_pid)
+        undo_end = time.monotonic() + _CLEANUP_GRACE
+        if deadline is not None:
+            undo_end = max(min(undo_end, deadline), time.monotonic() + 0.05)
+        undo_answers = self._acks(set(undo_seq.values()), undo_end)
+        for p in expired:
+            waited = time.monotonic() - p.sent_at
+            if not p.acked:
+                what = f"the {'kernel' if self.dest_pid == 0 else 'peer'} did not acknowledge the request"
+            elif p.last_response == PORT_PROFILE_RESPONSE_INPROGRESS:
+                what = "the adapter still reports it in progress"
+            else:
+                what = "no status came back from the driver"
+            text = f"{p.req.describe()}: timed out after {waited:.1f} s ({what})"
+            if p.seq in undo_seq:
+                err = undo_answers.get(undo_seq[p.seq])
+                if err == 0:
+                    text += "; sent DISASSOCIATE to release the port"
+                elif err is None:
+                    text += "; the DISASSOCIATE sent to release the port was not acknowledged"
+                else:
+                    text += f"; releasing the port failed too ({os.strerror(-err)})"
+            text += " -- check the adapter and its fabric interconnect / port-profile manager"
+            p.result = QbhResult(p.req, False, p.last_response, text + p.note, timed_out=True)
+
+        # 4. Interfaces of associated ports come up (libvirt: virNetDevSetOnline(linkdev, true)).
+        joined = [p for p in pending if p.result is not None and p.result.ok and p.req.request == ASSOCIATE]
+        if self.manage_link and joined:
+            # The kernel answers link changes at once; this end only guards against a lost reply.
+            problems = self._set_links([p.req.port.ifname for p in joined], up=True, end=time.monotonic() + 1.0)
+            for p in joined:
+                link_problem = problems.get(p.req.port.ifname)
+                if link_problem:
+                    assert p.result is not None
+                    p.result = QbhResult(
+                        p.req,
+                        False,
+                        p.result.response,
+                        f"{p.req.describe()}: associated, but {link_problem} -- check the interface",
+                    )
+        return [p.result for p in pending if p.result is not None]
+
+    def _judge(self, p: _Pending, reply: bytes | int) -> QbhResult | None:
+        """What one GETLINK reply says about ``p``: a result, or None while it is in progress."""
+        req = p.req
+        if isinstance(reply, int):
+            return QbhResult(
+                req, False, None, f"{req.describe()}: reading the status failed: {kernel_errno_message(reply, req)}"
+            )
+        try:
+            ports = nlmsg.decode_ports(reply)
+        except ValueError as exc:
+            return QbhResult(req, False, None, f"{req.describe()}: unreadable status reply ({exc})")
+        mine = _find_port(ports, req.port.vf)
+        if mine is None:
+            if req.request == DISASSOCIATE:
+                # The kernel leaves a port out when its driver has no request applied (-ENODATA): nothing
+                # is associated there, which is what was asked for.
+                return QbhResult(req, True, None, f"{req.describe()}: done (the port holds no profile){p.note}")
+            where = "IFLA_PORT_SELF" if req.port.vf is None else f"IFLA_VF_PORT for VF {req.port.vf}"
+            return QbhResult(
+                req,
+                False,
+                None,
+                f"{req.describe()}: the device reported no status for the port ({where} missing) -- "
+                "check that the driver supports port profiles on it (dmesg)",
+            )
+        if mine.request is not None and mine.request & 0xFF != req.request:
+            now = REQUEST_NAMES.get(mine.request & 0xFF, str(mine.request))
+            return QbhResult(
+                req,
+                False,
+                mine.response,
+                f"{req.describe()}: superseded, the port now holds a {now} request (another tool changed it) "
+                "-- check what else manages port profiles on this host",
+            )
+        if req.request != DISASSOCIATE and mine.instance is not None and mine.instance != req.instance:
+            return QbhResult(
+                req,
+                False,
+                mine.response,
+                f"{req.describe()}: superseded, the port now belongs to instance {mine.instance} -- check "
+                "which guest uses this port",
+            )
+        p.last_response = mine.response
+        if mine.response == PORT_PROFILE_RESPONSE_INPROGRESS:
+            return None
+        ok = mine.response == PORT_PROFILE_RESPONSE_SUCCESS
+        text = "done" if ok else response_message(mine.response)
+        return QbhResult(req, ok, mine.response, f"{req.describe()}: {text}{p.note}")
+
+    def supports_port_profiles(self, port: QbhPort) -> bool:
+        """Whether the driver of ``port``'s PF implements port profiles (``ndo_set_vf_port``).
+
+        First a GETLINK with ``RTEXT_FILTER_VF``: the kernel includes ``IFLA_PORT_SELF`` / ``IFLA_VF_PORTS``
+        only for drivers with ``ndo_get_vf_port``.  Their absence proves nothing, though: the kernel also
+        drops ``IFLA_PORT_SELF`` when the driver has no request applied yet (enic answers -ENODATA), and a
+        PF without VFs has no ``IFLA_VF_PORTS``.  So then a SETLINK with an empty ``IFLA_VF_PORTS`` decides:
+        rtnetlink answers -EOPNOTSUPP when the driver lacks ``ndo_set_vf_port`` and otherwise walks the
+        (empty) list and calls nothing, so nothing changes on any device.  Raises PeerUnavailable when the
+        device is gone or nothing answers.
+        """
+        end = time.monotonic() + self.exchange_timeout
+        reply = self._getlink(port.pf_ifindex, end)
+        if isinstance(reply, bytes):
+            msg: Any = nlmsg.LinkMsg(reply)
+            msg.decode()
+            if msg.get_attr("IFLA_PORT_SELF") is not None or msg.get_attr("IFLA_VF_PORTS") is not None:
+                return True
+        elif isinstance(reply, int) and -reply == errno.ENODEV:
+            raise PeerUnavailable(f"interface {port.pf_ifname} does not exist (ENODEV)")
+        seq = self._next_seq()
+        probe: Any = nlmsg.LinkMsg()
+        probe["header"]["type"] = RTM_SETLINK
+        probe["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
+        probe["header"]["sequence_number"] = seq
+        probe["header"]["pid"] = self.port_id
+        probe["index"] = port.pf_ifindex
+        probe["attrs"] = [("IFLA_VF_PORTS", {"attrs": []})]
+        probe.encode()
+        self._send(bytes(probe.data[: probe["header"]["length"]]), self.dest_pid)
+        err = self._acks({seq}, end).get(seq)
+        if err is None:
+            raise PeerUnavailable(
+                f"no answer from the kernel about {port.pf_ifname} within {self.exchange_timeout:g} s"
+            )
+        if -err == errno.EOPNOTSUPP:
+            return False
+        if -err == errno.ENODEV:
+            raise PeerUnavailable(f"interface {port.pf_ifname} does not exist (ENODEV)")
+        return err in (0, -errno.EINVAL)  # EINVAL: newer rtnetlink checking the (empty) list strictly
+
+
+def _find_port(ports: Sequence[PortStatus], vf: int | None) -> PortStatus | None:
+    for s in ports:
+        if vf is None and s.port_self:
+            return s
+        if vf is not None and not s.port_self and s.vf == vf:
+            return s
+    return None
+
+
+def _validate(req: QbhRequest) -> str:
+    """Why ``req`` cannot be sent ('' when it can); checked here so one bad port fails alone."""
+    if req.request not in REQUEST_NAMES:
+        return f"unknown request {req.request}"
+    if req.request != DISASSOCIATE:
+        size = len(req.profile.encode())
+        if not 0 < size < nlmsg.PORT_PROFILE_MAX:
+            return (
+                f"the port profile name must be 1..{nlmsg.PORT_PROFILE_MAX - 1} bytes (got {size}) -- "
+                "fix profileid in the guest metadata"
+            )
+    try:
+        raw = bytes.fromhex(req.mac.replace(":", "").replace("-", ""))
+    except ValueError:
+        raw = b""
+    if len(raw) != 6:
+        return f"'{req.mac}' is not a MAC address -- fix the port's mac in the guest metadata"
+    return ""
