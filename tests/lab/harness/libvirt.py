@@ -320,6 +320,8 @@ class LibvirtHost:
     def guests(self) -> list[str]:
         """Names of running guests."""
         r = self.virsh("list", "--name", check=False, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"virsh list on {self.name} failed: {r.stderr.strip()}")
         return [n.strip() for n in r.stdout.splitlines() if n.strip()]
 
     def qemu_pids(self) -> list[int]:
@@ -337,9 +339,14 @@ class LibvirtHost:
         """Destroy running guests, then SIGTERM libvirtd by pid; leftover QEMUs are killed by pid."""
         if self.daemon is None:
             return
+        # A hung daemon must not stop the tear-down: virsh failures and timeouts are only logged
+        # here, QEMUs left behind are killed by pid below.
         if self.daemon.alive():
-            for g in self.guests():
-                self.virsh("destroy", g, check=False, timeout=30)
+            try:
+                for g in self.guests():
+                    self.virsh("destroy", g, check=False, timeout=30)
+            except (subprocess.SubprocessError, RuntimeError) as exc:
+                print(f"libvirtd {self.name}: destroying guests failed ({exc}); killing QEMU by pid")
         leftover = self.qemu_pids()
         self.daemon.stop(timeout)
         for pid in leftover:
@@ -348,6 +355,10 @@ class LibvirtHost:
                 # The pid files are this daemon's own; still make sure the pid was not reused.
                 if b"qemu-system" in cmd:
                     os.kill(pid, signal.SIGKILL)
+        # A killed QEMU is not our child (libvirt daemonises it): wait until init has reaped it.
+        end = time.monotonic() + 5
+        while time.monotonic() < end and any(Path(f"/proc/{pid}").exists() for pid in leftover):
+            time.sleep(0.05)
         self.daemon = None
 
     def close(self) -> None:
