@@ -8,9 +8,9 @@ private mount namespace, so hooks run by this daemon read *its* /etc/libvirt (e.
 ``/etc/libvirt/vdp-hooks.conf``) and *its* /run (e.g. ``/run/lldpad.pid``), never the host's.
 
 libvirtd runs in the foreground (no ``-d``): the pid the harness keeps is the daemon itself and it
-is stopped by that pid with SIGTERM.  (With ``-d`` libvirtd forks and the parent exits once the
-child is ready; the daemon's pid is then only known from the ``-p`` pid file.)  ``-p`` is passed
-anyway and checked against the tracked pid.
+is stopped by that pid with SIGTERM.  (With ``-d`` libvirtd forks: the process started exits 0
+at once -- 0.06 s here, long before the daemon answers -- and the daemon, reparented to init, is
+known only from the ``-p`` pid file.)  ``-p`` is passed anyway and checked against the tracked pid.
 
 The QEMU capability probe takes ~8 s; the result is kept in a warm cache under
 ``/var/tmp/vdph-qemu-capcache/<key>/`` (keyed by the QEMU and libvirtd binaries) and copied into each
