@@ -42,8 +42,18 @@ from .netns import Netns, unique_suffix
 
 __all__ = [
     "LldpadPoser",
+    "attr_tree",
     "build_timeshift",
+    "find_request",
     "libvirtd_netlink_ports",
+    "message_vector",
+    "parse_strace_dumps",
+    "poser",
+    "qbg_vectors",
+    "qbh_vectors",
+    "read_jsonl",
+    "record_qbg",
+    "record_qbh",
     "start_low_port_host",
 ]
 
@@ -206,6 +216,7 @@ def poser(host: LibvirtHost, out: Path) -> Iterator[Path]:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The poser's records (one JSON object per line)."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
