@@ -238,6 +238,7 @@ class HookEnv:
         assert proc.stdin is not None
         proc.stdin.write(xml)
         proc.stdin.close()
+        proc.stdin = None  # written and closed, as libvirt does; communicate() must not flush it again
         return proc
 
     # ---------------------------------------------------------------- looking
