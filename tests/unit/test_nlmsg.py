@@ -224,11 +224,19 @@ def _encode_like(doc: dict[str, Any], m: dict[str, Any]) -> bytes | None:
             instance=uuid.UUID(m["instance_uuid"]), request=REQUESTS[m["request"]], flags=hdr["nlmsg_flags"],
         )
     return nlmsg.encode_qbh_request(
-        seq=hdr["nlmsg_seq"], port_id=hdr["nlmsg_pid"], ifindex=ifindex,
-        vf=None if port["vf"] == -1 else port["vf"], mac=port["mac"], profile=port["profileid"],
+        seq=hdr["nlmsg_seq"], port_id=hdr["nlmsg_pid"], ifindex=ifindex, vf=_qbh_vf(doc, m), mac=port["mac"],
+        profile=port["profileid"],
         instance=uuid.UUID(m["instance_uuid"]), host_uuid=uuid.UUID(m["varying"]["host_uuid"]),
         request=REQUESTS[m["request"]], flags=hdr["nlmsg_flags"],
     )
+
+
+def _qbh_vf(doc: dict[str, Any], m: dict[str, Any]) -> int | None:
+    """The VF a Qbh sample addresses (None: the device itself, IFLA_PORT_SELF)."""
+    if "port_vf" in m.get("varying", {}):
+        return m["varying"]["port_vf"]  # type: ignore[no-any-return]
+    vf = doc["port"].get("vf", -1)
+    return None if vf == -1 else vf  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize(("name", "doc", "m"), [s for s in SAMPLES if s[2]["header"]["nlmsg_type"] in _OURS],
@@ -266,7 +274,9 @@ def test_golden_encode_and_decode(name: str, doc: dict[str, Any], m: dict[str, A
     else:
         assert ports[0].profile == port["profileid"]
         assert ports[0].host_uuid == uuid.UUID(m["varying"]["host_uuid"])
-        assert ports[0].port_self == (port["vf"] == -1)
+        vf = _qbh_vf(doc, m)
+        assert ports[0].port_self == (vf is None)
+        assert ports[0].vf == (PORT_SELF_VF if vf is None else vf)
         assert nlmsg.decode_vfinfo(raw) == [(port["mac"], None)]
 
 
