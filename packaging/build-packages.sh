@@ -1,7 +1,7 @@
 #!/bin/sh
 # Build the libvirt-vdp-hooks distribution packages from this source tree into dist/.
 #
-#   packaging/build-packages.sh [--deb] [--rpm] [--lint] [--version VERSION] [--outdir DIR]
+#   packaging/build-packages.sh [--deb] [--rpm] [--lint] [--version VERSION] [--outdir DIR] [--workdir DIR]
 #
 # Without --deb/--rpm both are built.  --lint runs lintian / rpmlint on the results (non-zero exit on
 # any error or warning not overridden).  --version builds another version of the same tree (the upgrade
@@ -9,7 +9,7 @@
 #
 # The sources are the files git knows (tracked, or untracked and not ignored), so build products, venvs
 # and lab state never end up in a package; outside a git checkout, the whole tree minus build/ and dist/.
-# Work happens under build/packages/ (ignored by git).
+# Work happens under build/packages/ (ignored by git), or --workdir.
 #
 # DEB: dpkg-buildpackage -us -uc -b, with packaging/debian copied to the staged tree's debian/.
 # RPM: rpmbuild -bb --nodeps with the few Fedora macros this machine lacks defined on the command line
@@ -24,6 +24,7 @@ export PATH
 NAME=libvirt-vdp-hooks
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUTDIR=$ROOT/dist
+WORK=$ROOT/build/packages
 VERSION=
 DO_DEB=
 DO_RPM=
@@ -36,7 +37,8 @@ while [ $# -gt 0 ]; do
         --lint) LINT=yes ;;
         --version) VERSION=$2; shift ;;
         --outdir) OUTDIR=$2; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --workdir) WORK=$2; shift ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "build-packages.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -75,10 +77,13 @@ if [ -n "$missing" ]; then
     exit 4
 fi
 
-WORK=$ROOT/build/packages
+mkdir -p "$WORK" "$OUTDIR"
+WORK=$(cd "$WORK" && pwd)
+OUTDIR=$(cd "$OUTDIR" && pwd)
 SRC=$WORK/$NAME-$VERSION
-rm -rf "$WORK"
-mkdir -p "$SRC" "$OUTDIR"
+# Only what earlier runs of this script left there; --workdir may be shared with other things.
+rm -rf "$SRC" "$WORK/rpm" "$WORK/${NAME}_"*
+mkdir -p "$SRC"
 
 # Stage the sources.
 cd "$ROOT"
