@@ -30,6 +30,10 @@ PLUGINS = REPO / "tests" / "plugins"
 DATA = REPO / "tests" / "data"
 NS = "http://libvirt-vdp-hooks.org/xmlns"
 
+# In-process tests (runner.run, feature lookup) find the test plugin the way the exec'd entry does.
+if str(PLUGINS) not in sys.path:
+    sys.path.append(str(PLUGINS))
+
 MAC_A = "52:54:00:aa:00:02"
 MAC_B = "52:54:00:aa:00:03"
 MAC_C = "52:54:00:aa:00:04"
