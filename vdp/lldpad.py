@@ -373,7 +373,7 @@ class LldpadClient:
         PREASSOCIATE_RR are probed first, and the table is read only for the ones that are idle.
         """
         end = max(end, time.monotonic() + 0.001)
-        ready = [p for p in group if not self._busy(p, end)]
+        ready = [p for p in group if not self._busy(p, end) and p.result is None]
         if not ready:
             return
         try:
@@ -415,6 +415,21 @@ class LldpadClient:
         """Whether lldpad still processes a request for ``p``'s VSI (see _poll_uplink)."""
         if p.req.request not in (ASSOCIATE, PREASSOCIATE_RR):
             return False  # DISASSOCIATE is settled by the table; below PREASSOCIATE there is no probe
+        err = self._setlink_acked(p, PREASSOCIATE, end)
+        if err == 0:
+            # lldpad took the probe as a new VSI: it had already forgotten ours, i.e. another client's
+            # GETLINK consumed its final state.  Undo the probe; the outcome is unknown.
+            self._setlink_acked(p, DISASSOCIATE, end)
+            p.result = _fail(
+                p.req,
+                f"{_what(p.req)}: lldpad reported the outcome to another client and forgot the VSI -- "
+                "retry; check for other VDP clients polling this uplink",
+            )
+            return True
+        return err is None or err == -errno.EBUSY
+
+    def _setlink_acked(self, p: _Pending, request: int, end: float) -> int | None:
+        """Send ``request`` for ``p``'s VSI; lldpad's answer (0 or -errno), None if none came by ``end``."""
         seq = self._next_seq()
         self._send(
             nlmsg.encode_qbg_request(
@@ -426,14 +441,14 @@ class LldpadClient:
                 vlan=p.req.vlan,
                 vsi_type=p.req.vsi_type,
                 instance=p.req.instance,
-                request=PREASSOCIATE,
+                request=request,
             )
         )
         while time.monotonic() < end:
             for hdr, msg in self._recv(end):
                 if hdr.seq == seq and hdr.type == NLMSG_ERROR:
-                    return nlmsg.decode_error(msg) == -errno.EBUSY
-        return True
+                    return nlmsg.decode_error(msg)
+        return None
 
     def _silence(self, p: _Pending, what: str) -> str:
         waited = time.monotonic() - p.sent_at
