@@ -57,6 +57,17 @@ try:
                     acks = [m for h, m in client._recv(end) if h.seq == seq and h.type == nlmsg.NLMSG_ERROR]
                 out["steps"].append({"ack": nlmsg.decode_error(acks[0])})
                 continue
+            if step["op"] == "getlink_vfinfo":  # what lldpad's raw GETLINK reply says about MAC/VLAN
+                seq = client._next_seq()
+                client._send(nlmsg.encode_getlink(seq=seq, port_id=client.own_port_id,
+                                                  ifindex=socket.if_nametoindex(step["ifname"])))
+                end = time.monotonic() + 5
+                replies = []
+                while not replies and time.monotonic() < end:
+                    replies = [m for h, m in client._recv(end) if h.seq == seq and h.type == nlmsg.NLMSG_DONE]
+                out["steps"].append({"vfinfo": nlmsg.decode_vfinfo(replies[0]),
+                                     "ports": len(nlmsg.decode_ports(replies[0]))})
+                continue
             if step["op"] == "sleep":
                 time.sleep(step["s"])
                 out["steps"].append({})
@@ -198,6 +209,10 @@ def test_vlan_zero_left_to_the_switch(lab: VdpLab) -> None:
         assert res["ok"], res
         assert res["vlan"] is None
         assert "VLAN left to the switch" in res["message"]
+        # lldpad's GETLINK reply carries VSIs but no IFLA_VFINFO_LIST: no VLAN to read back there.
+        raw = drive(lab, [{"op": "getlink_vfinfo", "ifname": "up0"}])["steps"][0]
+        assert raw["ports"] >= 1
+        assert raw["vfinfo"] == []
         # What the switch returned, through lldpad's own tool: Debian's bridge role keeps VLAN 0.
         assert vdptool_vsis(lab, "up0")[str(inst)]["filter"] == "0-52:54:00:11:22:33"
     finally:
