@@ -624,7 +624,7 @@ class QbhClient:
             seq = self._next_seq()
             undo_seq[p.seq] = seq
             self._send(self._encode(p, DISASSOCIATE, seq), self.dest_pid)
-        undo_end = time.monotonic() + _CLEANUP_GRACE
+        undo_end = time.monotonic() + min(_CLEANUP_GRACE, self.exchange_timeout)
         if deadline is not None:
             undo_end = max(min(undo_end, deadline), time.monotonic() + 0.05)
         undo_answers = self._acks(set(undo_seq.values()), undo_end)
