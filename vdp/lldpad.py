@@ -292,12 +292,13 @@ class LldpadClient:
                             p.result = _fail(p.req, f"{_what(p.req)}: not sent, the deadline had passed")
                         queue.clear()
                         continue
-                    self._launch(queue[0])
-                    launched.append(queue[0])
+                    if self._launch(queue[0]):
+                        launched.append(queue[0])
             if launched:
                 self._await_acks(launched, end_of)
                 interval = _POLL_FIRST
-                continue  # an ack may have settled a request: its uplink can launch the next one
+            if any(q and q[0].result is not None for q in queues.values()):
+                continue  # a settled request frees its uplink for the next one
             in_flight = [q[0] for q in queues.values() if q and q[0].result is None]
             if not in_flight:
                 break
@@ -315,21 +316,27 @@ class LldpadClient:
                 self._poll_uplink(p.ifindex, [p], end_of(p))
         return [p.result for p in pending if p.result is not None]
 
-    def _launch(self, p: _Pending) -> None:
+    def _launch(self, p: _Pending) -> bool:
+        """Send ``p``'s SETLINK; False (and ``p`` settled) when the request cannot be encoded."""
         p.seq = self._next_seq()
-        data = nlmsg.encode_qbg_request(
-            seq=p.seq,
-            port_id=self.port_id,
-            ifindex=p.ifindex,
-            ifname=p.req.ifname,
-            mac=p.req.mac,
-            vlan=p.req.vlan,
-            vsi_type=p.req.vsi_type,
-            instance=p.req.instance,
-            request=p.req.request,
-        )
+        try:
+            data = nlmsg.encode_qbg_request(
+                seq=p.seq,
+                port_id=self.port_id,
+                ifindex=p.ifindex,
+                ifname=p.req.ifname,
+                mac=p.req.mac,
+                vlan=p.req.vlan,
+                vsi_type=p.req.vsi_type,
+                instance=p.req.instance,
+                request=p.req.request,
+            )
+        except ValueError as exc:
+            p.result = _fail(p.req, f"{_what(p.req)}: not sent, {exc} -- fix the port in the guest metadata")
+            return False
         p.sent_at = time.monotonic()
         self._send(data)
+        return True
 
     def _await_acks(self, launched: list[_Pending], end_of: Callable[[_Pending], float]) -> None:
         """lldpad answers every SETLINK with NLMSG_ERROR: 0 = accepted, else a refusal (settles it)."""

@@ -246,6 +246,17 @@ def test_interface_without_vdp_is_refused(lab: VdpLab) -> None:
     assert "does not exist" in missing["message"]
 
 
+def test_bad_port_fails_alone(lab: VdpLab) -> None:
+    """A port that cannot be encoded (VLAN 4095 is reserved) fails on its own; the others go ahead."""
+    good = _req("up0", uuid.uuid4(), ASSOCIATE, mac="52:54:00:00:03:01")
+    step = submit(lab, _req("up0", uuid.uuid4(), ASSOCIATE, vlan=4095), good)
+    bad, ok = step["results"]
+    assert not bad["ok"]
+    assert "VLAN 4095" in bad["message"]
+    assert ok["ok"], ok
+    assert submit(lab, {**good, "request": DISASSOCIATE})["results"][0]["ok"]
+
+
 def test_bridge_role_is_refused(lab: VdpLab) -> None:
     """Asking the lldpad that runs the bridge role (the lab's switch side) gives EOPNOTSUPP: the line
     says to use the station role."""
