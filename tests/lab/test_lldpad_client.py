@@ -287,6 +287,23 @@ def test_silent_switch_hits_the_deadline(tmp_path: Path) -> None:
     assert took < 5
 
 
+def test_find_lldpad_pid_without_a_usable_pid_file(lab: VdpLab) -> None:
+    """No pid file, or one naming an lldpad of another network namespace (the lab's switch): the client
+    asks lldpad itself through liblldp_clif and still finds the host's lldpad."""
+    assert lab.switch_lldpad is not None
+    want = lab.lldpad().pid
+    backup = "/run/lldpad.pid.test-backup"
+    assert lab.run_in_host(None, ["mv", "/run/lldpad.pid", backup]).returncode == 0
+    try:
+        assert drive(lab, [])["pid"] == want
+        foreign = f"echo {lab.switch_lldpad.pid} > /run/lldpad.pid"
+        assert lab.run_in_host(None, ["sh", "-c", foreign]).returncode == 0
+        assert drive(lab, [])["pid"] == want
+    finally:
+        assert lab.run_in_host(None, ["mv", "-f", backup, "/run/lldpad.pid"]).returncode == 0
+    assert drive(lab, [])["pid"] == want
+
+
 def test_lldpad_down_is_peer_unavailable(tmp_path: Path) -> None:
     with VdpLab(tmp_path) as lab:
         pid = lab.lldpad().pid
