@@ -178,7 +178,15 @@ def _entry_point(name: str) -> Any | None:
 
 
 def is_known_feature(name: str) -> bool:
-    return name in BUILTIN_FEATURES or _entry_point(name) is not None
+    if name in BUILTIN_FEATURES:
+        return True
+    try:
+        return _entry_point(name) is not None
+    except Exception as exc:  # someone else's broken *.dist-info must not become a traceback on stderr
+        raise ConfigError(
+            f"cannot look up feature '{name}': the installed entry points are unreadable ({type(exc).__name__}: {exc})",
+            hint="repair or remove the broken Python package, then run 'vdp-hooks check'",
+        ) from exc
 
 
 def feature_class(name: str) -> type[Feature]:
