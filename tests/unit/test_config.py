@@ -4,6 +4,7 @@ have something for us; features are found by name (built in or through entry poi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from hooks.config import CONFIG_PATH, HOOKS_OPTIONS, Config, load_config, parse_bool, parse_seconds
 from hooks.errors import ConfigError
 from hooks.feature import is_known_feature
-from tests.unit.conftest import DATA, MAC_A, HookEnv, domain_xml, hooks_md, port
+from tests.unit.conftest import DATA, MAC_A, PLUGINS, HookEnv, domain_xml, hooks_md, port
 
 
 def _load(tmp_path: Path, text: str) -> Config:
@@ -178,3 +179,17 @@ def test_uplinks_map_logical_names_for_the_links_feature(hookenv: HookEnv) -> No
     result = hookenv.run("migrate", "begin", xml)
     assert result.returncode == 1
     assert f"port {MAC_A}: feature links: interface vhnosuch0 does not exist on this host" in result.err
+
+
+def test_someone_elses_broken_package_metadata_is_one_clean_line(hookenv: HookEnv, tmp_path: Path) -> None:
+    """A half-installed unrelated package with a malformed entry_points.txt must not print a traceback."""
+    dist = tmp_path / "site" / "halfinstalled-1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: halfinstalled\nVersion: 1\n")
+    (dist / "entry_points.txt").write_text("[console_scripts]\nthis line has no equals sign\n")
+    env = hookenv.env(PYTHONPATH=f"{PLUGINS}{os.pathsep}{dist.parent}")
+    xml = domain_xml(metadata=hooks_md(port(MAC_A)))
+    result = hookenv.run("prepare", "begin", xml, env=env)  # the contract check: one line, no traceback
+    assert result.returncode == 1
+    assert "cannot look up feature 'rec1': the installed entry points are unreadable" in result.err
+    assert hookenv.run("release", "end", xml, env=env).returncode == 0
