@@ -412,6 +412,33 @@ def test_man_page_documents_every_cli_command() -> None:
     assert not missing, f"vdp-hooks(8) lacks commands: {missing}"
 
 
+# ---------------------------------------------------------------------------------- security modules
+def test_selinux_module_compiles(tmp_path: Path) -> None:
+    if shutil.which("checkmodule", path=SYSTEM_PATH) is None:
+        pytest.skip("checkmodule missing (apt-get install checkpolicy)")
+    out = tmp_path / "libvirt_vdp_hooks.mod"
+    proc = _run(["checkmodule", "-M", "-m", "-o", str(out), str(ROOT / "packaging/selinux/libvirt_vdp_hooks.te")])
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size > 0
+
+
+def test_apparmor_abstraction_compiles_into_libvirtd_profile(tmp_path: Path) -> None:
+    """The shipped abstraction, included the documented way into libvirtd's real profile, compiles."""
+    parser = shutil.which("apparmor_parser", path=SYSTEM_PATH)
+    profile = Path("/etc/apparmor.d/usr.sbin.libvirtd")
+    if parser is None or not profile.exists():
+        pytest.skip("needs apparmor_parser (apparmor) and libvirtd's profile (libvirt-daemon-system)")
+    base = tmp_path / "apparmor.d"
+    shutil.copytree("/etc/apparmor.d", base, symlinks=True)
+    shutil.copy(ROOT / "packaging/apparmor/libvirt-vdp-hooks", base / "abstractions" / "libvirt-vdp-hooks")
+    (base / "local").mkdir(exist_ok=True)
+    (base / "local" / "usr.sbin.libvirtd").write_text("include <abstractions/libvirt-vdp-hooks>\n")
+    proc = _run([parser, "--base", str(base), "-I", str(base), "-Q", "-K", "-p", str(base / profile.name)])
+    assert proc.returncode == 0, proc.stderr
+    assert "/usr/libexec/libvirt-vdp-hooks/qemu rix," in proc.stdout
+    assert "network netlink dgram," in proc.stdout
+
+
 # --------------------------------------------------------------------------------- real install (root)
 def _dpkg_status() -> str:
     proc = _run(["dpkg-query", "-W", "-f", "${db:Status-Status}", NAME])
