@@ -231,6 +231,8 @@ def resolve_port(ifname: str, *, sysfs: str = SYSFS) -> QbhPort:
     if not ifname or "/" in ifname or ifname in (".", ".."):
         raise PeerUnavailable(f"'{ifname}' is not an interface name", hint="check the port's uplink")
     base = os.path.join(sysfs, "class", "net", ifname)
+    if sysfs == SYSFS:
+        _check_sysfs_view(ifname, base)
     if not os.path.isdir(base):
         raise PeerUnavailable(
             f"interface {ifname} does not exist on this host",
@@ -273,6 +275,29 @@ def resolve_port(ifname: str, *, sysfs: str = SYSFS) -> QbhPort:
         )
     pf = pf_names[0]
     return QbhPort(ifname, pf, _ifindex_of(pf, sysfs), vf_number)
+
+
+def _check_sysfs_view(ifname: str, base: str) -> None:
+    """Refuse to read sysfs that belongs to another network namespace.
+
+    /sys shows the interfaces of the namespace that mounted it: a process that entered a network
+    namespace without mounting sysfs anew (``ip netns exec`` does mount it) would read some other
+    device's topology under the same name.  The interface index tells: sysfs and the kernel must agree.
+    """
+    try:
+        kernel_index = socket.if_nametoindex(ifname)
+    except OSError:
+        return  # not in this namespace: reported as missing below
+    try:
+        sysfs_index = int(_read(os.path.join(base, "ifindex")))
+    except (OSError, ValueError):
+        sysfs_index = None
+    if sysfs_index != kernel_index:
+        raise PeerUnavailable(
+            f"/sys does not show this network namespace's {ifname} (ifindex {kernel_index}, sysfs says "
+            f"{sysfs_index if sysfs_index is not None else 'no such interface'})",
+            hint="run in a mount namespace with sysfs mounted for this network namespace (as 'ip netns exec' does)",
+        )
 
 
 def _ifindex_of(ifname: str, sysfs: str) -> int:

@@ -515,7 +515,7 @@ class EnicPeer:
             body += self._port_attrs(dev)
         ifinfo = _IFINFO.pack(0, 0, _ARPHRD_ETHER, ifindex, _IFF_UP | _IFF_BROADCAST | _IFF_MULTICAST, 0)
         reply = _HDR.pack(_HDR.size + len(ifinfo) + len(body), _RTM_NEWLINK, 0, seq, sender) + ifinfo + body
-        self._sock.sendto(reply, (sender, 0))
+        self._reply(reply, sender)
         if flags & _NLM_F_ACK:
             self._send_error(sender, msg, 0)
 
@@ -558,7 +558,12 @@ class EnicPeer:
         seq = _HDR.unpack_from(request)[3]
         echoed = request[: _HDR.size] if err == 0 else request
         payload = struct.pack("=i", err) + echoed
-        self._sock.sendto(_HDR.pack(_HDR.size + len(payload), _NLMSG_ERROR, 0, seq, dest) + payload, (dest, 0))
+        self._reply(_HDR.pack(_HDR.size + len(payload), _NLMSG_ERROR, 0, seq, dest) + payload, dest)
+
+    def _reply(self, data: bytes, dest: int) -> None:
+        # The client may have closed its socket already; the kernel drops such replies too.
+        with contextlib.suppress(ConnectionRefusedError):
+            self._sock.sendto(data, (dest, 0))
 
 
 # --- network namespaces for in-process tests ------------------------------------------------------------------
