@@ -432,7 +432,7 @@ def test_apparmor_abstraction_compiles_into_libvirtd_profile(tmp_path: Path) -> 
     shutil.copytree("/etc/apparmor.d", base, symlinks=True)
     shutil.copy(ROOT / "packaging/apparmor/libvirt-vdp-hooks", base / "abstractions" / "libvirt-vdp-hooks")
     (base / "local").mkdir(exist_ok=True)
-    (base / "local" / "usr.sbin.libvirtd").write_text("include <abstractions/libvirt-vdp-hooks>\n")
+    (base / "local" / "usr.sbin.libvirtd").write_text("include if exists <abstractions/libvirt-vdp-hooks>\n")
     proc = _run([parser, "--base", str(base), "-I", str(base), "-Q", "-K", "-p", str(base / profile.name)])
     assert proc.returncode == 0, proc.stderr
     assert "/usr/libexec/libvirt-vdp-hooks/qemu rix," in proc.stdout
