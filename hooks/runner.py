@@ -15,6 +15,7 @@ from typing import IO
 
 from hooks import STATE_DIR_DEFAULT
 from hooks.config import Config, load_config
+from hooks.deadline import Deadline
 from hooks.errors import ConfigError, HookError
 from hooks.event import PORT_FEATURE, Event, parse_event
 from hooks.feature import BEGIN_OPS, Feature, feature_class, is_known_feature
@@ -158,6 +159,8 @@ def _release_by_uuid(raw: bytes, config: Config, elog: EventLog) -> None:
 
 
 def _run(argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elog: EventLog, stderr: IO[str]) -> int:
+    # One deadline for the whole invocation: time spent waiting for the guest's lock counts too.
+    deadline = Deadline(config.invocation_timeout)
     event = parse_event(argv, raw)
     elog = EventLog(elog.sink, guest=event.guest, uuid=str(event.uuid), op=" ".join(hook))
     store = Journal(state_dir())
@@ -173,7 +176,7 @@ def _run(argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elo
             return 1
         event = _usable(event, elog, policy)
         features = _features(config, raw)
-        with store.open(event.uuid, event.guest, timeout=config.invocation_timeout) as gj:
+        with store.open(event.uuid, event.guest, timeout=deadline.remaining()) as gj:
             if hook == ("prepare", "begin"):
                 gj.set_incoming(store.consume_marker(event.uuid, config.marker_ttl))
             elif hook in (("migrate", "begin"), ("restore", "begin")):
@@ -186,6 +189,7 @@ def _run(argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elo
                 journal=gj,
                 incoming=gj.incoming and hook != ("migrate", "begin"),
                 log=elog,
+                deadline=deadline,
             )
         if veto is not None:
             print(veto.line(), file=stderr)
@@ -197,15 +201,16 @@ def _run(argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elo
 
     if hook == ("reconnect", "begin"):
         event = _usable(event, elog, policy)
-        with store.open(event.uuid, event.guest, timeout=config.invocation_timeout) as gj:
-            run_verify(event, _features(config, raw), config=config, journal=gj, log=elog)
+        with store.open(event.uuid, event.guest, timeout=deadline.remaining()) as gj:
+            run_verify(event, _features(config, raw), config=config, journal=gj, log=elog, deadline=deadline)
         return 0
 
     if hook == ("release", "end"):
         event = _usable(event, elog, policy)
-        with store.open(event.uuid, event.guest, timeout=config.invocation_timeout) as gj:
+        with store.open(event.uuid, event.guest, timeout=deadline.remaining()) as gj:
             leftover = tuple(sorted({r.feature for r in gj.records}))
-            problems = release(event, _features(config, raw, leftover), config=config, journal=gj, log=elog)
+            features = _features(config, raw, leftover)
+            problems = release(event, features, config=config, journal=gj, log=elog, deadline=deadline)
         elog.info(
             "released%s",
             f" with {len(problems)} problem(s) left pending" if problems else "",

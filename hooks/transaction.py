@@ -166,9 +166,13 @@ def run_setup(
     journal: GuestJournal,
     incoming: bool,
     log: EventLog,
+    deadline: Deadline | None = None,
 ) -> Veto | None:
-    """Set up every feature for a ``begin`` operation; on a required failure roll back and return the Veto."""
-    deadline = Deadline(config.invocation_timeout)
+    """Set up every feature for a ``begin`` operation; on a required failure roll back and return the Veto.
+
+    ``deadline`` is the invocation's (started before waiting for the guest lock); default: from now.
+    """
+    deadline = deadline or Deadline(config.invocation_timeout)
     # Keep one exchange's worth of time for the rollback; what still does not fit is left pending.
     setup_deadline = deadline.minus(config.exchange_timeout)
     run = _Run(event, config, journal, log, incoming)
@@ -216,10 +220,16 @@ def run_setup(
 
 
 def run_verify(
-    event: Event, features: Sequence[Feature], *, config: Config, journal: GuestJournal, log: EventLog
+    event: Event,
+    features: Sequence[Feature],
+    *,
+    config: Config,
+    journal: GuestJournal,
+    log: EventLog,
+    deadline: Deadline | None = None,
 ) -> None:
     """``reconnect begin``: let features re-check and repair; failures are logged, never returned."""
-    deadline = Deadline(config.invocation_timeout)
+    deadline = deadline or Deadline(config.invocation_timeout)
     run = _Run(event, config, journal, log)
     for feature in features:
         if event.hook not in feature.handles:
@@ -244,9 +254,10 @@ def release(
     config: Config,
     journal: GuestJournal,
     log: EventLog,
+    deadline: Deadline | None = None,
 ) -> list[str]:
     """``release end``: tear down what the journal holds plus what the XML declares, last feature first."""
-    deadline = Deadline(config.invocation_timeout)
+    deadline = deadline or Deadline(config.invocation_timeout)
     run = _Run(event, config, journal, log)
     pairs = []
     contexts = {}
