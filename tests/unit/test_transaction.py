@@ -4,9 +4,11 @@ states, optional failures, crashes, teardown failures kept as pending, and the i
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
-from tests.unit.conftest import MAC_A, MAC_B, HookEnv, domain_xml, hooks_md, port
+from tests.unit.conftest import MAC_A, MAC_B, HookEnv, domain_xml, hooks_md, port, wait_for
 
 GID = "8f2e1a52-7c1d-4a57-9d0b-1b2c3d4e5f60"
 TWO_PORTS = domain_xml(metadata=hooks_md(port(MAC_A), port(MAC_B)))
@@ -170,3 +172,22 @@ def test_deadline_vetoes_in_time_and_leaves_the_rest_pending(hookenv: HookEnv, s
     retried = [(e["feature"], e["key"]) for e in hookenv.events("teardown") if e["op"] == "release end"]
     assert sorted(retried) == sorted((f, k) for f, k, _ in pending)
     assert [f for f, _ in retried] == sorted((f for f, _ in retried), reverse=True), "rec2 before rec1"
+
+
+def test_waiting_for_the_guest_lock_counts_against_the_invocation_deadline(
+    hookenv: HookEnv, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """30 s per invocation means 30 s from libvirt's point of view, time spent queueing for the lock included."""
+    hookenv.write_config(
+        hooks={"invocation_timeout": "4", "exchange_timeout": "1"},
+        rec1={"ops": "prepare", "sleep_after": "2.5"},
+        rec2={"ops": "start", "sleep_after": "100"},
+    )
+    first = hookenv.popen("prepare", "begin", TWO_PORTS)
+    procs.append(first)
+    wait_for(lambda: hookenv.events("intent"), what="the first process holding the guest lock")
+    second = hookenv.run("start", "begin", TWO_PORTS, timeout=30)
+    assert second.returncode == 1 and "deadline" in second.err
+    assert second.seconds < 4 + 1.0, f"start begin took {second.seconds:.1f} s with a 4 s invocation deadline"
+    out, err = first.communicate(timeout=30)
+    assert (first.returncode, out, err) == (0, b"", b"")
