@@ -493,8 +493,12 @@ class QbhClient:
     def _acks(self, seqs: set[int], end: float) -> dict[int, int]:
         """Wait for ``NLMSG_ERROR`` answers to ``seqs`` until ``end``; seq -> errno (0 = acknowledged)."""
         got: dict[int, int] = {}
-        while len(got) < len(seqs) and time.monotonic() < end:
-            for hdr, msg in self._recv(end):
+        while len(got) < len(seqs):
+            # The kernel answers before sendto() returns: what is queued counts even when ``end`` has passed.
+            messages = self._recv(end)
+            if not messages and time.monotonic() >= end:
+                break
+            for hdr, msg in messages:
                 if hdr.type == NLMSG_ERROR and hdr.seq in seqs and hdr.seq not in got:
                     got[hdr.seq] = nlmsg.decode_error(msg)
         return got

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import socket
 import struct
+import subprocess
 import sys
 import time
 import uuid
@@ -388,3 +390,72 @@ def test_real_kernel_getlink_with_filter_vf_on_a_veth_has_no_port_attributes(ker
     assert nlmsg.IFLA_IFNAME in types
     assert not types & {nlmsg.IFLA_VFINFO_LIST, nlmsg.IFLA_VF_PORTS, nlmsg.IFLA_PORT_SELF}
     assert nlmsg.decode_ports(reply) == []
+
+
+# --- the peer as a process (how hook-level tests use it) ------------------------------------------------------------
+
+
+def test_peer_process_with_control_file_and_client_in_the_namespace(netns: Netns, tmp_path: Path) -> None:
+    control = tmp_path / "control.json"
+    ready = tmp_path / "port"
+    log = tmp_path / "received.jsonl"
+    control.write_text(json.dumps({"devices": [{"ifname": "up0", "num_vfs": 2}], "default": {"polls_in_progress": 1}}))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    peer = subprocess.Popen(
+        netns.argv(
+            [
+                sys.executable,
+                "-m",
+                "tests.lab.harness.enicpeer",
+                "--control",
+                str(control),
+                "--ready",
+                str(ready),
+                "--log",
+                str(log),
+            ]
+        ),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(200):
+            if ready.exists() or peer.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert ready.exists(), peer.stderr.read() if peer.poll() is not None and peer.stderr else "peer not ready"
+        port_id = int(ready.read_text())
+        # A client process in the namespace, resolving the port on real sysfs (ip netns exec mounts it).
+        code = (
+            "import uuid; from vdp import qbh\n"
+            "port = qbh.resolve_port('up0')\n"
+            f"c = qbh.QbhClient(dest_pid={port_id}, exchange_timeout=2)\n"
+            "print(c.supports_port_profiles(port))\n"
+            f"req = qbh.QbhRequest(port, '{MAC}', 'finance-10', uuid.UUID('{GUEST}'), uuid.UUID('{HOST}'), 2)\n"
+            "r = c.submit([req])[0]\n"
+            "print(r.ok, r.response, r.message)\n"
+        )
+        out = netns.run([sys.executable, "-c", code], env=env).stdout.splitlines()
+        assert out[0] == "True" and out[1].startswith(f"True {SUCCESS} "), out
+        assert netns.run(["ip", "-j", "link", "show", "up0"]).stdout.count('"UP"') == 1
+        # change the script between calls, as a hook test does between hook events
+        control.write_text(
+            json.dumps(
+                {"devices": [{"ifname": "up0", "num_vfs": 2}], "default": {"final_response": INSUFFICIENT_RESOURCES}}
+            )
+        )
+        time.sleep(0.2)
+        out = netns.run([sys.executable, "-c", code], env=env).stdout.splitlines()
+        assert out[1].startswith(f"False {INSUFFICIENT_RESOURCES} ") and "insufficient resources" in out[1], out
+        time.sleep(0.2)
+        lines = [json.loads(line) for line in log.read_text().splitlines()]
+        setlinks = [entry for entry in lines if entry["type"] == nlmsg.RTM_SETLINK and entry["requests"]]
+        assert [entry["requests"] for entry in setlinks] == [[[None, qbh.ASSOCIATE]]] * 2
+        assert setlinks[0]["port_self"]["instance"] == str(GUEST)
+    finally:
+        if peer.poll() is None:
+            peer.terminate()  # by pid: this process only
+            peer.wait(5)
