@@ -246,6 +246,23 @@ def test_interface_without_vdp_is_refused(lab: VdpLab) -> None:
     assert "does not exist" in missing["message"]
 
 
+@pytest.mark.parametrize(
+    ("lab_kwargs", "errno_name", "advice"),
+    [
+        ({"station_role": "evb-off"}, "ENXIO", "configure EVB in station role"),  # EVB TLV not sent
+        ({"switch": "none"}, "EPROTONOSUPPORT", "not negotiated with the switch"),  # no EVB bridge
+    ],
+    ids=["evb-off", "no-evb-bridge"],
+)
+def test_uplink_without_evb_is_refused(tmp_path: Path, lab_kwargs: dict[str, Any], errno_name: str,
+                                       advice: str) -> None:
+    with VdpLab(tmp_path, wait_evb=False, **lab_kwargs) as own_lab:
+        res = submit(own_lab, _req("up0", uuid.uuid4(), ASSOCIATE), deadline=2.0)["results"][0]
+    assert not res["ok"]
+    assert f"lldpad answered {errno_name}" in res["message"]
+    assert advice in res["message"]
+
+
 def test_bad_port_fails_alone(lab: VdpLab) -> None:
     """A port that cannot be encoded (VLAN 4095 is reserved) fails on its own; the others go ahead."""
     good = _req("up0", uuid.uuid4(), ASSOCIATE, mac="52:54:00:00:03:01")
