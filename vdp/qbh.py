@@ -743,6 +743,21 @@ class QbhClient:
         text = "done" if ok else response_message(mine.response)
         return QbhResult(req, ok, mine.response, f"{req.describe()}: {text}{p.note}")
 
+    def status(self, port: QbhPort) -> PortStatus | None:
+        """What the driver holds for ``port`` now (one GETLINK), or None when it holds no request.
+
+        For ``reconnect begin``: a port whose ``request`` is not ASSOCIATE, whose ``instance`` is another
+        guest's, or that is None (the kernel leaves a port out when the driver has nothing applied, e.g.
+        after a driver reload) has lost its association.  ``response`` may be INPROGRESS.  Raises
+        PeerUnavailable when the device is gone or nothing answers.
+        """
+        reply = self._getlink(port.pf_ifindex, time.monotonic() + self.exchange_timeout)
+        if reply is None:
+            raise PeerUnavailable(f"no answer about {port.describe()} within {self.exchange_timeout:g} s")
+        if isinstance(reply, int):
+            raise PeerUnavailable(f"cannot read the port-profile state of {port.describe()}: {os.strerror(-reply)}")
+        return _find_port(nlmsg.decode_ports(reply), port.vf)
+
     def supports_port_profiles(self, port: QbhPort) -> bool:
         """Whether the driver of ``port``'s PF implements port profiles (``ndo_set_vf_port``).
 

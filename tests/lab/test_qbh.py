@@ -302,6 +302,18 @@ def _getlink(client: QbhClient, ifindex: int) -> bytes:
     return reply
 
 
+def test_status_reads_back_what_the_driver_holds(lab: Lab) -> None:
+    with lab.client(manage_link=False) as client:
+        assert client.status(lab.vf_port) is None  # nothing applied yet: the kernel leaves the port out
+        assert client.submit([_req(lab.vf_port, qbh.ASSOCIATE)])[0].ok
+        st = client.status(lab.vf_port)
+        assert st is not None and (st.vf, st.request, st.response, st.instance) == (1, qbh.ASSOCIATE, SUCCESS, GUEST)
+        assert st.profile == "finance-10" and st.host_uuid == HOST
+        assert client.status(lab.self_port) is None
+        with pytest.raises(PeerUnavailable):
+            client.status(QbhPort("x", "x", 999, None))
+
+
 def test_supports_port_profiles_on_the_peer_before_any_request(lab: Lab) -> None:
     with lab.client() as client:
         # with VFs the kernel reports an (empty) IFLA_VF_PORTS at once
