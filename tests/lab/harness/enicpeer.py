@@ -332,7 +332,12 @@ class EnicPeer:
                 length = _HDR.unpack_from(data, pos)[0]
                 if length < _HDR.size or pos + length > len(data):
                     break
-                self._handle(data[pos : pos + length], addr[0])
+                message = data[pos : pos + length]
+                try:
+                    self._handle(message, addr[0])
+                except (struct.error, ValueError, KeyError, IndexError):
+                    # A malformed message: the kernel answers those with -EINVAL; the peer must not die.
+                    self._send_error(addr[0], message, -errno.EINVAL)
                 pos += (length + 3) & ~3
 
     # -- the kernel's part ------------------------------------------------------------------------------------
