@@ -155,7 +155,7 @@ def test_in_progress_then_success_polls_fast(lab: Lab) -> None:
     polls = [r for r in lab.peer.received if r.type == nlmsg.RTM_GETLINK]
     assert len(polls) == 6 and all(r.ext_mask == nlmsg.RTEXT_FILTER_VF for r in polls)
     # 1+2+4+8+16+32 ms of back-off; libvirt's fixed 125 ms interval would need 750 ms
-    assert took < 0.3, took
+    assert took < 0.5, took
 
 
 @pytest.mark.parametrize(
