@@ -154,3 +154,12 @@ def test_guest_requiring_a_feature_disabled_here_is_vetoed(hookenv: HookEnv, fea
 
 def test_guest_requiring_an_enabled_feature_is_fine(hookenv: HookEnv) -> None:
     assert _run(hookenv, hooks_md(port(MAC_A), features={"rec1": "yes", "rec2": "yes"}))[0] == 0
+
+
+def test_emergency_lets_a_guest_with_a_broken_required_port_in(hookenv: HookEnv) -> None:
+    md = hooks_md(port("52:54:00:aa:00:99", required="yes"), port(MAC_A))
+    assert _run(hookenv, md)[0] == 1
+    set_emergency(str(hookenv.state), 60, "evacuation")
+    assert _run(hookenv, md) == (0, "")
+    assert "no <interface> with this MAC; port ignored (not required: emergency override)" in hookenv.hook_log()
+    assert [e["keys"] for e in hookenv.events("setup")] == [[MAC_A], [MAC_A]]

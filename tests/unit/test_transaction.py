@@ -191,3 +191,18 @@ def test_waiting_for_the_guest_lock_counts_against_the_invocation_deadline(
     assert second.seconds < 4 + 1.0, f"start begin took {second.seconds:.1f} s with a 4 s invocation deadline"
     out, err = first.communicate(timeout=30)
     assert (first.returncode, out, err) == (0, b"", b"")
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        b"<domain><name>guest1</name><uuid>" + GID.encode() + b"</uuid><devices>",  # truncated
+        b"<domain><uuid>" + GID.encode() + b"</uuid><metadata><x:y/></metadata></domain>",  # unbound prefix
+    ],
+)
+def test_release_with_unparsable_xml_still_tears_down_the_journal(hookenv: HookEnv, broken: bytes) -> None:
+    assert hookenv.run("prepare", "begin", TWO_PORTS).returncode == 0
+    assert hookenv.run("release", "end", broken).returncode == 0
+    torn = [(f, k) for f, k, _, _ in _torn(hookenv)]
+    assert torn == [("rec2", MAC_B), ("rec2", MAC_A), ("rec1", MAC_B), ("rec1", MAC_A)]
+    assert hookenv.journal(GID) is None
