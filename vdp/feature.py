@@ -58,6 +58,15 @@ def _qbh_destination() -> int:
     return int(os.environ.get("VDP_HOOKS_QBH_PEER", "0") or 0)
 
 
+def _ifindex(ifname: str) -> int | None:
+    import socket
+
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError:
+        return None
+
+
 def _port_data(port: PortSpec, ifname: str) -> dict[str, Any]:
     """Everything needed to rebuild the port's requests later, from the journal alone."""
     data: dict[str, Any] = {
@@ -268,10 +277,18 @@ class VdpFeature(Feature):
     ) -> dict[str, tuple[HookError | None, dict[str, Any]]]:
         from vdp import qbh
 
-        host = qbh.host_uuid(self.settings["host_uuid"] or None)
-        requests = []
+        # The host UUID libvirt itself would send (its daemon config), else SMBIOS, else machine-id.
+        host = qbh.host_uuid(self.settings["host_uuid"] or qbh.libvirt_host_uuid())
+        results: dict[str, tuple[HookError | None, dict[str, Any]]] = {}
+        sendable, requests = [], []
         for r in records:
-            port = qbh.resolve_port(r.data["ifname"])
+            try:
+                port = self._qbh_port(r)
+            except HookError as exc:
+                # Teardown of a port whose interface is gone: nothing left to disassociate.
+                results[r.key] = (None, {}) if request == DISASSOCIATE else (exc, {})
+                continue
+            sendable.append(r)
             requests.append(
                 qbh.QbhRequest(
                     port=port,
@@ -282,12 +299,29 @@ class VdpFeature(Feature):
                     request=request,
                 )
             )
-        with qbh.QbhClient(dest_pid=_qbh_destination(), exchange_timeout=self.config.exchange_timeout) as client:
-            answers = client.submit(requests, deadline=ctx.deadline.at)
-        results: dict[str, tuple[HookError | None, dict[str, Any]]] = {}
-        for record, answer in zip(records, answers):
-            results[record.key] = (None, {}) if answer.ok else (PeerRefused(answer.message), {})
+        if requests:
+            with qbh.QbhClient(dest_pid=_qbh_destination(), exchange_timeout=self.config.exchange_timeout) as client:
+                answers = client.submit(requests, deadline=ctx.deadline.at)
+            for record, answer in zip(sendable, answers):
+                learnt = {"pf_ifname": answer.request.port.pf_ifname, "vf": answer.request.port.vf}
+                results[record.key] = (None, learnt) if answer.ok else (PeerRefused(answer.message), {})
         return results
+
+    @staticmethod
+    def _qbh_port(record: Record) -> Any:
+        """The PF/VF to address: resolved from sysfs now, or as journaled when the interface is gone."""
+        from vdp import qbh
+
+        try:
+            return qbh.resolve_port(record.data["ifname"])
+        except HookError:
+            if "pf_ifname" not in record.data:
+                raise
+            pf = record.data["pf_ifname"]
+            index = _ifindex(pf)
+            if index is None:
+                raise
+            return qbh.QbhPort(record.data["ifname"], pf, index, record.data.get("vf"))
 
     # ------------------------------------------------------------------------------------------ teardown
     def teardown(self, records: Sequence[Record], ctx: Context) -> list[Outcome]:
@@ -369,27 +403,62 @@ class VdpFeature(Feature):
 
     # ------------------------------------------------------------------------------------------ reconnect
     def _reconnect(self, ctx: Context) -> list[Outcome]:
-        """After a libvirtd restart: re-associate the Qbg ports lldpad no longer holds.  Never raises."""
-        from vdp import lldpad
+        """After a libvirtd restart: re-associate what lldpad or the driver no longer holds.
 
-        associated = [r for r in ctx.journaled("associate") if r.data.get("proto") == "qbg"]
-        if not associated:
-            return []
-        lost = []
-        with lldpad.LldpadClient(exchange_timeout=self.config.exchange_timeout) as client:
-            for ifname in sorted({r.data["ifname"] for r in associated}):
-                live = {str(s.instance): s for s in client.table(ifname)}
-                for r in associated:
-                    state = live.get(r.data["instance"]) if r.data["ifname"] == ifname else None
-                    if r.data["ifname"] == ifname and (state is None or state.response not in (0, None)):
-                        lost.append(r)
-        outcomes = [Outcome(r.key, None, "still associated") for r in associated if r not in lost]
+        The framework never lets this veto (a failing ``reconnect`` makes libvirt kill the guest); each
+        protocol is checked on its own so that lldpad being down does not hide a lost Qbh port.
+        """
+        associated = ctx.journaled("associate")
+        lost: list[Record] = []
+        outcomes: list[Outcome] = []
+        for proto, check in (("qbg", self._lost_qbg), ("qbh", self._lost_qbh)):
+            mine = [r for r in associated if r.data.get("proto") == proto]
+            if not mine:
+                continue
+            try:
+                gone = check(mine)
+            except HookError as exc:
+                outcomes += [Outcome(r.key, exc) for r in mine]
+                continue
+            lost += gone
+            outcomes += [Outcome(r.key, None, "still associated") for r in mine if r not in gone]
         if lost:
             results = self._send(lost, ASSOCIATE, ctx, hint="none")
             for r in lost:
                 error = results.get(r.key, (None, {}))[0]
-                outcomes.append(Outcome(r.key, error, "lldpad had lost it: associated again"))
+                outcomes.append(Outcome(r.key, error, "the association was lost: associated again"))
         return outcomes
+
+    def _lost_qbg(self, records: Sequence[Record]) -> list[Record]:
+        from vdp import lldpad
+
+        lost = []
+        with lldpad.LldpadClient(exchange_timeout=self.config.exchange_timeout) as client:
+            for ifname in sorted({r.data["ifname"] for r in records}):
+                live = {str(s.instance): s for s in client.table(ifname)}
+                for r in records:
+                    if r.data["ifname"] == ifname:
+                        state = live.get(r.data["instance"])
+                        if state is None or state.response not in (0, None):
+                            lost.append(r)
+        return lost
+
+    def _lost_qbh(self, records: Sequence[Record]) -> list[Record]:
+        from vdp import nlmsg, qbh
+
+        keep = (nlmsg.PORT_PROFILE_RESPONSE_SUCCESS, nlmsg.PORT_PROFILE_RESPONSE_INPROGRESS)
+        lost = []
+        with qbh.QbhClient(dest_pid=_qbh_destination(), exchange_timeout=self.config.exchange_timeout) as client:
+            for r in records:
+                state = client.status(self._qbh_port(r))
+                if (
+                    state is None
+                    or state.request != ASSOCIATE
+                    or str(state.instance) != r.data["instance"]
+                    or state.response not in keep
+                ):
+                    lost.append(r)
+        return lost
 
     # ------------------------------------------------------------------------------------------ admin
     def live_state(self, records: Sequence[Record]) -> dict[str, str]:
