@@ -36,7 +36,7 @@ used.  Layout, every key optional::
                       "no-vsi-manager" | "other" | "invalid-address" | "keep" | "silence",
             "code": 3,           # keep only: status code sent with the keep bit (default 3)
             "hard": false,       # error/keep: also set the hard-error bit
-            "delay_ms": 0,       # answer this much later
+            "delay_ms": 0,       # answer this much later (the table changes at once)
             "vlan": 100,         # VLAN for VLAN 0 requests matched by this rule
             "modes": ["assoc"]}  # rule applies only to these request modes (preassoc, preassoc-rr,
                                  # assoc, deassoc); otherwise the next, less specific rule is tried
@@ -53,6 +53,13 @@ station understands them (openlldp qbg/vdp22sm.c):
 * ``keep``: the request's mode with 0x40 | 0x20 (keep) | code; the table keeps its previous state.  The
   station reports 0x20 | code (lldpad ignores a keep bit whose code is 0, hence the non-zero default).
 * ``silence``: the ECP frame is acknowledged, no VDP answer ever comes (also none to keep-alives).
+  lldpad's own wait (10 us * (7 * 2^rte + 2^rwd) * 1.5, ~15.7 s with its defaults) ends without any
+  status: over netlink the VSI stays "in progress" (no IFLA_PORT_RESPONSE) for good.
+
+lldpad's station reports a final status once: the GETLINK that shows it makes lldpad forget a finished
+(refused, de-associated) VSI.  A refused change of an existing VSI (e.g. ASSOCIATE after a successful
+PREASSOCIATE_RR) that a GETLINK saw pending is dropped and its status goes only to the requester's
+netlink port as an unsolicited message.
 * ``commands``: each entry with an ``id`` not seen before is run once when the file changes (the peer
   polls its mtime every 0.1 s): ``deassoc`` sends a switch-initiated de-associate (no 0x40 bit) for that
   instance to the station on ``iface`` (default: every port holding it) and drops it from the table.
@@ -63,7 +70,12 @@ sends a switch-initiated de-associate to A's station, unless the associate carri
 (migration target; lldpad ``VDP22_MIGTO`` 0x10, vdptool ``hints=to``): then A keeps it until A's station
 de-associates (with or without the S hint, ``VDP22_MIGFROM`` 0x20, ``hints=from``) or
 ``--migration-timeout`` seconds pass, after which A gets the switch-initiated de-associate.
-Pre-associations never move a VSI.
+Pre-associations never move a VSI.  Measured lldpad 1.1 behaviour that matters here: lldpad takes hints
+only through its client interface (vdptool), never over netlink, and it repeats the hints of a VSI's
+*first* request in every later request for that VSI (keep-alives, de-associate): an association made
+with ``hints=to`` keeps the M bit, and ``vdptool ... deassoc ... hints=from`` for a VSI associated
+without hints sends no S bit.  A netlink ASSOCIATE (libvirt, the hooks) therefore never carries M, and
+in the one-port model it always de-associates the VSI at its previous port at once.
 
 State directory outputs:
 
@@ -78,6 +90,10 @@ State directory outputs:
   ``malformed``, ``control-error``, ``evb`` (station's EVB TLV changed).
 * ``table.json``: ``{iface: {instance: {"mode", "mgrid", "typeid", "typeidver", "filters",
   "migrating"}}}``, rewritten (atomically) on every change.
+
+The table starts empty: after a peer restart, stations' keep-alives (every 10 us * 2^rka, ~10 s with
+lldpad's default rka 20) re-enter their VSIs as new requests (``keepalive`` false).  The peer keeps no
+keep-alive timer of its own (VSIs never expire on the switch side unless de-associated).
 
 Pacing: lldpad's station hands received VDP data to a 2 ms timer through a single per-port buffer, so
 two frames in quick succession lose the first.  The peer therefore waits 20 ms after an ack before
@@ -96,7 +112,6 @@ import signal
 import socket
 import sys
 import time
-import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -580,11 +595,6 @@ class SwitchPeer:
 
     def stop(self) -> None:
         self.daemon.stop()
-
-
-def instance_uuid(text: str) -> str:
-    """Normalise a UUID the way the peer logs it."""
-    return str(uuid.UUID(text))
 
 
 if __name__ == "__main__":
