@@ -70,7 +70,7 @@ class Option:
 
 #: ``[hooks]``: the framework's own keys.
 HOOKS_OPTIONS: Mapping[str, Option] = {
-    "features": Option(_parse_names, ("vdp", "links"), "enabled features, in setup order"),
+    "features": Option(_parse_names, ("links", "vdp"), "enabled features, in setup order"),
     "required": Option(parse_bool, True, "host default: a declared port that cannot be set up vetoes"),
     "exchange_timeout": Option(parse_seconds, 10.0, "seconds per request/answer exchange"),
     "invocation_timeout": Option(parse_seconds, 30.0, "seconds per hook invocation, rollback included"),
@@ -91,7 +91,7 @@ class Config:
     """The parsed host configuration; ``section(name)`` gives a feature's raw keys with line numbers."""
 
     path: str | None = None
-    features: tuple[str, ...] = ("vdp", "links")
+    features: tuple[str, ...] = ("links", "vdp")
     required: bool = True
     exchange_timeout: float = 10.0
     invocation_timeout: float = 30.0

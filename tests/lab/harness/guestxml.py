@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Optional
 from xml.sax.saxutils import quoteattr
 
 __all__ = ["NS", "Port", "domain_xml", "metadata_xml"]
@@ -19,12 +18,14 @@ class Port:
     mac: str
     uplink: str
     kind: str = "qbg"
-    vlan: Optional[int] = None
-    required: Optional[bool] = None
-    params: Mapping[str, str] = field(default_factory=lambda: {"managerid": "11", "typeid": "1193047", "typeidversion": "2"})
+    vlan: int | None = None
+    required: bool | None = None
+    params: Mapping[str, str] = field(
+        default_factory=lambda: {"managerid": "11", "typeid": "1193047", "typeidversion": "2"}
+    )
 
 
-def metadata_xml(ports: Sequence[Port], *, policy: Optional[Mapping[str, bool]] = None, prefix: str = "vdp") -> str:
+def metadata_xml(ports: Sequence[Port], *, policy: Mapping[str, bool] | None = None, prefix: str = "vdp") -> str:
     lines = [f'<{prefix}:hooks xmlns:{prefix}="{NS}" version="1">']
     for name, required in (policy or {}).items():
         lines.append(f'  <{prefix}:feature name="{name}" required="{"yes" if required else "no"}"/>')
@@ -46,7 +47,7 @@ def domain_xml(
     *,
     macs: Sequence[str] = (),
     ports: Sequence[Port] = (),
-    policy: Optional[Mapping[str, bool]] = None,
+    policy: Mapping[str, bool] | None = None,
     memory_mib: int = 64,
 ) -> str:
     """A TCG guest with no disk (it sits in the BIOS), one virtio ``type='ethernet'`` NIC per MAC."""
