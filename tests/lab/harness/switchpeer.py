@@ -556,7 +556,11 @@ class SwitchPeer:
         (self.state / "peer.json").unlink(missing_ok=True)  # written afresh once the sockets are open
         env = dict(os.environ, PYTHONPATH=str(_REPO))
         self.daemon = Daemon(netns, argv, log=self.state / "peer.log", env=env)
-        self.daemon.wait_for((self.state / "peer.json").exists, 10.0, "switch peer start")
+        try:
+            self.daemon.wait_for((self.state / "peer.json").exists, 10.0, "switch peer start")
+        except BaseException:
+            self.daemon.stop()  # see peer.log for why it did not come up
+            raise
 
     def control(self, config: dict[str, Any]) -> None:
         """Replace the control file (atomically); applies to the next request."""
