@@ -574,6 +574,17 @@ def vsi_reply_from_event(requested: str, record: Sequence[tuple[str, str]]) -> V
     )
 
 
+def _vsi_records(raw: bytes) -> list[list[tuple[str, str]]]:
+    """The VSI records of a VDP22 event message; [] for anything else."""
+    try:
+        event = parse_event(raw)
+    except ValueError:
+        return []
+    if event is None or event[0] != LLDP_MOD_VDP22:
+        return []
+    return event[1]
+
+
 def _status_error(status: int, what: str, ifname: str) -> HookError:
     """Map a non-zero lldpad command status to the product's exception with an admin hint."""
     text = _CMD_STATUS.get(status, f"status {status}")
@@ -672,15 +683,18 @@ class Clif:
     # -- message exchange -------------------------------------------------------------------------------
 
     def _recv(self, until: float) -> bytes | None:
-        """One datagram, or None at ``until`` (poll(), not select(): any fd number works)."""
+        """One datagram, or None at ``until``; a past ``until`` still takes what is already there.
+
+        poll(), not select(): any fd number works.
+        """
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
         while True:
             left = until - time.monotonic()
+            if poller.poll(max(0, int(left * 1000 + 0.999))):
+                return os.read(self._fd, MAX_CLIF_MSGBUF * 2)
             if left <= 0:
                 return None
-            if poller.poll(max(1, int(left * 1000 + 0.999))):
-                return os.read(self._fd, MAX_CLIF_MSGBUF * 2)
 
     def _command(self, message: bytes, *, what: str, timeout: float | None = None) -> Reply:
         """Send ``message``, return lldpad's reply; events arriving meanwhile are kept for :meth:`_event`."""
@@ -729,6 +743,20 @@ class Clif:
                 return
             yield raw
 
+    def _drop_events(self, instance: str) -> None:
+        """Discard events about VSI ``instance`` already queued or waiting on the socket."""
+        now = time.monotonic()
+        while True:
+            raw = self._recv(now)
+            if raw is None:
+                break
+            self._events.append(raw)
+        self._events = [
+            raw
+            for raw in self._events
+            if not any(dict(r).get("uuid", "").lower() == instance for r in _vsi_records(raw))
+        ]
+
     # -- public API -------------------------------------------------------------------------------------
 
     def ping(self) -> int:
@@ -776,7 +804,7 @@ class Clif:
         if reply.ok:
             return "vdp22"
         try:
-            draft = self._config(ifname, TLVID_VDP_DRAFT, "enableTx", module=TLVID_VDP_DRAFT)
+            draft = self._config(ifname, TLVID_VDP_DRAFT, "enableTx")
         except PeerUnavailable:
             return None
         return "draft" if draft == "yes" else None
@@ -799,9 +827,10 @@ class Clif:
 
         ``mode``: ``assoc``, ``preassoc``, ``preassoc-rr`` or ``deassoc``; ``hints``: ``to`` (M-bit: this
         host is the migration target), ``from`` (S-bit: the source), ``none``.  ``vlan`` 0 asks the switch
-        to choose (read it from the reply).  Raises PeerRefused/PeerUnavailable when lldpad refuses the
-        command, DeadlineExceeded when the switch does not answer within ``wait`` (lldpad keeps the VSI
-        pending then).
+        to choose (read it from the reply).  lldpad 1.1 puts on the wire the hints of the request that
+        created the VSI, for every later request about it too (measured; see tests/lab/test_clif.py).
+        Raises PeerRefused/PeerUnavailable when lldpad refuses the command, DeadlineExceeded when the
+        switch does not answer within ``wait`` (lldpad keeps the VSI pending then).
         """
         message = vsi_request(
             ifname,
@@ -815,17 +844,19 @@ class Clif:
             hints=hints,
         )
         self._attach()
+        wanted = str(instance).lower()
+        # lldpad repeats events (e.g. when the switch retransmits a response): drop what is queued for this
+        # VSI, and below take only an event in the requested state or "deassoc" (how a refusal shows).
+        self._drop_events(wanted)
+        answers = {mode, "deassoc"}
         start = time.monotonic()
         reply = self._command(message, what=f"the VSI {mode} request", timeout=min(self.timeout, max(wait, 0.001)))
         if not reply.ok:
             raise _status_error(reply.status, f"VSI {mode} of {instance}", ifname)
-        wanted = str(instance).lower()
         for raw in self._event(start + wait):
-            event = parse_event(raw)
-            if event is None or event[0] != LLDP_MOD_VDP22:
-                continue
-            for record in event[1]:
-                if dict(record).get("uuid", "").lower() == wanted:
+            for record in _vsi_records(raw):
+                values = dict(record)
+                if values.get("uuid", "").lower() == wanted and values.get("mode") in answers:
                     return vsi_reply_from_event(mode, record)
         raise DeadlineExceeded(
             f"no VDP answer from the switch on {ifname} for VSI {instance} ({mode}) within {wait:g} s",

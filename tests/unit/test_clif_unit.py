@@ -29,10 +29,7 @@ GOLDEN_REQUESTS = [
     # lldptool -t -i up0 -g ncb -V evb -c evbmode
     (clif.config_request("up0", clif.TLVID_EVB22, "evbmode"), b"M00000001C3010000001503up0020080c20d07evbmode"),
     # lldptool -t -i d0 -g ncb -V vdp -c enableTx  (draft 0.2 VDP module)
-    (
-        clif.config_request("d0", clif.TLVID_VDP_DRAFT, "enableTx", module=clif.TLVID_VDP_DRAFT),
-        b"M001b4002C3010000001502d002001b400208enableTx",
-    ),
+    (clif.config_request("d0", clif.TLVID_VDP_DRAFT, "enableTx"), b"M00000001C3010000001502d002001b400208enableTx"),
     # vdptool -i up0 -t -V assoc
     (clif.vdp22_table_request("up0"), b"M000080c4C3010000000103up00200000003"),
     # vdptool -i nosuch -t -V assoc

@@ -259,6 +259,24 @@ class Lldpad:
             time.sleep(0.05)
         raise TimeoutError(f"{what}: not within {timeout} s; see {self.log}")
 
+    def iface_ready(self, ifname: str) -> bool:
+        """lldpad has set ``ifname`` up in its role (its TLV is built; for evb-off: its config answers)."""
+        role = self.ifaces[ifname]
+        if role in ("station", "bridge"):
+            return self.evb(ifname) != ""
+        if role == "draft":
+            res = self.lldptool("-t", "-i", ifname, "-g", "ncb", "-V", "evbCfg")
+            return res.returncode == 0 and "draft" in res.stdout
+        if role == "evb-off":
+            return self.lldptool("-t", "-i", ifname, "-g", "ncb", "-V", "evb", "-c", "enableTx").returncode == 0
+        return True
+
+    def wait_ready(self, ifnames: Sequence[str] | None = None, timeout: float = 10) -> None:
+        """Wait until lldpad has set up ``ifnames`` (default: all configured); right after start it has
+        not, and queries about them fail with "device not found".  Interfaces must be up."""
+        for ifname in self.ifaces if ifnames is None else ifnames:
+            self.wait_for(lambda i=ifname: self.iface_ready(i), timeout, f"lldpad set-up of {ifname}")
+
     # -- state queries ------------------------------------------------------------------------------
 
     def evb(self, ifname: str, *, neighbour: bool = False) -> str:

@@ -87,6 +87,8 @@ class VdpLab:
         self._lldpads: list[Lldpad] = []
         try:
             self._build(hosts, station_role, debug)
+            for host in self.hosts.values():
+                host.lldpad.wait_ready(timeout=evb_timeout)
             if switch == "lldpad" and wait_evb:
                 self.wait_evb(timeout=evb_timeout)
         except BaseException:
@@ -224,6 +226,7 @@ class VdpLab:
         """Start ``host``'s lldpad again (same roles); optionally wait for EVB on every uplink."""
         lab_host = self.host(host)
         lab_host.lldpad.start()
+        lab_host.lldpad.wait_ready(timeout=timeout)
         if wait_evb:
             self.wait_evb(lab_host.name, timeout=timeout)
 
