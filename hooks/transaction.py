@@ -11,6 +11,7 @@ down in time stays journaled as ``pending`` and the next teardown retries it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -177,16 +178,19 @@ def run_setup(
     setup_deadline = deadline.minus(config.exchange_timeout)
     run = _Run(event, config, journal, log, incoming)
     veto: Veto | None = None
+    dropped: set[str] = set()  # ports that failed, not required: later features leave them alone
     for feature in features:
         if event.hook not in feature.handles:
             continue
         ctx = run.context(feature, setup_deadline)
+        view = dataclasses.replace(event, ports=tuple(p for p in event.ports if p.key not in dropped))
+        ctx.event = view
         if setup_deadline.expired():
             outcomes = [
                 Outcome(None, DeadlineExceeded(f"invocation deadline of {config.invocation_timeout:g} s reached"))
             ]
         else:
-            outcomes = _guarded("setup", feature, log, feature.setup, event, ctx)
+            outcomes = _guarded("setup", feature, log, feature.setup, view, ctx)
         ctx.deadline = deadline  # rollback may use the reserve
         for outcome in outcomes:
             if outcome.ok:
@@ -207,6 +211,8 @@ def run_setup(
                     port=outcome.key or "-",
                     outcome="warning",
                 )
+                if outcome.key is not None:
+                    dropped.add(outcome.key)
                 # A half-done optional port helps nobody: undo just that port's state now.
                 mine = [r for r in ctx.created if outcome.key in (None, r.key) and r in journal.records]
                 run_teardown([(feature, list(reversed(mine)))], journal, {feature.name: ctx}, log)

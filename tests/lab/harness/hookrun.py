@@ -116,4 +116,7 @@ class HookHost:
         return json.loads(path.read_text()) if path.exists() else None
 
     def state_files(self) -> list[str]:
-        return sorted(p.name for p in self.state_dir.iterdir()) if self.state_dir.exists() else []
+        """Files about guests in the state directory (the per-uplink lock files are shared and stay)."""
+        if not self.state_dir.exists():
+            return []
+        return sorted(p.name for p in self.state_dir.iterdir() if not p.name.startswith("uplink-"))
