@@ -206,3 +206,11 @@ def test_release_with_unparsable_xml_still_tears_down_the_journal(hookenv: HookE
     torn = [(f, k) for f, k, _, _ in _torn(hookenv)]
     assert torn == [("rec2", MAC_B), ("rec2", MAC_A), ("rec1", MAC_B), ("rec1", MAC_A)]
     assert hookenv.journal(GID) is None
+
+
+def test_port_that_failed_optionally_is_left_alone_by_later_features(hookenv: HookEnv) -> None:
+    hookenv.write_config(rec1={"fail": MAC_A})
+    xml = domain_xml(metadata=hooks_md(port(MAC_A, required="no"), port(MAC_B)))
+    assert hookenv.run("prepare", "begin", xml).returncode == 0
+    assert [(e["feature"], e["keys"]) for e in hookenv.events("setup")] == [("rec1", [MAC_A, MAC_B]), ("rec2", [MAC_B])]
+    assert {(r["feature"], r["key"]) for r in hookenv.records(GID)} == {("rec1", MAC_B), ("rec2", MAC_B)}
