@@ -129,17 +129,17 @@ def run(argv: list[str], raw: bytes, *, stderr: IO[str] = sys.stderr) -> int:
                 _release_by_uuid(raw, config, elog)
             return 0
         elog.error("%s", exc.one_line(), outcome="veto")
-        print(f"libvirt-vdp-hooks: guest {guest}: {exc.one_line()}", file=stderr)
+        print(" ".join(f"libvirt-vdp-hooks: guest {guest}: {exc.one_line()}".split()), file=stderr)
         return 1
     except Exception as exc:
         elog.exception("unexpected error: %s", exc, outcome="error")
         if never_fail or hook not in BEGIN_OPS:
             return 0
-        print(
+        text = (
             f"libvirt-vdp-hooks: guest {guest}: internal error {type(exc).__name__}: {exc} "
-            "-- see the hook's log (syslog) and report it",
-            file=stderr,
+            "-- see the hook's log (syslog) and report it"
         )
+        print(" ".join(text.split()), file=stderr)
         return 1
 
 

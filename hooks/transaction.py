@@ -39,10 +39,12 @@ class Veto:
 
     def line(self) -> str:
         port = f" port {self.port}:" if self.port else ""
-        return (
+        text = (
             f"libvirt-vdp-hooks: guest {self.guest}:{port} feature {self.feature}: {self.cause} "
             f"(required by {self.decided_by})"
         )
+        # Names and causes can carry text from the XML (&#10; in an attribute): libvirt shows one line.
+        return " ".join(text.split())
 
 
 @dataclass
