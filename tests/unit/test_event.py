@@ -233,6 +233,19 @@ def test_unknown_attributes_are_logged_not_fatal(hookenv: HookEnv) -> None:
     assert "unknown attribute 'colour' ignored" in hookenv.hook_log()
 
 
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        hooks_md(port("52:54:00:aa:00:02&#10;second line", required="yes")),
+        hooks_md(port(MAC_A), features={"rec&#10;9": "yes"}),
+        hooks_md(port(MAC_A, required="yes", vlan="1&#13;&#10;2")),
+    ],
+)
+def test_a_veto_stays_on_one_line_whatever_the_xml_holds(hookenv: HookEnv, metadata: str) -> None:
+    result = hookenv.run("prepare", "begin", domain_xml(metadata=metadata))  # the contract check: one line
+    assert result.returncode == 1
+
+
 def test_virsh_metadata_document_through_the_entry(hookenv: HookEnv) -> None:
     result = hookenv.run("prepare", "begin", (DATA / "virsh-metadata.xml").read_bytes(), name="moved-by-virsh")
     assert result.returncode == 0
@@ -250,6 +263,11 @@ def _fragment(depth: int) -> st.SearchStrategy[str]:
         st.builds(lambda v: port(MAC_A, vlan=v), _attr_value.map(lambda s: s.replace("'", ""))),
         st.builds(port, _attr_value.map(lambda s: s.replace("'", ""))),
         st.sampled_from(["<vdp:port/>", f"<v:port xmlns:v='{NS}' mac='{MAC_A}'/>", "&amp;", "<![CDATA[x]]>", ""]),
+        # Character references survive attribute normalisation: newlines inside names and causes.
+        st.sampled_from(["&#10;", "&#13;", "&#9;", "x&#10;y"]).map(
+            lambda ref: port(f"52:54:00:aa:00:02{ref}", required="yes")
+            + f"<vdp:feature name='f{ref}' required='yes'/>"
+        ),
         st.text(max_size=20),
     )
     if depth == 0:
