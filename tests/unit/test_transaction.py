@@ -214,3 +214,20 @@ def test_port_that_failed_optionally_is_left_alone_by_later_features(hookenv: Ho
     assert hookenv.run("prepare", "begin", xml).returncode == 0
     assert [(e["feature"], e["keys"]) for e in hookenv.events("setup")] == [("rec1", [MAC_A, MAC_B]), ("rec2", [MAC_B])]
     assert {(r["feature"], r["key"]) for r in hookenv.records(GID)} == {("rec1", MAC_B), ("rec2", MAC_B)}
+
+
+def test_never_fail_operations_also_end_within_the_deadline(hookenv: HookEnv) -> None:
+    assert hookenv.run("prepare", "begin", TWO_PORTS).returncode == 0
+    hookenv.write_config(
+        hooks={"invocation_timeout": "2", "exchange_timeout": "1"},
+        rec1={"ops": "reconnect", "sleep_before": "100", "teardown_sleep": "100"},
+    )
+    result = hookenv.run("reconnect", "begin", TWO_PORTS, timeout=30)
+    assert result.returncode == 0 and result.seconds < 2 + 2.0
+    result = hookenv.run("release", "end", TWO_PORTS, timeout=30)
+    assert result.returncode == 0 and result.seconds < 2 + 2.0
+    # rec2 went first and is gone; rec1's teardown ran out of time and stays for the next attempt.
+    assert {(r["feature"], r["state"]) for r in hookenv.records(GID)} == {("rec1", "pending")}
+    hookenv.write_config()
+    assert hookenv.run("release", "end", TWO_PORTS).returncode == 0
+    assert hookenv.journal(GID) is None
