@@ -14,6 +14,7 @@ import sys
 import uuid
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -35,6 +36,9 @@ from tests.unit.conftest import (
     hooks_md,
     port,
 )
+
+#: Surrogates cannot be passed in argv or encoded (spelled for Debian's hypothesis 6.67 and the newest).
+_NO_SURROGATES: Any = ("Cs",)
 
 UNKNOWN_HOOKS = [("frobnicate", "begin"), ("prepare", "end"), ("attach", "begin"), ("start", "end"), ("", "")]
 ALL_OPS = "migrate, restore, prepare, start, started, reconnect"
@@ -234,7 +238,7 @@ def test_executed_through_its_shebang(hookenv: HookEnv) -> None:
 
 
 # ------------------------------------------------------------------------------------------ odd argv (hypothesis)
-_arg = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+_arg = st.text(st.characters(blacklist_categories=_NO_SURROGATES, blacklist_characters="\x00"), max_size=12)
 _op = st.sampled_from(["migrate", "restore", "prepare", "start", "started", "reconnect", "stopped", "release", "x"])
 _sub = st.sampled_from(["begin", "end", "-", ""])
 

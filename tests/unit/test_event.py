@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +28,9 @@ from tests.unit.conftest import (
     interface,
     port,
 )
+
+#: Surrogates cannot be passed in argv or encoded (spelled for Debian's hypothesis 6.67 and the newest).
+_NO_SURROGATES: Any = ("Cs",)
 
 ARGV = ["guest1", "prepare", "begin", "-"]
 QBG = "<vdp:qbg managerid='11' typeid='1193047' typeidversion='2'/>"
@@ -254,7 +258,7 @@ def test_virsh_metadata_document_through_the_entry(hookenv: HookEnv) -> None:
 
 # ------------------------------------------------------------------------------------------ odd XML (hypothesis)
 _tag = st.sampled_from(["domain", "name", "uuid", "metadata", "devices", "interface", "mac", "x"])
-_attr_value = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_attr_value = st.text(st.characters(blacklist_categories=_NO_SURROGATES), max_size=12)
 
 
 def _fragment(depth: int) -> st.SearchStrategy[str]:
