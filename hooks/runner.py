@@ -35,16 +35,25 @@ def state_dir() -> str:
     return os.environ.get("VDP_HOOKS_STATE_DIR") or STATE_DIR_DEFAULT
 
 
-def _features(config: Config, raw: bytes, extra_names: tuple[str, ...] = ()) -> list[Feature]:
+def _features(
+    config: Config, raw: bytes, extra_names: tuple[str, ...] = (), log: EventLog | None = None
+) -> list[Feature]:
     """Instances of the enabled features that want this guest, in config order (plus ``extra_names``,
     features no longer enabled that still have journal records to tear down)."""
     found = []
     for name in (*config.features, *(n for n in extra_names if n not in config.features)):
-        cls = feature_class(name)
-        # A feature with journal records is needed whatever the XML says now (metadata removed at run time).
-        if name in config.features and name not in extra_names and not cls.wants(raw):
-            continue
-        found.append(cls(config, config.feature_settings(name, cls.options)))
+        try:
+            cls = feature_class(name)
+            # A feature with journal records is needed whatever the XML says now (metadata removed at run time).
+            if name in config.features and name not in extra_names and not cls.wants(raw):
+                continue
+            found.append(cls(config, config.feature_settings(name, cls.options)))
+        except ConfigError as exc:
+            if name in config.features:
+                raise
+            # Journaled by a feature that is no longer installed: the others still tear down their part.
+            if log is not None:
+                log.error("%s; its journal records are kept", exc.one_line(), feature=name, outcome="pending")
     return found
 
 
@@ -152,7 +161,7 @@ def _release_by_uuid(raw: bytes, config: Config, elog: EventLog) -> None:
     try:
         with Journal(state_dir()).open(guest_uuid, "?") as gj:
             names = tuple(sorted({r.feature for r in gj.records}))
-            features = [feature_class(n)(config, config.feature_settings(n, feature_class(n).options)) for n in names]
+            features = [f for f in _features(config, raw, names, elog) if f.name in names]
             release(event, features, config=config, journal=gj, log=elog)
     except HookError as exc:
         elog.error("release from journal failed: %s", exc.one_line(), outcome="pending")
@@ -209,7 +218,7 @@ def _run(argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elo
         event = _usable(event, elog, policy)
         with store.open(event.uuid, event.guest, timeout=deadline.remaining()) as gj:
             leftover = tuple(sorted({r.feature for r in gj.records}))
-            features = _features(config, raw, leftover)
+            features = _features(config, raw, leftover, elog)
             problems = release(event, features, config=config, journal=gj, log=elog, deadline=deadline)
         elog.info(
             "released%s",
