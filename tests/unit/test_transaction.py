@@ -4,11 +4,13 @@ states, optional failures, crashes, teardown failures kept as pending, and the i
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.unit.conftest import MAC_A, MAC_B, HookEnv, domain_xml, hooks_md, port, wait_for
+from tests.unit.conftest import MAC_A, MAC_B, PLUGINS, HookEnv, domain_xml, hooks_md, port, wait_for
 
 GID = "8f2e1a52-7c1d-4a57-9d0b-1b2c3d4e5f60"
 TWO_PORTS = domain_xml(metadata=hooks_md(port(MAC_A), port(MAC_B)))
@@ -230,4 +232,25 @@ def test_never_fail_operations_also_end_within_the_deadline(hookenv: HookEnv) ->
     assert {(r["feature"], r["state"]) for r in hookenv.records(GID)} == {("rec1", "pending")}
     hookenv.write_config()
     assert hookenv.run("release", "end", TWO_PORTS).returncode == 0
+    assert hookenv.journal(GID) is None
+
+
+@pytest.mark.parametrize("xml", [TWO_PORTS, b"<domain><uuid>" + GID.encode() + b"</uuid><broken>"])
+def test_release_when_a_journaled_plugin_was_uninstalled(hookenv: HookEnv, tmp_path: Path, xml: bytes) -> None:
+    """rec2 is gone (plugin removed, disabled): rec1 still tears down its part; rec2's records wait for it."""
+    assert hookenv.run("prepare", "begin", TWO_PORTS).returncode == 0
+    plugins = tmp_path / "plugins"
+    shutil.copytree(PLUGINS, plugins, ignore=shutil.ignore_patterns("__pycache__"))
+    entry_points = plugins / "vdph_testfeature-0.dist-info" / "entry_points.txt"
+    entry_points.write_text(entry_points.read_text().replace("rec2 = vdph_testfeature:Recorder2\n", ""))
+    hookenv.config.write_text(
+        f"[hooks]\nfeatures = rec1\nsyslog = no\nlog_file = {hookenv.hooklog}\n[vdp]\nrequired = no\n"
+        f"[rec1]\nlog = {hookenv.reclog}\n"
+    )
+    assert hookenv.run("release", "end", xml, env=hookenv.env(PYTHONPATH=str(plugins))).returncode == 0
+    assert [t[0] for t in _torn(hookenv)] == ["rec1", "rec1"]
+    assert {r["feature"] for r in hookenv.records(GID)} == {"rec2"}
+    assert "feature 'rec2' is neither built in" in hookenv.hook_log()
+    # Reinstalled: the next release end finishes the job.
+    assert hookenv.run("release", "end", xml).returncode == 0
     assert hookenv.journal(GID) is None
