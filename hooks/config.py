@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable
 
 from hooks.errors import ConfigError
+from hooks.plain import field, plain
 
 __all__ = [
     "CONFIG_PATH",
@@ -59,7 +59,7 @@ def _parse_names(text: str) -> tuple[str, ...]:
     return tuple(n for n in (p.strip() for p in text.replace(",", " ").split()) if n)
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Option:
     """One key of a section: how to parse it, its default, and a line for the docs."""
 
@@ -86,7 +86,7 @@ FEATURE_COMMON: Mapping[str, Option] = {
 }
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Config:
     """The parsed host configuration; ``section(name)`` gives a feature's raw keys with line numbers."""
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from hooks import NAMESPACE
 from hooks.errors import XmlError
+from hooks.plain import field, plain
 
 __all__ = [
     "MAX_XML_BYTES",
@@ -50,7 +50,7 @@ def _q(tag: str) -> str:
     return f"{{{NAMESPACE}}}{tag}"
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Interface:
     """One ``<interface>`` of the guest, as far as the hooks care."""
 
@@ -68,7 +68,7 @@ class Interface:
         return self.type == "direct" or self.virtualport_type in _LIBVIRT_PORT_PROFILES
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class PortSpec:
     """A ``<vdp:port>`` the hooks manage.  ``error`` is set when the declaration breaks a rule."""
 
@@ -88,7 +88,7 @@ class PortSpec:
         return self.mac
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Event:
     """One hook invocation: who, what, and what our metadata declares."""
 

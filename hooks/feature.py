@@ -14,13 +14,13 @@ from __future__ import annotations
 import abc
 import importlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hooks import NAMESPACE
 from hooks.config import Config, Option
 from hooks.errors import ConfigError, HookError
 from hooks.log import EventLog, Sink
+from hooks.plain import field, plain
 
 if TYPE_CHECKING:
     from hooks.deadline import Deadline
@@ -51,7 +51,7 @@ BEGIN_OPS = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Outcome:
     """The result of setup or teardown for one target (a port's key; None = the feature as a whole)."""
 
@@ -64,7 +64,7 @@ class Outcome:
         return self.error is None
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class CheckResult:
     """One line of ``vdp-hooks check``: ``PASS``, ``WARN`` or ``FAIL`` with a hint."""
 
@@ -73,7 +73,7 @@ class CheckResult:
     hint: str = ""
 
 
-@dataclass
+@plain
 class Context:
     """What a feature gets for one invocation: settings, deadline, journal access, logger."""
 

@@ -20,10 +20,10 @@ import stat
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hooks.errors import JournalError
+from hooks.plain import as_dict, field, plain
 
 __all__ = ["FORMAT_VERSION", "GuestJournal", "Journal", "Record"]
 
@@ -34,7 +34,7 @@ DONE = "done"  # the peer confirmed it
 PENDING = "pending"  # a teardown failed or ran out of time; retried by the next teardown
 
 
-@dataclass
+@plain
 class Record:
     """One thing set up (or being set up) for a guest by one feature."""
 
@@ -49,7 +49,7 @@ class Record:
     error: str = ""
 
 
-@dataclass
+@plain
 class GuestJournal:
     """The journal of one guest, loaded under its lock.  Every change is saved before the call returns."""
 
@@ -99,7 +99,7 @@ class GuestJournal:
             "uuid": str(self.uuid),
             "incoming": self.incoming,
             "next_id": self.next_id,
-            "records": [asdict(r) for r in self.records],
+            "records": [as_dict(r) for r in self.records],
         }
 
     def save(self) -> None:

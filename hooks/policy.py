@@ -10,17 +10,17 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass
 
 from hooks.config import Config
 from hooks.event import Event, PortSpec
+from hooks.plain import plain
 
 __all__ = ["Emergency", "Policy", "clear_emergency", "read_emergency", "set_emergency"]
 
 _EMERGENCY_FILE = "emergency"
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Emergency:
     until: float  # wall-clock epoch seconds
     reason: str
@@ -60,7 +60,7 @@ def clear_emergency(state_dir: str) -> bool:
     return False
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Policy:
     """Resolves "is this required?" for one invocation."""
 

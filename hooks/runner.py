@@ -21,6 +21,7 @@ from hooks.event import PORT_FEATURE, Event, parse_event
 from hooks.feature import BEGIN_OPS, Feature, feature_class, is_known_feature
 from hooks.journal import Journal
 from hooks.log import EventLog, setup_logging
+from hooks.plain import replace
 from hooks.policy import Policy, read_emergency
 from hooks.transaction import Veto, release, run_setup, run_verify
 
@@ -84,8 +85,6 @@ def _declaration_veto(event: Event, config: Config, policy: Policy) -> Veto | No
 
 def _usable(event: Event, log: EventLog, policy: Policy) -> Event:
     """The event without broken ports (each of them logged; they are not required or we vetoed)."""
-    import dataclasses
-
     for text in event.warnings:
         log.warning("%s", text, outcome="warning")
     bad = [p for p in event.ports if p.error]
@@ -97,7 +96,7 @@ def _usable(event: Event, log: EventLog, policy: Policy) -> Event:
             port=port.key,
             outcome="warning",
         )
-    return dataclasses.replace(event, ports=tuple(p for p in event.ports if not p.error)) if bad else event
+    return replace(event, ports=tuple(p for p in event.ports if not p.error)) if bad else event
 
 
 def _fallback_uuid(raw: bytes) -> uuid.UUID | None:

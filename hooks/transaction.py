@@ -11,9 +11,7 @@ down in time stays journaled as ``pending`` and the next teardown retries it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from hooks.config import Config
 from hooks.deadline import Deadline
@@ -22,12 +20,13 @@ from hooks.event import Event, PortSpec
 from hooks.feature import Context, Feature, Outcome
 from hooks.journal import GuestJournal, Record
 from hooks.log import INFO, WARNING, EventLog
+from hooks.plain import field, plain, replace
 from hooks.policy import Policy
 
 __all__ = ["Veto", "release", "run_setup", "run_teardown", "run_verify"]
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Veto:
     """Why this invocation refuses: one line for libvirt's error message."""
 
@@ -47,7 +46,7 @@ class Veto:
         return " ".join(text.split())
 
 
-@dataclass
+@plain
 class _Run:
     event: Event
     config: Config
@@ -185,7 +184,7 @@ def run_setup(
         if event.hook not in feature.handles:
             continue
         ctx = run.context(feature, setup_deadline)
-        view = dataclasses.replace(event, ports=tuple(p for p in event.ports if p.key not in dropped))
+        view = replace(event, ports=tuple(p for p in event.ports if p.key not in dropped))
         ctx.event = view
         if setup_deadline.expired():
             outcomes = [

@@ -20,8 +20,9 @@ import struct
 import sys
 import types
 import uuid
-from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+from hooks.plain import plain
 
 __all__ = [
     "ASSOCIATE",
@@ -175,12 +176,12 @@ class _PortAttrs(nla):
     class port_vsi(nla):  # noqa: N801 - pyroute2 looks nested classes up by name
         """``struct ifla_port_vsi``::
 
-            struct ifla_port_vsi {
-                __u8 vsi_mgr_id;
-                __u8 vsi_type_id[3];    /* little-endian: [0] = id & 0xff */
-                __u8 vsi_type_version;
-                __u8 pad[3];
-            };
+        struct ifla_port_vsi {
+            __u8 vsi_mgr_id;
+            __u8 vsi_type_id[3];    /* little-endian: [0] = id & 0xff */
+            __u8 vsi_type_version;
+            __u8 pad[3];
+        };
         """
 
         fields = (
@@ -291,7 +292,7 @@ class NetlinkHeader(NamedTuple):
     pid: int
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class PortStatus:
     """One port as a reply reports it.
 

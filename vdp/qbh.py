@@ -45,10 +45,10 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from hooks.errors import ConfigError, FeatureError, PeerUnavailable
+from hooks.plain import plain
 from vdp import nlmsg
 from vdp.nlmsg import (
     ASSOCIATE,
@@ -99,7 +99,7 @@ _IFF_UP = 0x1
 # --- value types ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class QbhPort:
     """Where a port profile is applied.
 
@@ -120,7 +120,7 @@ class QbhPort:
         return f"VF {self.vf} of {self.pf_ifname} ({self.ifname})"
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class QbhRequest:
     """One port-profile request.  ``instance`` is the guest UUID (as libvirt sends it)."""
 
@@ -139,7 +139,7 @@ class QbhRequest:
         return f"802.1Qbh {name} of profile '{self.profile}' for {self.mac} on {self.port.describe()}"
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class QbhResult:
     """The outcome of one :class:`QbhRequest`.
 
@@ -410,7 +410,7 @@ def libvirt_host_uuid(paths: Sequence[str] = LIBVIRT_CONFS) -> str | None:
 # --- the client -----------------------------------------------------------------------------------------------
 
 
-@dataclass
+@plain
 class _Pending:
     req: QbhRequest
     seq: int = 0

@@ -1,0 +1,116 @@
+"""Benchmark: a whole ``prepare begin`` for a guest with 4 hook-managed 802.1Qbg ports, exec to exit.
+
+Side by side in one run, medians, all exec'd the same way inside the lab host (nsenter):
+
+- ``interpreter``: the entry's interpreter doing nothing (``python3 -S -c pass``),
+- ``imports``: the interpreter importing what the slow path imports (site, our modules, lxml, pyroute2's
+  netlink part), nothing else,
+- ``prepare``: the real hook, 4 ASSOCIATEs on 2 uplinks through real lldpad and lldpad's bridge,
+- ``libvirt way``: the same 4 ASSOCIATEs the way libvirt 9.0 does them, one port after another, each
+  polled after 125 ms sleeps (measured in-process, so it excludes any interpreter start).
+
+The split printed is interpreter / imports / the rest (I/O: journal writes, netlink round trips).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lab.harness.guestxml import Port, domain_xml
+from tests.lab.harness.hookrun import ENTRY, HookHost
+from tests.lab.harness.vdplab import VdpLab
+
+pytestmark = [pytest.mark.bench, pytest.mark.lab]
+
+ROUNDS = 15
+REPO = str(Path(ENTRY).parents[1])
+IMPORTS = (
+    "import site; site.main(); import sys; sys.path.insert(0, %r); "
+    "import hooks.runner, hooks.links, vdp.feature, vdp.lldpad, lxml.etree" % REPO  # noqa: UP031
+)
+LIBVIRT_WAY = """
+import sys, time, uuid
+sys.path.insert(0, %r)
+from vdp import lldpad, nlmsg
+reqs = [lldpad.VsiRequest(ifname=ifn, mac=mac, vlan=vlan, vsi_type=nlmsg.VsiType(11, 1193047, 2),
+        instance=uuid.UUID(inst), request=nlmsg.ASSOCIATE) for ifn, mac, vlan, inst in %r]
+start = time.monotonic()
+with lldpad.LldpadClient() as client:
+    for req in reqs:  # one port after another, as libvirt does
+        client._send(nlmsg.encode_qbg_request(seq=client._next_seq(), port_id=client.port_id,
+            ifindex=lldpad._ifindex(req.ifname), ifname=req.ifname, mac=req.mac, vlan=req.vlan,
+            vsi_type=req.vsi_type, instance=req.instance, request=req.request))
+        first = True
+        while True:
+            if not first:
+                time.sleep(0.125)
+            first = False
+            states = {s.instance: s for s in client.table(req.ifname)}
+            got = states.get(req.instance)
+            if got is not None and got.response is not None:
+                break
+print(time.monotonic() - start)
+"""
+
+CLEANUP = """
+import sys, uuid
+sys.path.insert(0, %r)
+from vdp import lldpad, nlmsg
+reqs = [lldpad.VsiRequest(ifname=ifn, mac=mac, vlan=vlan, vsi_type=nlmsg.VsiType(11, 1193047, 2),
+        instance=uuid.UUID(inst), request=nlmsg.DISASSOCIATE) for ifn, mac, vlan, inst in %r]
+with lldpad.LldpadClient() as client:
+    assert all(r.ok for r in client.submit(reqs))
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VdpLab]:
+    with VdpLab(tmp_path_factory.mktemp("bench"), uplinks=2) as vdp_lab:
+        yield vdp_lab
+
+
+def _median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def test_prepare_begin_four_ports(lab: VdpLab, tmp_path: Path) -> None:
+    host = HookHost(lab, "host", tmp_path, uplinks={"fabric-a": "up0", "fabric-b": "up1"})
+    host.config.write_text(host.config.read_text().replace("debug = yes", "debug = no"))
+    python = sys.executable
+    interp, imports, prepare, libvirt = [], [], [], []
+    for _ in range(ROUNDS):
+        guest_uuid = str(uuid.uuid4())
+        ports = [Port(f"52:54:00:dd:00:0{i}", "fabric-a" if i < 2 else "fabric-b", vlan=300 + i) for i in range(4)]
+        xml = domain_xml("bench", guest_uuid, ports=ports)
+        for argv, bucket in (([python, "-S", "-c", "pass"], interp), ([python, "-S", "-c", IMPORTS], imports)):
+            start = time.monotonic()
+            assert host.runner(argv, input=b"", env=host.env(), timeout=60).returncode == 0
+            bucket.append(time.monotonic() - start)
+        result = host.hook(xml, "prepare", "begin")
+        assert (result.rc, result.stderr) == (0, ""), result.stderr
+        prepare.append(result.seconds)
+        assert host.hook(xml, "release", "end").rc == 0
+        spec = [
+            ("up0" if i < 2 else "up1", p.mac, 300 + i, str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{guest_uuid}{i}")))
+            for i, p in enumerate(ports)
+        ]
+        out = host.runner([python, "-c", LIBVIRT_WAY % (REPO, spec)], input=b"", env=host.env(), timeout=60)
+        assert out.returncode == 0, out.stderr
+        libvirt.append(float(out.stdout.decode().strip()))
+        cleanup = host.runner([python, "-c", CLEANUP % (REPO, spec)], input=b"", env=host.env(), timeout=60)
+        assert cleanup.returncode == 0, cleanup.stderr
+    i, m, p, lv = (_median_ms(x) for x in (interp, imports, prepare, libvirt))
+    print(
+        f"\nprepare begin, 4 ports, exec to exit: median {p:.1f} ms "
+        f"(interpreter {i:.1f} ms, imports {m - i:.1f} ms, I/O and the rest {p - m:.1f} ms); "
+        f"libvirt way (4 ports one by one, 125 ms polls, no interpreter start): {lv:.1f} ms, ratio {lv / p:.1f}x"
+    )
+    assert p <= 100.0, f"prepare begin for 4 ports took {p:.1f} ms (goal: 100 ms)"
+    assert lv / p >= 4.0
