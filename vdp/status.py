@@ -2,10 +2,14 @@
 
 Three kinds of answer exist:
 
-* lldpad's VDP22 response in ``IFLA_PORT_RESPONSE`` (u16): the low byte is the status
-  (openlldp ``include/qbg_vdp22def.h``, ``enum vdp22_cmdresp``), the high byte holds error bits from the
+* lldpad's VDP22 response in ``IFLA_PORT_RESPONSE`` (u16): the high byte holds error bits from the
   station state machine (``enum vdp22_cmderr``: bit 0 keep-alive timeout, bit 1 no acknowledgement,
-  bit 2 transmit error; OR'ed in by ``qbg/vdp22.c`` before notifying the requester).
+  bit 2 transmit error; OR'ed in by ``qbg/vdp22.c`` before notifying the requester).  The low byte comes
+  in two forms: lldpad's own codes (openlldp ``include/qbg_vdp22def.h``, ``enum vdp22_cmdresp``: 0..5,
+  252..255), or -- what a switch's refusal gives, measured with lldpad 1.1 against the lab's switch
+  peer -- the switch's VDP22 status byte without its acknowledgement bit: ``0x20 | code`` (keep: the
+  switch refused and kept the previous state) or ``0x10 | code`` (hard error), ``code`` being 1..5 of
+  the same enum (``qbg/vdp22sm.c``, ``get_error``).
 * 802.1Qbh profile responses (``PORT_PROFILE_RESPONSE_*``, 0x100..0x105) from the kernel's driver.
 * the errno in lldpad's ``NLMSG_ERROR`` answer to ``RTM_SETLINK``/``RTM_GETLINK`` (``qbg/vdp22.c``,
   ``qbg/vdp.c``, ``qbg/vdpnl.c``).
@@ -21,6 +25,8 @@ __all__ = [
     "ERR_ACK_TIMEOUT",
     "ERR_KEEPALIVE_TIMEOUT",
     "ERR_TRANSMIT",
+    "HARD_BIT",
+    "KEEP_BIT",
     "VDP22_DEASSOC",
     "VDP22_INVALID_FORMAT",
     "VDP22_KEEP",
@@ -34,6 +40,7 @@ __all__ = [
     "Vdp22Response",
     "errno_message",
     "error_bit_names",
+    "is_refusal_byte",
     "qbh_message",
     "split_vdp22",
     "vdp22_message",
@@ -50,6 +57,11 @@ VDP22_DEASSOC = 252
 VDP22_TIMEOUT = 253
 VDP22_KEEP = 254
 VDP22_NONE = 255
+
+# Bits of the switch's status byte that lldpad passes on (include/qbg_vdp22.h)
+KEEP_BIT = 0x20  # refused, the previous state is kept
+HARD_BIT = 0x10  # hard error
+CODE_MASK = 0x0F
 
 # enum vdp22_cmderr, as bits of the high byte (1 << VDP22_KATO etc.)
 ERR_KEEPALIVE_TIMEOUT = 0x01
@@ -159,11 +171,39 @@ def error_bit_names(error_bits: int) -> list[str]:
     return names
 
 
+def is_refusal_byte(status: int) -> bool:
+    """Is ``status`` (a low byte) the switch's own status byte with the keep or hard-error bit?
+
+    Such bytes never collide with lldpad's enum: its values are 0..5 and 252..255.
+    """
+    return status < 0x40 and bool(status & (KEEP_BIT | HARD_BIT))
+
+
+def _status_text(status: int) -> str:
+    if status in _VDP22_TEXT:
+        return _VDP22_TEXT[status]
+    if is_refusal_byte(status):
+        code = status & CODE_MASK
+        if status & KEEP_BIT:
+            what = "the switch refused the change and kept the previous state (keep)"
+        else:
+            what = "the switch refused the VSI with a hard error"
+        reason = _VDP22_TEXT.get(code) if 1 <= code <= 5 else None
+        if reason is None:
+            return (
+                f"{what}, reason code {code} -- see the switch's log for this VSI; check the requested VSI "
+                "type and VLAN against the switch"
+            )
+        # "the switch rejected ... -- do this": keep the cause and the advice, say how it was refused.
+        return f"{what}: {reason}"
+    return f"unknown VDP22 status {status} -- see lldpad's log ('lldpad -V7')"
+
+
 def vdp22_message(response: int) -> str:
-    """One line for a VDP22 response (status and error bits)."""
+    """One line for a VDP22 response (status and error bits), either form of the low byte."""
     status, bits = split_vdp22(response)
-    text = _VDP22_TEXT.get(status, f"unknown VDP22 status {status} -- see lldpad's log ('lldpad -V7')")
-    text = f"VDP status {status}: {text}"
+    shown = f"{status:#04x}" if is_refusal_byte(status) else str(status)
+    text = f"VDP status {shown}: {_status_text(status)}"
     names = error_bit_names(bits)
     if names:
         text += f" (errors: {', '.join(names)} -- check the uplink cable and the switch port)"

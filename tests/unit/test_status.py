@@ -106,3 +106,27 @@ def test_errno_lines(err: int, words: tuple[str, ...]) -> None:
 def test_unknown_errno_uses_strerror() -> None:
     assert "EPERM" in errno_message(-errno.EPERM)
     assert "Operation not permitted" in errno_message(-errno.EPERM)
+
+
+# What lldpad 1.1 reports for a switch's refusal (measured against the lab's switch peer,
+# tests/lab/test_switchpeer.py::test_refusal_reaches_the_station): the switch's status byte without the
+# acknowledgement bit, i.e. 0x20 | code (keep) or 0x10 | code (hard error).
+@pytest.mark.parametrize(("code", "word"), [c for c in VDP22 if 1 <= c[0] <= 5])
+def test_switch_status_byte_forms(code: int, word: str) -> None:
+    keep = vdp22_message(0x20 | code)
+    hard = vdp22_message(0x10 | code)
+    assert word in keep and word in hard
+    assert keep.startswith(f"VDP status {0x20 | code:#04x}:") and "kept the previous state (keep)" in keep
+    assert hard.startswith(f"VDP status {0x10 | code:#04x}:") and "hard error" in hard
+    assert " -- " in keep and " -- " in hard
+    assert "unknown" not in keep + hard
+    assert status.is_refusal_byte(0x20 | code) and status.is_refusal_byte(0x10 | code)
+    assert not status.is_refusal_byte(code)
+
+
+def test_switch_status_byte_with_error_bits_and_without_code() -> None:
+    line = vdp22_message(ERR_ACK_TIMEOUT << 8 | 0x24)
+    assert "(keep)" in line and "another reason" in line and "no acknowledgement" in line
+    assert "reason code 0" in vdp22_message(0x10)
+    assert "unknown VDP22 status 64" in vdp22_message(0x40)  # never sent by lldpad: not a refusal byte
+    assert {status.is_refusal_byte(s) for s in (0, 5, 252, 253, 254, 255)} == {False}
