@@ -281,3 +281,13 @@ def test_failed_migrate_begin_writes_no_marker(hookenv: HookEnv) -> None:
     hookenv.write_config(rec1={"ops": "migrate, prepare"})
     assert hookenv.run("prepare", "begin", _xml(gid)).returncode == 0
     assert _incoming(hookenv) == [False]
+
+
+def test_state_directory_owned_by_someone_else_is_refused(hookenv: HookEnv) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to hand the directory to another uid")
+    hookenv.state.mkdir(mode=0o700)
+    os.chown(hookenv.state, 65534, 65534)
+    result = hookenv.run("prepare", "begin", _xml(uuid.uuid4()))
+    assert result.returncode == 1 and "belongs to uid 65534, not to us" in result.err
+    assert hookenv.run("release", "end", _xml(uuid.uuid4())).returncode == 0
