@@ -416,12 +416,14 @@ class VdpFeature(Feature):
                     raise PeerUnavailable(
                         f"EVB is not negotiated on {ifname}: the switch port does not run 802.1Qbg (EVB) or "
                         "lldpad is not configured for it",
-                        hint=f"lldptool -T -i {ifname} -g ncb -V evb enableTx=yes; check the switch port",
+                        hint=f"lldptool -L -i {ifname} -g ncb adminStatus=rxtx; "
+                        f"lldptool -T -i {ifname} -g ncb -V evb -c enabletx=yes; check the switch port",
                     )
                 if conn.vdp_mode(ifname) is None:
                     raise PeerUnavailable(
                         f"VDP is not configured on {ifname} in lldpad",
-                        hint=f"lldptool -T -i {ifname} -g ncb -V evb enableTx=yes; lldptool -T -i {ifname} -V vdp enableTx=yes",
+                        hint=f"lldptool -T -i {ifname} -g ncb -V evb -c enabletx=yes; "
+                        f"lldptool -T -i {ifname} -g ncb -V evb -c evbmode=station",
                     )
         elif lldpad.find_lldpad_pid() is None:
             raise PeerUnavailable("lldpad is not running", hint="start lldpad (systemctl start lldpad)")

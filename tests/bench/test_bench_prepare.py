@@ -32,8 +32,8 @@ pytestmark = [pytest.mark.bench, pytest.mark.lab]
 ROUNDS = 15
 REPO = str(Path(ENTRY).parents[1])
 IMPORTS = (
-    "import site; site.main(); import sys; sys.path.insert(0, %r); "
-    "import hooks.runner, hooks.links, vdp.feature, vdp.lldpad, lxml.etree" % REPO  # noqa: UP031
+    f"import site; site.main(); import sys; sys.path.insert(0, {REPO!r}); "
+    "import hooks.runner, hooks.links, vdp.feature, vdp.lldpad, lxml.etree"
 )
 LIBVIRT_WAY = """
 import sys, time, uuid
