@@ -9,10 +9,14 @@ PYTEST_ARGS ?=
 deps: apt venv
 
 # Debian packages (lldpad, libvirt, QEMU, Debian's python3-lxml/python3-pyroute2 ...); needs root.
+# Skipped when every package is already installed.
+APT_PACKAGES = $(shell grep -v '^\#' .ci/apt-packages)
 apt:
-	DEBIAN_FRONTEND=noninteractive apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		$$(grep -v '^#' .ci/apt-packages)
+	@if dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | grep -vq '^install ok installed$$' \
+		|| ! dpkg-query -W $(APT_PACKAGES) >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	else echo "apt: all $(words $(APT_PACKAGES)) packages already installed"; fi
 
 # A virtualenv with the newest lxml and pyroute2 from PyPI plus the test tools; the product itself is
 # installed into it as a user would (pip install .), the tests still run from the source tree.
