@@ -141,6 +141,13 @@ def test_start_on_a_associates(lab: E2ELab) -> None:
     finally:
         _cleanup(lab, guest)
     _assert_nothing_left(lab, lab.a, guest)
+    # The hook's processes as a whole (interpreter start, imports, work), exec'd as this libvirtd does.
+    walls = {}
+    for op, subop in (("prepare", "begin"), ("start", "begin"), ("started", "begin"), ("release", "end")):
+        rc, stderr, walls[f"{op} {subop}"] = lab.a.exec_hook(guest, op, subop)
+        assert (rc, stderr) == (0, "")
+    _assert_nothing_left(lab, lab.a, guest)
+    print("  hook processes, wall: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in walls.items()))
     # For comparison: the same guest without our metadata (the hook's fast path; nothing is logged).
     plain = lab.guest("plain", managed=0)
     mark = lab.a.log_mark()

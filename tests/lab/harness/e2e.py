@@ -252,6 +252,18 @@ class E2EHost:
             capture_output=True, text=True, timeout=timeout, env=dict(CLEAN_ENV), check=False,
         )
 
+    def exec_hook(self, guest: Guest, op: str, subop: str, *, xml: str | None = None) -> tuple[int, str, float]:
+        """Exec the hook entry the way this libvirtd does (its namespaces, a stripped environment, argv,
+        the domain XML on stdin); returns exit code, stderr and the wall time of the whole process."""
+        assert self.libvirt.daemon is not None, f"libvirtd {self.name} is not running"
+        t0 = time.monotonic()
+        r = subprocess.run(
+            self.libvirt.daemon.nsenter_argv([f"/etc/libvirt/hooks/{HOOK_LINK}", guest.name, op, subop, "-"]),
+            input=(xml if xml is not None else guest.xml()).encode(), capture_output=True,
+            env=dict(CLEAN_ENV), timeout=60, check=False,
+        )
+        return r.returncode, r.stderr.decode(errors="replace"), time.monotonic() - t0
+
     def status(self) -> dict[str, Any]:
         """``vdp-hooks status --json`` as a dict (``rc`` added)."""
         r = self.cli("status", "--json")
