@@ -52,6 +52,8 @@ def parse_seconds(text: str) -> float:
         raise ValueError(f"'{text}' is not a duration (e.g. 10, 2.5s, 500ms)") from None
     if not value > 0:
         raise ValueError(f"'{text}' must be more than zero")
+    if value == float("inf"):  # "inf", "1e999": a hook without a deadline hangs libvirtd's job
+        raise ValueError(f"'{text}' is not a finite duration")
     return value
 
 
