@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hooks.config import CONFIG_PATH, HOOKS_OPTIONS, Config, load_config, parse_bool, parse_seconds
 from hooks.errors import ConfigError
 from hooks.feature import is_known_feature
 from tests.unit.conftest import DATA, MAC_A, PLUGINS, HookEnv, domain_xml, hooks_md, port
+
+_NO_SURROGATES: Any = ("Cs",)
 
 
 def _load(tmp_path: Path, text: str) -> Config:
@@ -107,7 +112,7 @@ def test_parse_seconds(text: str, value: float) -> None:
     assert parse_seconds(text) == value
 
 
-@pytest.mark.parametrize("text", ["", "-1", "0", "1d", "ms", "nan"])
+@pytest.mark.parametrize("text", ["", "-1", "0", "1d", "ms", "nan", "inf", "infinity", "1e999", "inf h"])
 def test_parse_seconds_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_seconds(text)
@@ -193,3 +198,56 @@ def test_someone_elses_broken_package_metadata_is_one_clean_line(hookenv: HookEn
     assert result.returncode == 1
     assert "cannot look up feature 'rec1': the installed entry points are unreadable" in result.err
     assert hookenv.run("release", "end", xml, env=env).returncode == 0
+
+
+_line = st.one_of(
+    st.sampled_from(
+        [
+            "[hooks]",
+            "[uplinks]",
+            "[rec1]",
+            "[vdp]",
+            "[links]",
+            "[",
+            "[]",
+            "[ hooks ]",
+            "features = rec1",
+            "features =",
+            "required = yes",
+            "required = 2",
+            "invocation_timeout = 1",
+            "exchange_timeout = 1e309",
+            "exchange_timeout = nan",
+            "marker_ttl = -0",
+            "log_file = /nonexistent/dir/x.log",
+            "fabric-a = eth0",
+            " = value",
+            "=",
+            "# comment",
+            "; comment",
+            "sleep_after = 1",
+            "\ufeff[hooks]",
+        ]
+    ),
+    st.text(st.characters(blacklist_categories=_NO_SURROGATES), max_size=20),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(lines=st.lists(_line, max_size=8))
+def test_odd_config_is_loaded_or_refused_with_a_config_error(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[str]
+) -> None:
+    """Whatever is in the file: a Config, or a ConfigError naming the file (never another exception)."""
+    path = tmp_path_factory.mktemp("conf") / "vdp-hooks.conf"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        config = load_config(str(path), known_features=is_known_feature)
+    except ConfigError as exc:
+        assert exc.one_line().startswith(str(path)), exc.one_line()
+        return
+    for name in config.raw_sections:
+        try:
+            config.feature_settings(name, {})
+        except ConfigError as exc:
+            assert exc.one_line().startswith(f"{path}:"), exc.one_line()
