@@ -36,6 +36,7 @@ from vdp.nlmsg import (
     PREASSOCIATE_RR,
     REQUEST_NAMES,
     RTM_NEWLINK,
+    RTM_SETLINK,
     PortStatus,
     VsiType,
 )
@@ -102,6 +103,19 @@ class _Pending:
     acked: bool = False
     result: VsiResult | None = None
     polls: int = field(default=0)
+    #: the VLAN on the wire (req.vlan, or the VLAN lldpad holds when a VLAN 0 teardown had to be resent)
+    vlan: int = 0
+    #: False when lldpad already held the VSI before the request (its old response may still show)
+    fresh: bool = False
+    resent: bool = False
+
+
+@dataclass(frozen=True)
+class _Notice:
+    """One of lldpad's unsolicited RTM_SETLINK messages about a VSI (it ended: request 3)."""
+
+    request: int | None
+    vlan: int | None
 
 
 def _pid_file_lldpad() -> int | None:
@@ -171,6 +185,13 @@ class LldpadClient:
             self._sock.close()
             raise
         self.port_id = self.own_port_id if port_id is None else port_id
+        # What lldpad told this socket outside the reply being waited for (see _note): final responses
+        # from any GETLINK reply, and its unsolicited notifications, by VSI instance.
+        self._finals: dict[uuid.UUID, int] = {}
+        self._notices: dict[uuid.UUID, _Notice] = {}
+        # lldpad's answers (0 or -errno) to our SETLINKs by seq, also when read while waiting for another
+        # reply (e.g. the table read before the next uplink's request).
+        self._acks: dict[int, int] = {}
         # Random start so two clients (or a restarted one) never confuse each other's replies.
         self._seq = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
 
@@ -210,7 +231,43 @@ class LldpadClient:
             data = self._sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return []
-        return nlmsg.split_messages(data)
+        messages = nlmsg.split_messages(data)
+        for hdr, msg in messages:
+            self._note(hdr, msg)
+        return messages
+
+    def _note(self, hdr: nlmsg.NetlinkHeader, msg: bytes) -> None:
+        """Remember what a message says about VSIs, whichever request it answers.
+
+        lldpad reports a finished VSI's final status once and then forgets the VSI, so a final status in
+        a reply nobody waits for any more (a late one) must not be lost.  Its unsolicited RTM_SETLINK
+        (sent to the requester's port id, i.e. this socket, with the seq of the request that created the
+        VSI) says the VSI ended -- e.g. the switch refused a change of an existing VSI: lldpad then drops
+        the VSI at once and the status itself never reaches netlink (measured with lldpad 1.1).
+        """
+        if hdr.type == NLMSG_ERROR:
+            self._acks[hdr.seq] = nlmsg.decode_error(msg)
+            return
+        if hdr.length <= 32 or hdr.type not in (NLMSG_DONE, RTM_NEWLINK, RTM_SETLINK):
+            return
+        try:
+            ports = nlmsg.decode_ports(msg)
+            vfinfo = nlmsg.decode_vfinfo(msg) if hdr.type == RTM_SETLINK else []
+        except ValueError:
+            return
+        for port in ports:
+            if port.instance is None:
+                continue
+            if hdr.type == RTM_SETLINK:
+                vlan = vfinfo[0][1] if vfinfo else None
+                self._notices[port.instance] = _Notice(port.request, vlan)
+            elif port.response is not None and port.response & 0xFF != VDP22_NONE:
+                self._finals[port.instance] = port.response
+
+    def _drain(self) -> None:
+        """Take in whatever is queued on the socket (notifications, late replies) without waiting."""
+        while self._recv(0.0):
+            pass
 
     def _getlink(self, ifindex: int, end: float) -> list[PortStatus] | int:
         """lldpad's VSI table for ``ifindex``, or the errno of its refusal (negative)."""
@@ -221,7 +278,7 @@ class LldpadClient:
                 if hdr.seq != seq:
                     continue  # an old reply, or one of lldpad's unsolicited notifications
                 if hdr.type == NLMSG_ERROR:
-                    err = nlmsg.decode_error(msg)
+                    err = self._acks.pop(seq, 0)
                     if err:
                         return err
                     continue  # a plain ack
@@ -319,7 +376,23 @@ class LldpadClient:
         return [p.result for p in pending if p.result is not None]
 
     def _launch(self, p: _Pending) -> bool:
-        """Send ``p``'s SETLINK; False (and ``p`` settled) when the request cannot be encoded."""
+        """Send ``p``'s SETLINK; False (and ``p`` settled) when the request cannot be encoded.
+
+        For ASSOCIATE and PREASSOCIATE_RR the uplink's table is read first: a VSI lldpad does not hold
+        yet shows no response until the switch has answered, so its first response is final and needs no
+        busy probe (see _poll_uplink).
+        """
+        if not p.resent:
+            p.vlan = p.req.vlan
+            if p.req.request in (ASSOCIATE, PREASSOCIATE_RR):
+                try:
+                    before = self._snapshot(p.ifindex, time.monotonic() + self.exchange_timeout, [p.req.instance])
+                except TimeoutError:
+                    before = -errno.ETIMEDOUT
+                # An errno here (no VDP on the uplink...) comes back on the SETLINK too; probe to be safe.
+                p.fresh = not isinstance(before, int) and all(s.instance != p.req.instance for s in before)
+        self._finals.pop(p.req.instance, None)
+        self._notices.pop(p.req.instance, None)
         p.seq = self._next_seq()
         try:
             data = nlmsg.encode_qbg_request(
@@ -328,7 +401,7 @@ class LldpadClient:
                 ifindex=p.ifindex,
                 ifname=p.req.ifname,
                 mac=p.req.mac,
-                vlan=p.req.vlan,
+                vlan=p.vlan,
                 vsi_type=p.req.vsi_type,
                 instance=p.req.instance,
                 request=p.req.request,
@@ -345,53 +418,126 @@ class LldpadClient:
         by_seq = {p.seq: p for p in launched}
         waiting = list(launched)
         while waiting:
+            for p in [p for p in waiting if p.seq in self._acks]:
+                waiting.remove(p)
+                self._acked(p, self._acks.pop(p.seq), end_of, by_seq, waiting)
+            if not waiting:
+                break
             until = min(end_of(p) for p in waiting)
             if time.monotonic() >= until:
                 for p in [p for p in waiting if end_of(p) <= time.monotonic()]:
                     p.result = _fail(p.req, self._silence(p, "acknowledge the request"))
                     waiting.remove(p)
                 continue
-            for hdr, msg in self._recv(until):
-                p_or_none = by_seq.get(hdr.seq)
-                if p_or_none is None or hdr.type != NLMSG_ERROR or p_or_none.acked:
-                    continue  # unsolicited RTM_SETLINK notifications carry a request's seq too
-                p = p_or_none
-                p.acked = True
-                waiting.remove(p)
-                err = nlmsg.decode_error(msg)
-                if err == 0:
-                    continue
-                if err == -errno.EINVAL and p.req.request == DISASSOCIATE:
-                    # lldpad does not know this VSI: nothing to tear down (teardown is idempotent).
-                    p.result = VsiResult(
-                        p.req, True, None, 0, None, "not known to lldpad: already disassociated"
-                    )
-                else:
-                    p.result = _fail(p.req, f"{_what(p.req)}: {errno_message(err)}")
+            self._recv(until)  # acks land in self._acks (see _note)
+
+    def _acked(
+        self,
+        p: _Pending,
+        err: int,
+        end_of: Callable[[_Pending], float],
+        by_seq: dict[int, _Pending],
+        waiting: list[_Pending],
+    ) -> None:
+        """lldpad's answer ``err`` to ``p``'s SETLINK: accepted, refused (settles ``p``), or resent."""
+        p.acked = True
+        if err == 0:
+            return
+        if err == -errno.EINVAL and p.req.request == DISASSOCIATE:
+            if self._resend_teardown(p, end_of(p)):
+                by_seq[p.seq] = p
+                waiting.append(p)
+        else:
+            p.result = _fail(p.req, f"{_what(p.req)}: {errno_message(err)}")
+
+    def _resend_teardown(self, p: _Pending, end: float) -> bool:
+        """lldpad refused a DISASSOCIATE with EINVAL: settle ``p``, or resend it (True).
+
+        EINVAL means either that lldpad does not know the VSI (nothing to tear down: teardown is
+        idempotent) or that the request's filter does not match what lldpad holds -- typically VLAN 0
+        for a VSI the switch gave a VLAN (lldpad compares against the assigned VLAN).  The table tells
+        which; in the second case the DISASSOCIATE is sent again with the VLAN lldpad holds.
+        """
+        try:
+            got = self._snapshot(p.ifindex, max(end, time.monotonic() + 0.001), [p.req.instance])
+        except TimeoutError:
+            got = []
+        held = isinstance(got, list) and any(s.instance == p.req.instance for s in got)
+        if not held:
+            p.result = VsiResult(p.req, True, None, 0, None, "not known to lldpad: already disassociated")
+            return False
+        vlan = None if p.resent else self._held_vlan(p.req, (ASSOCIATE, PREASSOCIATE_RR, PREASSOCIATE))
+        if vlan is None or vlan == p.vlan:
+            p.result = _fail(
+                p.req,
+                f"{_what(p.req)}: lldpad holds this VSI with other filter data (MAC/VLAN) and refused the "
+                "request (EINVAL) -- compare 'vdptool -t -i IF -V assoc' with the port's MAC and VLAN",
+            )
+            return False
+        p.vlan, p.resent, p.acked = vlan, True, False
+        self._launch(p)
+        return True
+
+    def _held_vlan(self, req: VsiRequest, requests: Sequence[int]) -> int | None:
+        """The VLAN lldpad holds for ``req``'s VSI (the switch's choice after a VLAN 0 request), or None.
+
+        lldpad never puts it into a GETLINK reply (measured with lldpad 1.1: the reply carries only
+        instance, VF and response), and its unsolicited netlink messages come only when a VSI ends; its
+        client interface lists it (``vdptool -t``), so that is asked, through ``vdp.clif``.
+        """
+        modes = {ASSOCIATE: "assoc", PREASSOCIATE_RR: "preassoc-rr", PREASSOCIATE: "preassoc"}
+        wanted = str(req.instance).lower()
+        try:
+            clif: Any = importlib.import_module("vdp.clif")
+            if not clif.library_available():
+                return None
+            with clif.Clif() as conn:
+                for request in requests:
+                    # Clif has no public VSI listing yet: the query vdptool -t sends, through its _command.
+                    reply = conn._command(clif.vdp22_table_request(req.ifname, modes[request]), what="a VSI query")
+                    if not reply.ok:
+                        continue
+                    for record in clif.parse_vsi_list(clif._strip_command_header(reply.body)):
+                        values = dict(record)
+                        if values.get("uuid", "").lower() != wanted:
+                            continue
+                        for key, value in record:
+                            head = value.split("-", 1)[0]
+                            if key == "filter" and head.isdigit():
+                                return int(head) & 0x0FFF  # the top bits carry the priority
+        except Exception:  # an optional source of information: lacking it, the VLAN stays unknown
+            return None
+        return None
 
     # -- helpers -------------------------------------------------------------------------------------
 
     def _poll_uplink(self, ifindex: int, group: list[_Pending], end: float) -> None:
         """One polling round for ``group`` (requests on one uplink); settle the requests that are done.
 
-        lldpad keeps showing a VSI's previous response while a request that changes it (PREASSOCIATE_RR
-        -> ASSOCIATE, a repeated ASSOCIATE) is still with the switch, so the table alone cannot tell a
-        stale success from a new one.  What tells is whether lldpad still calls the VSI busy: a request
-        for a lower mode than the one in force answers EBUSY while busy, EINVAL once idle, and changes
-        nothing either way (openlldp qbg/vdp22sm.c, vdp22_addreq and vdp22_modvsi).  So ASSOCIATE and
-        PREASSOCIATE_RR are probed first, and the table is read only for the ones that are idle.
+        The table is read first.  lldpad keeps showing a VSI's previous response while a request that
+        changes it (PREASSOCIATE_RR -> ASSOCIATE, a repeated ASSOCIATE) is still with the switch, so for a
+        VSI lldpad held before the request a response alone cannot tell a stale success from a new one.
+        What tells is whether lldpad still calls the VSI busy: a request for a lower mode answers EBUSY
+        while busy and EINVAL once idle, changing nothing (openlldp qbg/vdp22sm.c, vdp22_addreq and
+        vdp22_modvsi) -- provided its filter matches what lldpad holds: lldpad checks busy first, but an
+        idle VSI whose MAC/VLAN differ gets status 5 (VDP22_RESP_NOADDR) written into it.  So the probe
+        carries the VLAN lldpad holds (the switch's choice after a VLAN 0 request), and the table is read
+        again once the probe says idle.  A VSI lldpad did not hold before needs no probe: its first
+        response is the switch's answer.
         """
         end = max(end, time.monotonic() + 0.001)
-        ready = [p for p in group if not self._busy(p, end) and p.result is None]
-        if not ready:
-            return
-        try:
-            got = self._snapshot(ifindex, end, [p.req.instance for p in ready])
-        except TimeoutError:
-            return  # the per-request end in submit() turns lasting silence into a failure
-        for p in ready:
+        for p in group:
+            if p.result is not None:
+                continue
+            try:
+                verdict = self._judge(p, self._snapshot(ifindex, end, [p.req.instance]))
+                if isinstance(verdict, int) and not p.fresh and p.req.request in (ASSOCIATE, PREASSOCIATE_RR):
+                    if self._busy(p, end) or p.result is not None:
+                        continue
+                    verdict = self._judge(p, self._snapshot(ifindex, end, [p.req.instance]))
+            except TimeoutError:
+                continue  # the per-request end in submit() turns lasting silence into a failure
             p.polls += 1
-            verdict = self._judge(p, got)
             if isinstance(verdict, VsiResult):
                 p.result = verdict
             elif verdict is not None:
@@ -415,20 +561,30 @@ class LldpadClient:
 
     @staticmethod
     def _merge(first: list[PortStatus], second: list[PortStatus] | int) -> list[PortStatus]:
+        """Both reads together; for a VSI in both, the second (newer) read wins.
+
+        A VSI "in progress" in the first read may show its final status in the second -- and only
+        there, since the read that shows a final status makes lldpad forget the VSI.
+        """
         if isinstance(second, int):
             return first
-        seen = {s.instance for s in first}
-        return first + [s for s in second if s.instance not in seen]
+        newer = {s.instance: s for s in second}
+        merged = [newer.pop(s.instance, s) for s in first]
+        return merged + [s for s in second if s.instance in newer]
 
     def _busy(self, p: _Pending, end: float) -> bool:
         """Whether lldpad still processes a request for ``p``'s VSI (see _poll_uplink)."""
         if p.req.request not in (ASSOCIATE, PREASSOCIATE_RR):
             return False  # DISASSOCIATE is settled by the table; below PREASSOCIATE there is no probe
-        err = self._setlink_acked(p, PREASSOCIATE, end)
+        vlan = p.vlan
+        if vlan == 0:
+            # lldpad compares the probe's VLAN with the one it holds (the switch's choice, once answered).
+            vlan = self._held_vlan(p.req, (p.req.request,)) or 0
+        err = self._setlink_acked(p, PREASSOCIATE, end, vlan=vlan)
         if err == 0:
             # lldpad took the probe as a new VSI: it had already forgotten ours, i.e. another client's
             # GETLINK consumed its final state.  Undo the probe; the outcome is unknown.
-            self._setlink_acked(p, DISASSOCIATE, end)
+            self._setlink_acked(p, DISASSOCIATE, end, vlan=vlan)
             p.result = _fail(
                 p.req,
                 f"{_what(p.req)}: lldpad reported the outcome to another client and forgot the VSI -- "
@@ -437,7 +593,7 @@ class LldpadClient:
             return True
         return err is None or err == -errno.EBUSY
 
-    def _setlink_acked(self, p: _Pending, request: int, end: float) -> int | None:
+    def _setlink_acked(self, p: _Pending, request: int, end: float, *, vlan: int) -> int | None:
         """Send ``request`` for ``p``'s VSI; lldpad's answer (0 or -errno), None if none came by ``end``."""
         seq = self._next_seq()
         self._send(
@@ -447,17 +603,17 @@ class LldpadClient:
                 ifindex=p.ifindex,
                 ifname=p.req.ifname,
                 mac=p.req.mac,
-                vlan=p.req.vlan,
+                vlan=vlan,
                 vsi_type=p.req.vsi_type,
                 instance=p.req.instance,
                 request=request,
             )
         )
         while time.monotonic() < end:
-            for hdr, msg in self._recv(end):
-                if hdr.seq == seq and hdr.type == NLMSG_ERROR:
-                    return nlmsg.decode_error(msg)
-        return None
+            if seq in self._acks:
+                return self._acks.pop(seq)
+            self._recv(end)
+        return self._acks.pop(seq, None)
 
     def _silence(self, p: _Pending, what: str) -> str:
         waited = time.monotonic() - p.sent_at
@@ -466,8 +622,7 @@ class LldpadClient:
             f"silent) -- check EVB negotiation with 'lldptool -t -n -i {p.req.ifname} -g ncb -V evb'"
         )
 
-    @staticmethod
-    def _judge(p: _Pending, got: list[PortStatus] | int) -> VsiResult | int | None:
+    def _judge(self, p: _Pending, got: list[PortStatus] | int) -> VsiResult | int | None:
         """What one table snapshot says about ``p``: a result, the VDP22 response, or None (in progress)."""
         req = p.req
         if isinstance(got, int):
@@ -477,6 +632,17 @@ class LldpadClient:
             # Done when the VSI has left lldpad's table (the first snapshots may still show it).
             return VsiResult(req, True, None, 0, None, "disassociated") if not mine else None
         if not mine:
+            self._drain()
+            final = self._finals.get(req.instance)
+            if p.fresh and final is not None:
+                return final  # reported (and forgotten by lldpad) in a read that was not this one
+            if req.instance in self._notices:
+                return _fail(
+                    req,
+                    f"{_what(req)}: the switch refused it and lldpad de-associated the VSI (lldpad does not "
+                    "pass the switch's reason on over netlink) -- see the switch's log for this VSI; check "
+                    "the VSI type, VLAN and the switch port's resources",
+                )
             return _fail(
                 req,
                 f"{_what(req)}: lldpad dropped the VSI (the switch de-associated it, or another client "
@@ -487,14 +653,18 @@ class LldpadClient:
             return None  # no answer from the switch yet
         return response
 
-    @staticmethod
-    def _result(req: VsiRequest, response: int) -> VsiResult:
+    def _result(self, req: VsiRequest, response: int) -> VsiResult:
         status, bits = split_vdp22(response)
         ok = status == VDP22_SUCCESS and not bits
         vlan = req.vlan if req.vlan else None
         msg = "accepted by the switch" if ok else f"{_what(req)}: {vdp22_message(response)}"
         if ok and vlan is None:
-            msg += " (VLAN left to the switch; lldpad does not report it over netlink)"
+            vlan = self._held_vlan(req, (req.request,)) or None
+            if vlan is None:
+                # 0 held: the switch kept VLAN 0 (lldpad's own bridge role does); None: no client interface.
+                msg += " (VLAN left to the switch; it returned none, or lldpad could not be asked)"
+            else:
+                msg += f" (VLAN {vlan}, chosen by the switch)"
         return VsiResult(req, ok, status, bits, vlan, msg)
 
 

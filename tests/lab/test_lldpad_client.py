@@ -13,11 +13,13 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.lab.harness.switchpeer import SwitchPeer
 from tests.lab.harness.vdplab import VdpLab
 
 pytestmark = pytest.mark.lab
@@ -56,6 +58,25 @@ try:
                 while not acks and time.monotonic() < end:
                     acks = [m for h, m in client._recv(end) if h.seq == seq and h.type == nlmsg.NLMSG_ERROR]
                 out["steps"].append({"ack": nlmsg.decode_error(acks[0])})
+                continue
+            if step["op"] == "table_paused":  # table() with a pause between its two GETLINK reads
+                reads = []
+                plain_getlink = client._getlink
+
+                def paused_getlink(ifindex, end, _plain=plain_getlink, _reads=reads, _pause=step["pause"]):
+                    got = _plain(ifindex, end + _pause)
+                    _reads.append(got)
+                    if len(_reads) == 1:
+                        time.sleep(_pause)
+                    return got
+
+                client._getlink = paused_getlink
+                try:
+                    rows = client.table(step["ifname"])
+                finally:
+                    client._getlink = plain_getlink
+                out["steps"].append({"table": [[str(r.instance), r.vf, r.response] for r in rows],
+                                     "reads": [[[str(r.instance), r.response] for r in got] for got in reads]})
                 continue
             if step["op"] == "getlink_vfinfo":  # what lldpad's raw GETLINK reply says about MAC/VLAN
                 seq = client._next_seq()
@@ -208,7 +229,7 @@ def test_vlan_zero_left_to_the_switch(lab: VdpLab) -> None:
     try:
         assert res["ok"], res
         assert res["vlan"] is None
-        assert "VLAN left to the switch" in res["message"]
+        assert "VLAN left to the switch" in res["message"]  # lldpad's bridge keeps VLAN 0
         # lldpad's GETLINK reply carries VSIs but no IFLA_VFINFO_LIST: no VLAN to read back there.
         raw = drive(lab, [{"op": "getlink_vfinfo", "ifname": "up0"}])["steps"][0]
         assert raw["ports"] >= 1
@@ -338,3 +359,143 @@ def test_lldpad_down_is_peer_unavailable(tmp_path: Path) -> None:
         out = drive(lab, [{"op": "table", "ifname": "up0"}])
         assert out["pid"] == lab.lldpad().pid
         assert "error" not in out
+
+
+
+# -- against the lab's switch peer (a bridge that can refuse, stay silent, choose VLANs) ----------------
+
+
+@dataclass
+class PeerLab:
+    lab: VdpLab
+    peer: SwitchPeer
+    port: str  # the switch-side name of up0
+
+
+@pytest.fixture(scope="module")
+def peer_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerLab]:
+    """One host (up0, lldpad station) wired to the switch peer instead of lldpad's bridge role."""
+    workdir = tmp_path_factory.mktemp("clientpeer")
+    with VdpLab(workdir, switch="none") as vdp_lab:
+        assert vdp_lab.switch is not None
+        port = vdp_lab.switch_ifname(None, "up0")
+        peer = SwitchPeer(vdp_lab.switch, [port], workdir / "peer")
+        try:
+            vdp_lab.lldpad().wait_evb("up0", timeout=15)
+            end = time.monotonic() + 10
+            while "error" in drive(vdp_lab, [{"op": "table", "ifname": "up0"}]):
+                assert time.monotonic() < end, "VDP did not start on up0"
+                time.sleep(0.1)
+            yield PeerLab(vdp_lab, peer, port)
+        finally:
+            peer.stop()
+
+
+@pytest.fixture
+def plab(peer_lab: PeerLab) -> Iterator[PeerLab]:
+    peer_lab.peer.control({})
+    yield peer_lab
+    peer_lab.peer.control({})
+
+
+def _modes(plab: PeerLab, inst: uuid.UUID) -> list[tuple[str, int | None]]:
+    """What the switch received for ``inst``: (mode, VLAN) per VSI TLV, keep-alives left out."""
+    return [(r["mode"], r["vlan"]) for r in plab.peer.requests(str(inst)) if not r["keepalive"]]
+
+
+def test_table_keeps_a_final_status_seen_only_in_its_second_read(plab: PeerLab) -> None:
+    """Bug a: lldpad reports a finished VSI's final status once (the GETLINK that shows it deletes it).
+    table() reads twice; "in progress" in the first read and the refusal in the second must give the
+    refusal, not "in progress" (which would then vanish for good)."""
+    inst = uuid.uuid4()
+    plab.peer.control({"instances": {str(inst): {"status": "insufficient-resources", "delay_ms": 300}}})
+    out = drive(plab.lab, [
+        {"op": "send", "request": _req("up0", inst, ASSOCIATE, mac="52:54:00:00:05:01")},
+        {"op": "table_paused", "ifname": "up0", "pause": 0.8},
+        {"op": "table", "ifname": "up0"},
+    ])
+    assert out["steps"][0]["ack"] == 0
+    first, second = out["steps"][1]["reads"]
+    assert [str(inst), None] in first and [str(inst), 2] in second, out  # the interleaving happened
+    assert [str(inst), 0xFFFFFFFF, 2] in out["steps"][1]["table"], out
+    assert all(row[0] != str(inst) for row in out["steps"][2]["table"])  # lldpad forgot it meanwhile
+
+
+def test_vlan_zero_association_reports_the_switchs_vlan(plab: PeerLab) -> None:
+    """Bug b and fact c: ASSOCIATE with VLAN 0, the switch accepts with VLAN 222.  The client must report
+    success with VLAN 222 (the old busy probe, a PREASSOCIATE with VLAN 0, made lldpad write status 5
+    into the VSI); a DISASSOCIATE with VLAN 0 (a journal without the VLAN) still tears it down."""
+    plab.peer.control({"vlan": 222})
+    inst = uuid.uuid4()
+    res = submit(plab.lab, _req("up0", inst, ASSOCIATE, mac="52:54:00:00:05:02", vlan=0))["results"][0]
+    assert (res["ok"], res["status"], res["vlan"]) == (True, 0, 222), res
+    assert "VLAN 222, chosen by the switch" in res["message"]
+    assert plab.peer.table()[plab.port][str(inst)]["filters"][0]["vlan"] == 222
+    table = drive(plab.lab, [{"op": "table", "ifname": "up0"}])["steps"][0]["table"]
+    assert [str(inst), 0xFFFFFFFF, 0] in table  # not 5
+    down = submit(plab.lab, _req("up0", inst, DISASSOCIATE, mac="52:54:00:00:05:02", vlan=0))["results"][0]
+    assert down["ok"] and down["message"] == "disassociated", down
+    assert str(inst) not in plab.peer.table()[plab.port]
+    assert str(inst) not in vdptool_vsis(plab.lab, "up0")
+    assert _modes(plab, inst) == [("assoc", 0), ("deassoc", 222)]
+
+
+def test_vlan_zero_reservation_then_association_with_the_learnt_vlan(plab: PeerLab) -> None:
+    """What an incoming migration with VLAN 0 needs: the reservation learns the VLAN; the ASSOCIATE must
+    carry it -- with VLAN 0 lldpad refuses it locally (EINVAL), nothing reaches the switch."""
+    plab.peer.control({"vlan": 321})
+    inst = uuid.uuid4()
+    mac = "52:54:00:00:05:03"
+    rr = submit(plab.lab, _req("up0", inst, PREASSOCIATE_RR, mac=mac, vlan=0))["results"][0]
+    assert (rr["ok"], rr["vlan"]) == (True, 321), rr
+    zero = submit(plab.lab, _req("up0", inst, ASSOCIATE, mac=mac, vlan=0))["results"][0]
+    assert not zero["ok"] and "lldpad answered EINVAL" in zero["message"], zero
+    assoc = submit(plab.lab, _req("up0", inst, ASSOCIATE, mac=mac, vlan=321))["results"][0]
+    assert (assoc["ok"], assoc["status"], assoc["vlan"]) == (True, 0, 321), assoc
+    assert plab.peer.table()[plab.port][str(inst)]["mode"] == "assoc"
+    assert submit(plab.lab, _req("up0", inst, DISASSOCIATE, mac=mac, vlan=321))["results"][0]["ok"]
+    assert _modes(plab, inst) == [("preassoc-rr", 0), ("assoc", 321), ("deassoc", 321)]
+
+
+@pytest.mark.parametrize(
+    ("rule", "status", "words"),
+    [
+        ({"status": "keep", "code": 2}, 0x22, ("(keep)", "insufficient resources")),
+        ({"status": "other", "hard": True}, 0x14, ("hard error", "another reason")),
+        ({"status": "no-vsi-manager"}, 3, ("VSI manager",)),
+    ],
+    ids=["keep", "hard", "plain"],
+)
+def test_refusals_are_decoded(plab: PeerLab, rule: dict[str, Any], status: int, words: tuple[str, ...]) -> None:
+    """Fact c: a refusal's status is the switch's status byte minus the ack bit (0x20|code keep, 0x10|code
+    hard), or lldpad's enum for plain refusals; each becomes the right admin line."""
+    inst = uuid.uuid4()
+    plab.peer.control({"instances": {str(inst): rule}})
+    res = submit(plab.lab, _req("up0", inst, ASSOCIATE, mac="52:54:00:00:05:04"))["results"][0]
+    assert (res["ok"], res["status"]) == (False, status), res
+    assert all(w in res["message"] for w in words), res["message"]
+    assert "unknown" not in res["message"]
+    # keep: lldpad holds the VSI with the keep status (no previous state); others: it forgot it.
+    if str(inst) in vdptool_vsis(plab.lab, "up0"):
+        assert submit(plab.lab, _req("up0", inst, DISASSOCIATE, mac="52:54:00:00:05:04"))["results"][0]["ok"]
+
+
+def test_refused_association_of_a_reserved_vsi(plab: PeerLab) -> None:
+    """PREASSOCIATE_RR accepted, the ASSOCIATE refused: lldpad drops the VSI at once and tells only the
+    requester's port (an unsolicited RTM_SETLINK, no status).  The client reports the refusal and sends
+    nothing else to the switch (the old busy probe re-created the VSI with a PREASSOCIATE)."""
+    inst = uuid.uuid4()
+    mac = "52:54:00:00:05:05"
+    plab.peer.control({"instances": {str(inst): {"status": "insufficient-resources", "modes": ["assoc"],
+                                                 "delay_ms": 100}}})
+    out = drive(plab.lab, [
+        {"op": "submit", "requests": [_req("up0", inst, PREASSOCIATE_RR, mac=mac)]},
+        {"op": "submit", "requests": [_req("up0", inst, ASSOCIATE, mac=mac)]},
+    ])
+    rr, assoc = (s["results"][0] for s in out["steps"])
+    assert rr["ok"], rr
+    assert not assoc["ok"] and "the switch refused it and lldpad de-associated" in assoc["message"], assoc
+    time.sleep(0.3)
+    assert _modes(plab, inst) == [("preassoc-rr", 10), ("assoc", 10)]
+    assert str(inst) not in vdptool_vsis(plab.lab, "up0")
+    assert str(inst) not in plab.peer.table()[plab.port]
