@@ -189,6 +189,9 @@ def _run(argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elo
                 gj.set_incoming(store.consume_marker(event.uuid, config.marker_ttl))
             elif hook in (("migrate", "begin"), ("restore", "begin")):
                 gj.set_incoming(False)
+                if hook == ("restore", "begin"):
+                    # A restore is never a migration: a marker left by a failed one must not reach prepare.
+                    store.consume_marker(event.uuid, 0)
             veto = run_setup(
                 event,
                 features,
