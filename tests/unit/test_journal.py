@@ -291,3 +291,14 @@ def test_state_directory_owned_by_someone_else_is_refused(hookenv: HookEnv) -> N
     result = hookenv.run("prepare", "begin", _xml(uuid.uuid4()))
     assert result.returncode == 1 and "belongs to uid 65534, not to us" in result.err
     assert hookenv.run("release", "end", _xml(uuid.uuid4())).returncode == 0
+
+
+def test_restore_discards_a_marker_left_by_a_failed_migration(hookenv: HookEnv) -> None:
+    """migrate begin succeeded here, the migration died elsewhere; seconds later the guest is restored."""
+    hookenv.write_config(rec1={"ops": "migrate, restore, prepare"})
+    gid = uuid.uuid4()
+    assert hookenv.run("migrate", "begin", _xml(gid)).returncode == 0
+    assert hookenv.run("restore", "begin", _xml(gid)).returncode == 0
+    assert not (hookenv.state / f"{gid}.incoming").exists()
+    assert hookenv.run("prepare", "begin", _xml(gid)).returncode == 0
+    assert _incoming(hookenv) == [False], "a restore is a fresh start, not the destination of a migration"
