@@ -302,3 +302,27 @@ def test_restore_discards_a_marker_left_by_a_failed_migration(hookenv: HookEnv) 
     assert not (hookenv.state / f"{gid}.incoming").exists()
     assert hookenv.run("prepare", "begin", _xml(gid)).returncode == 0
     assert _incoming(hookenv) == [False], "a restore is a fresh start, not the destination of a migration"
+
+
+def test_lock_holds_while_each_holder_removes_the_lock_file(
+    hookenv: HookEnv, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """Every process vetoes and leaves nothing, so each one unlinks the lock file it holds: the waiters
+    must notice they locked a stale file and start over, never two of them inside at once."""
+    hookenv.write_config(rec1={"sleep_after": "0.3", "fail": MAC_A})
+    gid = uuid.uuid4()
+    started = [hookenv.popen("prepare", "begin", _xml(gid)) for _ in range(5)]
+    procs.extend(started)
+    for proc in started:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1 and out == b"" and len(err.splitlines()) == 1
+    spans = []
+    for proc in started:
+        times = [e["t"] for e in hookenv.events() if e["pid"] == proc.pid]
+        assert times, "every process got its turn"
+        spans.append((min(times), max(times)))
+    spans.sort()
+    for (_, end), (begin, _) in zip(spans, spans[1:]):
+        assert end < begin, f"two processes inside one guest's lock at once: {spans}"
+    assert hookenv.journal(gid) is None
+    assert not (hookenv.state / f"{gid}.lock").exists()
