@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -452,7 +453,7 @@ def lab1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ELab]:
         yield lab
 
 
-def _switch_events(lab: E2ELab, kind: str, guest: Guest, since: float) -> list[dict[str, object]]:
+def _switch_events(lab: E2ELab, kind: str, guest: Guest, since: float) -> list[dict[str, Any]]:
     return [e for e in lab.peer.events(kind) if e["instance"] in guest.instances() and e["time"] >= since]
 
 
