@@ -332,3 +332,16 @@ def test_odd_xml_through_the_entry(tmp_path_factory: pytest.TempPathFactory, raw
     if hook == ("reconnect", "begin"):
         assert result.returncode == 0
     assert "internal error" not in result.err
+
+
+@pytest.mark.parametrize(("required", "code"), [("yes", 1), ("no", 0)])
+def test_unknown_element_in_a_port_is_an_error_only_when_required(hookenv: HookEnv, required: str, code: int) -> None:
+    body = QBG + "<vdp:lag members='2'/>"
+    xml = domain_xml(metadata=hooks_md(port(MAC_A, required=required, body=body), port(MAC_B)))
+    result = hookenv.run("prepare", "begin", xml)
+    assert result.returncode == code
+    if code:
+        assert f"<vdp:port mac='{MAC_A}'>: unknown element(s) {{{NS}}}lag" in result.err
+    else:
+        assert [e["keys"] for e in hookenv.events("setup")] == [[MAC_B], [MAC_B]]
+        assert "unknown element(s)" in hookenv.hook_log()
