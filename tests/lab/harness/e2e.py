@@ -51,7 +51,12 @@ __all__ = [
     "EventWatch",
     "Guest",
     "HookLine",
+    "Timing",
     "hook_config",
+    "netns_exists",
+    "parse_hook_line",
+    "pids_alive",
+    "wait_until",
 ]
 
 REPO = Path(__file__).resolve().parents[3]
