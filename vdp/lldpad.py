@@ -458,10 +458,15 @@ class LldpadClient:
         for a VSI the switch gave a VLAN (lldpad compares against the assigned VLAN).  The table tells
         which; in the second case the DISASSOCIATE is sent again with the VLAN lldpad holds.
         """
-        try:
-            got = self._snapshot(p.ifindex, max(end, time.monotonic() + 0.001), [p.req.instance])
-        except TimeoutError:
-            got = []
+        got: list[PortStatus] | int = []
+        if p.vlan == 0:
+            # Only VLAN 0 can mismatch a VLAN the switch chose.  Reading the table here for every EINVAL
+            # made a DISASSOCIATE in flight on another uplink never complete (seen in
+            # tests/lab/test_vdp_switch.py, release end of three ports; cause not yet understood).
+            try:
+                got = self._snapshot(p.ifindex, max(end, time.monotonic() + 0.001), [p.req.instance])
+            except TimeoutError:
+                got = []
         held = isinstance(got, list) and any(s.instance == p.req.instance for s in got)
         if not held:
             p.result = VsiResult(p.req, True, None, 0, None, "not known to lldpad: already disassociated")
@@ -514,27 +519,27 @@ class LldpadClient:
     def _poll_uplink(self, ifindex: int, group: list[_Pending], end: float) -> None:
         """One polling round for ``group`` (requests on one uplink); settle the requests that are done.
 
-        The table is read first.  lldpad keeps showing a VSI's previous response while a request that
-        changes it (PREASSOCIATE_RR -> ASSOCIATE, a repeated ASSOCIATE) is still with the switch, so for a
-        VSI lldpad held before the request a response alone cannot tell a stale success from a new one.
-        What tells is whether lldpad still calls the VSI busy: a request for a lower mode answers EBUSY
-        while busy and EINVAL once idle, changing nothing (openlldp qbg/vdp22sm.c, vdp22_addreq and
-        vdp22_modvsi) -- provided its filter matches what lldpad holds: lldpad checks busy first, but an
-        idle VSI whose MAC/VLAN differ gets status 5 (VDP22_RESP_NOADDR) written into it.  So the probe
-        carries the VLAN lldpad holds (the switch's choice after a VLAN 0 request), and the table is read
-        again once the probe says idle.  A VSI lldpad did not hold before needs no probe: its first
-        response is the switch's answer.
+        A VSI lldpad did not hold before the request shows no response until the switch has answered:
+        its first response is final, the table alone tells.  For a VSI lldpad held before (PREASSOCIATE_RR
+        -> ASSOCIATE, a repeated ASSOCIATE) lldpad keeps showing the previous response while the new
+        request is with the switch, so the table cannot tell a stale success from a new one.  What tells
+        is whether lldpad still calls the VSI busy: a request for a lower mode answers EBUSY while busy
+        and EINVAL once idle, changing nothing (openlldp qbg/vdp22sm.c, vdp22_addreq and vdp22_modvsi)
+        -- provided its filter matches what lldpad holds: an idle VSI whose MAC/VLAN differ from the
+        probe's gets status 5 (VDP22_RESP_NOADDR) written into it, hence the probe carries the request's
+        VLAN.  Such VSIs are probed *before* any table read: a table read while the request is out makes
+        lldpad report a later refusal only as an end-of-VSI notice, without the switch's status (it
+        clears VDP22_NLCMD; measured), while unread it keeps the VSI with its status for the next read.
         """
         end = max(end, time.monotonic() + 0.001)
         for p in group:
             if p.result is not None:
                 continue
+            probe = not p.fresh and p.req.request in (ASSOCIATE, PREASSOCIATE_RR)
+            if probe and (self._busy(p, end) or p.result is not None):
+                continue
             try:
                 verdict = self._judge(p, self._snapshot(ifindex, end, [p.req.instance]))
-                if isinstance(verdict, int) and not p.fresh and p.req.request in (ASSOCIATE, PREASSOCIATE_RR):
-                    if self._busy(p, end) or p.result is not None:
-                        continue
-                    verdict = self._judge(p, self._snapshot(ifindex, end, [p.req.instance]))
             except TimeoutError:
                 continue  # the per-request end in submit() turns lasting silence into a failure
             p.polls += 1
@@ -576,10 +581,11 @@ class LldpadClient:
         """Whether lldpad still processes a request for ``p``'s VSI (see _poll_uplink)."""
         if p.req.request not in (ASSOCIATE, PREASSOCIATE_RR):
             return False  # DISASSOCIATE is settled by the table; below PREASSOCIATE there is no probe
+        # The request's VLAN: lldpad accepted the request with it, so it matches what lldpad holds (with
+        # VLAN 0 lldpad held 0 too; only a switch assigning a VLAN to such a repeated request could make
+        # the probe mismatch -- not asked through the client interface, whose VSI listing clears
+        # VDP22_NLCMD like a table read, see _poll_uplink).
         vlan = p.vlan
-        if vlan == 0:
-            # lldpad compares the probe's VLAN with the one it holds (the switch's choice, once answered).
-            vlan = self._held_vlan(p.req, (p.req.request,)) or 0
         err = self._setlink_acked(p, PREASSOCIATE, end, vlan=vlan)
         if err == 0:
             # lldpad took the probe as a new VSI: it had already forgotten ours, i.e. another client's
