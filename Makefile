@@ -33,9 +33,15 @@ lint: venv
 
 # Everything: lint, the whole suite (unit, lab, libvirt, bench) with the newest libraries, and the unit
 # tests again under Debian's /usr/bin/python3 with python3-lxml and python3-pyroute2 (what hosts run).
+# Then the packages: both built and linted, and the DEB installed on this machine to run the libvirt
+# start / migrate / veto scenarios against the installed product instead of the source tree.
+INSTALLED_SCENARIOS = start_on_a or live_migration_a_to_b or veto_at_b
 test: lint
 	$(SYSTEM_PYTHON) -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
+	$(MAKE) packages-lint
+	$(MAKE) packages-installed-e2e PYTEST_ARGS='-q -p no:cacheprovider -k "$(INSTALLED_SCENARIOS)"'
+
 
 demo: deps
 	$(SYSTEM_PYTHON) -m tests.lab.demo

@@ -60,7 +60,10 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[3]
-ENTRY = REPO / "etc-libvirt-hooks" / "qemu"
+# The product under test: the source tree, or the installed package (packaging/with-installed-deb.sh sets
+# VDP_HOOKS_ENTRY=/usr/libexec/libvirt-vdp-hooks/qemu and VDP_HOOKS_CLI=/usr/sbin/vdp-hooks).
+ENTRY = Path(os.environ.get("VDP_HOOKS_ENTRY") or REPO / "etc-libvirt-hooks" / "qemu")
+INSTALLED_CLI = os.environ.get("VDP_HOOKS_CLI", "")
 HOOK_LINK = "qemu.d/50-vdp-hooks"
 SYSTEM_PYTHON = "/usr/bin/python3"
 # Logical uplink name used by every guest -> each host's interface (names differ on purpose).
@@ -251,9 +254,10 @@ class E2EHost:
         """``vdp-hooks ARGS`` with /usr/bin/python3, in this daemon's network + mount namespaces (so it
         reads the daemon's /etc/libvirt/vdp-hooks.conf and /run/libvirt/vdp-hooks)."""
         code = f"import sys; sys.path.insert(0, {str(REPO)!r}); from hooks.cli import main; sys.exit(main())"
+        argv = [INSTALLED_CLI, *args] if INSTALLED_CLI else [SYSTEM_PYTHON, "-c", code, *args]
         assert self.libvirt.daemon is not None, f"libvirtd {self.name} is not running"
         return subprocess.run(
-            self.libvirt.daemon.nsenter_argv([SYSTEM_PYTHON, "-c", code, *args]),
+            self.libvirt.daemon.nsenter_argv(argv),
             capture_output=True, text=True, timeout=timeout, env=dict(CLEAN_ENV), check=False,
         )
 
