@@ -418,11 +418,13 @@ class LldpadClient:
         by_seq = {p.seq: p for p in launched}
         waiting = list(launched)
         while waiting:
-            for p in [p for p in waiting if p.seq in self._acks]:
-                waiting.remove(p)
-                self._acked(p, self._acks.pop(p.seq), end_of, by_seq, waiting)
-            if not waiting:
-                break
+            ready = [p for p in waiting if p.seq in self._acks]
+            if ready:
+                for p in ready:
+                    waiting.remove(p)
+                    self._acked(p, self._acks.pop(p.seq), end_of, by_seq, waiting)
+                # Handling one answer can read (and file) the others': look again before blocking.
+                continue
             until = min(end_of(p) for p in waiting)
             if time.monotonic() >= until:
                 for p in [p for p in waiting if end_of(p) <= time.monotonic()]:
@@ -458,15 +460,10 @@ class LldpadClient:
         for a VSI the switch gave a VLAN (lldpad compares against the assigned VLAN).  The table tells
         which; in the second case the DISASSOCIATE is sent again with the VLAN lldpad holds.
         """
-        got: list[PortStatus] | int = []
-        if p.vlan == 0:
-            # Only VLAN 0 can mismatch a VLAN the switch chose.  Reading the table here for every EINVAL
-            # made a DISASSOCIATE in flight on another uplink never complete (seen in
-            # tests/lab/test_vdp_switch.py, release end of three ports; cause not yet understood).
-            try:
-                got = self._snapshot(p.ifindex, max(end, time.monotonic() + 0.001), [p.req.instance])
-            except TimeoutError:
-                got = []
+        try:
+            got = self._snapshot(p.ifindex, max(end, time.monotonic() + 0.001), [p.req.instance])
+        except TimeoutError:
+            got = []
         held = isinstance(got, list) and any(s.instance == p.req.instance for s in got)
         if not held:
             p.result = VsiResult(p.req, True, None, 0, None, "not known to lldpad: already disassociated")

@@ -197,6 +197,20 @@ def test_table_survives_lldpads_skip_after_a_finished_vsi(lab: VdpLab) -> None:
         assert submit(lab, {**old_req, "request": DISASSOCIATE})["results"][0]["ok"]
 
 
+def test_teardown_of_an_unknown_vsi_next_to_known_ones(lab: VdpLab) -> None:
+    """One submit: a DISASSOCIATE lldpad refuses (EINVAL, unknown VSI: done), and two real ones on two
+    uplinks.  Checking the refusal reads the table and so takes in the other request's ack; the client
+    must not then wait for that ack until the timeout (it did, in a first version of the VLAN 0 fix)."""
+    known = [_req("up0", uuid.uuid4(), ASSOCIATE, mac="52:54:00:00:06:01", vlan=21),
+             _req("up1", uuid.uuid4(), ASSOCIATE, mac="52:54:00:00:06:02", vlan=22)]
+    assert [r["ok"] for r in submit(lab, *known)["results"]] == [True, True]
+    unknown = _req("up0", uuid.uuid4(), DISASSOCIATE, mac="52:54:00:00:06:03", vlan=23)
+    step = submit(lab, unknown, *[{**k, "request": DISASSOCIATE} for k in known[::-1]], deadline=5.0)
+    assert [(r["ok"], r["message"]) for r in step["results"]] == [
+        (True, "not known to lldpad: already disassociated"), (True, "disassociated"), (True, "disassociated")]
+    assert step["ms"] < 1000, step["ms"]
+
+
 def test_several_ports_in_one_submit(lab: VdpLab) -> None:
     ports = [_req("up0", uuid.uuid4(), ASSOCIATE, mac="52:54:00:00:00:01", vlan=11),
              _req("up0", uuid.uuid4(), ASSOCIATE, mac="52:54:00:00:00:02", vlan=12),
