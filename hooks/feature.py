@@ -117,6 +117,8 @@ class Feature(abc.ABC):
     name: ClassVar[str]
     #: Raw-bytes markers: the guest concerns this feature only if one occurs in the domain XML.
     #: Our metadata namespace always counts.  Keep cheap: this runs for every guest on every event.
+    #: The entry's fast path knows only the namespace and the built-in features' markers (it runs before
+    #: any feature is imported): a third-party feature is reached through the guest's <vdp:hooks> metadata.
     markers: ClassVar[tuple[bytes, ...]] = ()
     #: The (operation, sub-operation) pairs setup() acts on.
     handles: ClassVar[frozenset[tuple[str, str]]] = frozenset()

@@ -132,13 +132,15 @@ def _atomic_write(path: str, data: bytes) -> None:
         raise JournalError(f"cannot write journal {path}: {exc.strerror}", hint="check the state directory") from None
 
 
-def _load(path: str, guest_uuid: uuid.UUID, guest: str) -> GuestJournal:
+def _load(path: str, guest_uuid: uuid.UUID, guest: str, *, quarantine: bool = True) -> GuestJournal:
     try:
         with open(path, "rb") as fh:
             doc = json.loads(fh.read())
     except FileNotFoundError:
         return GuestJournal(path, guest_uuid, guest)
     except (OSError, ValueError) as exc:
+        if not quarantine:
+            raise JournalError(f"journal {path} is unreadable ({exc})") from None
         # Keep the broken file for the admin instead of overwriting the evidence.
         broken = f"{path}.broken.{int(time.time())}"
         with contextlib.suppress(OSError):
@@ -260,7 +262,7 @@ class Journal:
         path = self._path(guest_uuid, ".json")
         if not os.path.exists(path):
             return None
-        return _load(path, guest_uuid, "")
+        return _load(path, guest_uuid, "", quarantine=False)  # read-only: leave a broken file where it is
 
 
 def _now() -> float:

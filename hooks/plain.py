@@ -71,10 +71,10 @@ def plain(cls: type[T] | None = None, /, *, frozen: bool = False) -> Any:  # noq
 
     def wrap(klass: type[T]) -> type[T]:
         names = _fields(klass)
-        defaults = {n: klass.__dict__[n] for n in names if n in klass.__dict__}
+        defaults: dict[str, Any] = {}
+        for base in reversed(klass.__mro__):  # a subclass inherits its bases' defaults
+            defaults.update({n: base.__dict__[n] for n in names if n in base.__dict__})
         shown = tuple(n for n in names if not (isinstance(defaults.get(n), _Field) and not defaults[n].repr))
-        for name in defaults:
-            delattr(klass, name)  # instances carry the values; a class attribute would shadow nothing useful
         setter = object.__setattr__
 
         def init(self: Any, *args: Any, **kwargs: Any) -> None:
