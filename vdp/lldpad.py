@@ -365,6 +365,16 @@ class LldpadClient:
             for p in in_flight:
                 if end_of(p) <= now:
                     p.result = _fail(p.req, self._silence(p, "answer"))
+                    # A switch port that left one request unanswered is taken as silent: the uplink's
+                    # other requests are not sent, so a silent switch costs one exchange timeout per
+                    # call, not one per port (the feature's veto must come within the timeout).
+                    for q in queues[p.ifindex][1:]:
+                        if q.result is None and q.sent_at == 0.0:
+                            q.result = _fail(
+                                q.req,
+                                f"{_what(q.req)}: not sent, the switch did not answer the previous request on "
+                                f"{q.req.ifname} within {self.exchange_timeout:g} s",
+                            )
             in_flight = [p for p in in_flight if p.result is None]
             if not in_flight:
                 continue
@@ -449,6 +459,22 @@ class LldpadClient:
             if self._resend_teardown(p, end_of(p)):
                 by_seq[p.seq] = p
                 waiting.append(p)
+        elif err == -errno.ENODEV and p.req.request == DISASSOCIATE and self._ended_by_lldpad(p, end_of(p)):
+            p.result = VsiResult(
+                p.req,
+                True,
+                None,
+                0,
+                None,
+                "lldpad had already ended this VSI (it gave up waiting for the switch); nothing to tear down",
+            )
+        elif err == -errno.ENODEV and self._ended_by_lldpad(p, end_of(p)):
+            p.result = _fail(
+                p.req,
+                f"{_what(p.req)}: lldpad still holds this VSI, ended, from an earlier request the switch never "
+                "answered, and refuses every request for it (ENODEV) until it is restarted -- restart lldpad "
+                "(systemctl restart lldpad), then retry",
+            )
         else:
             p.result = _fail(p.req, f"{_what(p.req)}: {errno_message(err)}")
 
@@ -479,6 +505,22 @@ class LldpadClient:
         p.vlan, p.resent, p.acked = vlan, True, False
         self._launch(p)
         return True
+
+    def _ended_by_lldpad(self, p: _Pending, end: float) -> bool:
+        """Does ENODEV to ``p``'s DISASSOCIATE mean that lldpad has ended the VSI itself?
+
+        lldpad answers ENODEV both for an interface without VDP and for a VSI it is removing
+        (VDP22_DELETE_ME, qbg/vdp22sm.c vdp22_modvsi).  A VSI whose request the switch never answered
+        stays like that for good: lldpad's own wait ends, the VSI is marked for deletion, but lldpad
+        deletes it only once a GETLINK has reported a response, and it has none (measured with lldpad
+        1.1: listed "in progress" until lldpad restarts).  The switch never held it.  So: VDP runs on the
+        interface (GETLINK answers) and lists the VSI -> the VSI is ended.
+        """
+        try:
+            got = self._snapshot(p.ifindex, max(end, time.monotonic() + 0.001), [p.req.instance])
+        except TimeoutError:
+            return False
+        return not isinstance(got, int) and any(s.instance == p.req.instance for s in got)
 
     def _held_vlan(self, req: VsiRequest, requests: Sequence[int]) -> int | None:
         """The VLAN lldpad holds for ``req``'s VSI (the switch's choice after a VLAN 0 request), or None.

@@ -99,6 +99,12 @@ def _lldpad_holds(sw: SwitchLab, host: str | None = None) -> dict[str, dict[str,
     return out
 
 
+def _netlink_table(sw: SwitchLab) -> dict[str, int | None]:
+    """instance -> response, as lldpad's GETLINK shows them over both uplinks (None: in progress)."""
+    out = drive(sw.lab, [{"op": "table", "ifname": "up0"}, {"op": "table", "ifname": "up1"}])
+    return {row[0]: row[2] for step in out["steps"] for row in step["table"]}
+
+
 def _seen(sw: SwitchLab, inst: str) -> list[tuple[str, str]]:
     """(mode, answer) of every non-keep-alive request the switch received for ``inst``."""
     return [(r["mode"], r["answer"]) for r in sw.peer.requests(inst) if not r["keepalive"]]
@@ -147,3 +153,77 @@ def test_refused_port_not_required_warns_and_proceeds(sw: SwitchLab, tmp_path: P
     assert release.rc == 0
     assert not set(insts) & set(_switch_holds(sw)) and not set(insts) & set(_lldpad_holds(sw))
     assert host.journal(guest) is None, (host.journal(guest), host.log_file.read_text()[-3000:])
+
+
+def _records(host: HookHost, guest: str) -> list[tuple[str, str, str]]:
+    journal = host.journal(guest)
+    return sorted((r["key"], r["kind"], r["state"]) for r in (journal or {"records": []})["records"])
+
+
+def test_silent_switch_vetoes_within_the_exchange_timeout(sw: SwitchLab, tmp_path: Path) -> None:
+    """The switch acknowledges ECP but never answers VDP (``exchange_timeout = 2``).
+
+    What happens, step by step (lldpad 1.1, default vdprwd: it waits ~15.7 s for the switch itself):
+
+    * ``prepare begin`` vetoes after one exchange timeout: each uplink's first request times out, the
+      uplink's other requests are not sent.  Nothing is associated at the switch.
+    * lldpad lists the two sent VSIs as in progress (no response); the rollback's DISASSOCIATE gets
+      EBUSY (lldpad still waits), so the journal keeps both as ``pending``; the unsent port's intent is
+      torn down (lldpad does not know it: EINVAL = done).
+    * ``release end`` while lldpad still waits: EBUSY again, still pending (exit 0).
+    * Once lldpad's own wait is over, lldpad has ended the VSIs but never forgets them (it deletes a VSI
+      only after reporting a response, and there is none): DISASSOCIATE answers ENODEV, which the client
+      takes as "ended" -- ``release end`` clears the journal.
+    * The same VSIs stay in lldpad's netlink table, "in progress" (vdptool no longer lists them as
+      associations), and a new ASSOCIATE for them gets ENODEV until lldpad restarts: the next start of
+      this guest vetoes saying to restart lldpad.
+    """
+    host = _host(sw, tmp_path, exchange_timeout=2)
+    ports, insts = _three_ports()
+    sw.peer.control({"default": {"status": "silence"}})
+    guest = str(uuid.uuid4())
+    xml = domain_xml("vm", guest, ports=ports)
+    started = time.monotonic()
+    result = host.hook(xml, "prepare", "begin")
+    assert result.rc == 1, result
+    assert 2.0 <= result.seconds < 3.5, result.seconds
+    assert result.stderr.count("\n") == 1 and "guest vm" in result.stderr, result.stderr
+    assert "no answer within 2.0 s" in result.stderr and (MACS[0] in result.stderr or MACS[2] in result.stderr)
+    assert not set(insts) & set(_switch_holds(sw))
+    assert [_seen(sw, i) for i in insts] == [[("assoc", "silence")], [], [("assoc", "silence")]]
+    lldpad = _lldpad_holds(sw)
+    assert {i: lldpad[i]["hints"] for i in insts if i in lldpad} == {insts[0]: "255", insts[2]: "255"}
+    assert _records(host, guest) == [(MACS[0], "associate", "pending"), (MACS[2], "associate", "pending")]
+    journal = host.journal(guest)
+    assert journal is not None and all("EBUSY" in r["error"] for r in journal["records"]), journal
+
+    sw.peer.control({})  # the switch answers again
+    early = host.hook(xml, "release", "end")
+    assert early.rc == 0 and time.monotonic() - started < 10
+    assert _records(host, guest) == [(MACS[0], "associate", "pending"), (MACS[2], "associate", "pending")]
+    while host.journal(guest) is not None:
+        assert time.monotonic() - started < 30, _records(host, guest)
+        time.sleep(1.0)
+        assert host.hook(xml, "release", "end").rc == 0
+    assert time.monotonic() - started > 14  # lldpad's own wait had to end first
+    assert host.log_file.read_text().rstrip().endswith(": released")
+    assert not set(insts) & set(_switch_holds(sw))
+    assert [_seen(sw, i) for i in insts] == [[("assoc", "silence")], [], [("assoc", "silence")]]
+    # vdptool lists them no more (lldpad set their mode to deassoc when it ended them); netlink does.
+    assert not set(insts) & set(_lldpad_holds(sw))
+    assert _netlink_table(sw) == {insts[0]: None, insts[2]: None}
+
+    again = host.hook(xml, "prepare", "begin")
+    assert again.rc == 1 and "restart lldpad" in again.stderr, again
+    assert host.journal(guest) is None
+    sw.lab.stop_lldpad()
+    sw.lab.start_lldpad(wait_evb=True, timeout=20)
+    _wait_vdp(sw.lab, None, ["up0", "up1"])
+    deadline = time.monotonic() + 20
+    while (fresh := host.hook(xml, "prepare", "begin")).rc != 0:
+        # lldpad's VDP22 takes requests once EVB is negotiated with the peer again (EPROTONOSUPPORT before)
+        assert "EVB" in fresh.stderr and time.monotonic() < deadline, fresh
+        time.sleep(0.5)
+    assert set(insts) <= set(_switch_holds(sw))
+    assert host.hook(xml, "release", "end").rc == 0
+    assert not set(insts) & set(_switch_holds(sw)) and host.journal(guest) is None
