@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from hooks import __version__
 from hooks.config import CONFIG_PATH, Config, load_config, parse_seconds
@@ -21,6 +20,10 @@ from hooks.feature import CheckResult, Feature, feature_class, is_known_feature
 from hooks.journal import Journal
 from hooks.policy import clear_emergency, read_emergency, set_emergency
 from hooks.runner import state_dir
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["main"]
 

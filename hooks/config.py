@@ -12,10 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Callable
 
 from hooks.errors import ConfigError
 from hooks.plain import field, plain
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 __all__ = [
     "CONFIG_PATH",

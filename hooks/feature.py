@@ -14,7 +14,6 @@ from __future__ import annotations
 import abc
 import importlib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
 
 from hooks import NAMESPACE
 from hooks.config import Config, Option
@@ -22,7 +21,10 @@ from hooks.errors import ConfigError, HookError
 from hooks.log import EventLog, Sink
 from hooks.plain import field, plain
 
+TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
     from hooks.deadline import Deadline
     from hooks.event import Event
     from hooks.journal import GuestJournal, Record

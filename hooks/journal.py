@@ -20,10 +20,13 @@ import stat
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
 
 from hooks.errors import JournalError
 from hooks.plain import as_dict, field, plain
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["FORMAT_VERSION", "GuestJournal", "Journal", "Record"]
 

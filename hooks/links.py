@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
 
 from hooks.config import Option
 from hooks.errors import PeerUnavailable
 from hooks.event import Event
 from hooks.feature import CheckResult, Context, Feature, Outcome
 from hooks.journal import Record
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 __all__ = ["LinksFeature", "link_state"]
 

@@ -11,7 +11,6 @@ import os
 import re
 import sys
 import uuid
-from typing import IO
 
 from hooks import STATE_DIR_DEFAULT
 from hooks.config import Config, load_config
@@ -24,6 +23,10 @@ from hooks.log import EventLog, setup_logging
 from hooks.plain import replace
 from hooks.policy import Policy, read_emergency
 from hooks.transaction import Veto, release, run_setup, run_verify
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import IO
 
 __all__ = ["NEVER_FAIL", "run", "state_dir"]
 

@@ -27,7 +27,6 @@ import os
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Callable, ClassVar
 
 from hooks.config import Option
 from hooks.errors import DeadlineExceeded, HookError, PeerRefused, PeerUnavailable
@@ -35,6 +34,10 @@ from hooks.event import Event, Interface, PortSpec
 from hooks.feature import CheckResult, Context, Feature, Outcome
 from hooks.journal import Record
 from hooks.links import link_state
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any, Callable, ClassVar
 
 __all__ = ["VdpFeature"]
 

@@ -20,9 +20,13 @@ import struct
 import sys
 import types
 import uuid
-from typing import Any, NamedTuple
 
 from hooks.plain import plain
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 __all__ = [
     "ASSOCIATE",
@@ -274,15 +278,20 @@ class _ErrorMsg(nlmsg):
 # --- value types ----------------------------------------------------------------------------------------
 
 
-class VsiType(NamedTuple):
+@plain(frozen=True)
+class VsiType:
     """The VSI type of an 802.1Qbg port: manager id (u8), type id (24 bit), type version (u8)."""
 
     manager_id: int
     type_id: int
     type_version: int
 
+    def __iter__(self) -> Iterator[int]:
+        return iter((self.manager_id, self.type_id, self.type_version))
 
-class NetlinkHeader(NamedTuple):
+
+@plain(frozen=True)
+class NetlinkHeader:
     """``struct nlmsghdr``."""
 
     length: int

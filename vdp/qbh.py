@@ -45,7 +45,6 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from hooks.errors import ConfigError, FeatureError, PeerUnavailable
 from hooks.plain import plain
@@ -67,6 +66,10 @@ from vdp.nlmsg import (
     PortStatus,
 )
 from vdp.status import qbh_message
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "ASSOCIATE",
