@@ -93,6 +93,11 @@ def _uplink_locks(ifnames: Sequence[str], deadline: float) -> Iterator[None]:
             os.close(fd)
 
 
+def _carried(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What a later request for the same port takes over from an earlier one's journal record."""
+    return {k: data[k] for k in ("vlan", "pf_ifname", "vf") if k in data}
+
+
 def _ifindex(ifname: str) -> int | None:
     import socket
 
@@ -171,7 +176,9 @@ class VdpFeature(Feature):
                     "associating at started begin instead"
                 )
             reserved = ctx.journaled("reserve")
-            outcomes = self._request(event.ports, ASSOCIATE, ctx)
+            # Associate what was reserved, as the switch answered it (e.g. the VLAN it assigned).
+            learnt = {r.key: r.data for r in reserved}
+            outcomes = self._request(event.ports, ASSOCIATE, ctx, learnt=learnt)
             done = {o.key for o in outcomes if o.ok}
             # The association supersedes the reservation: one record per port from here on.
             ctx.forget([r for r in reserved if r.key in done])
@@ -180,13 +187,26 @@ class VdpFeature(Feature):
             return self._reconnect(ctx)
         return []
 
-    def _request(self, ports: Sequence[PortSpec], request: int, ctx: Context) -> list[Outcome]:
-        """Journal intent for every port, send all requests together, confirm what succeeded."""
+    def _request(
+        self,
+        ports: Sequence[PortSpec],
+        request: int,
+        ctx: Context,
+        *,
+        learnt: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> list[Outcome]:
+        """Journal intent for every port, send all requests together, confirm what succeeded.
+
+        ``learnt`` (port key -> journaled data) overrides the XML's values with what an earlier exchange
+        established for the same port, such as a switch-assigned VLAN."""
         kind = "reserve" if request == PREASSOCIATE_RR else "associate"
         ports = [p for p in ports if p.kind in ("qbg", "qbh")]
         if not ports:
             return []
-        records = ctx.intend_many((p.key, kind, _port_data(p, self._ifname(p))) for p in ports)
+        before = learnt or {}
+        records = ctx.intend_many(
+            (p.key, kind, {**_port_data(p, self._ifname(p)), **_carried(before.get(p.key, {}))}) for p in ports
+        )
         hint = "to" if ctx.incoming else "none"
         results = self._send(records, request, ctx, hint=hint)
         outcomes = []
