@@ -8,11 +8,14 @@ Every check uses independent views besides our journal: the switch peer's table.
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -20,7 +23,7 @@ from tests.lab.harness.guestxml import Port, domain_xml
 from tests.lab.harness.hookrun import HookHost
 from tests.lab.harness.switchpeer import SwitchPeer
 from tests.lab.harness.vdplab import VdpLab
-from tests.lab.test_lldpad_client import drive
+from tests.lab.test_lldpad_client import DRIVER, ROOT, drive
 
 pytestmark = pytest.mark.lab
 
@@ -317,3 +320,117 @@ def test_incoming_migration_with_a_switch_assigned_vlan(sw: SwitchLab, tmp_path:
     finally:
         assert host.hook(xml, "release", "end").rc == 0
         assert inst not in _switch_holds(sw) and host.journal(guest) is None
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, f"not within {timeout} s: {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("hints", ["auto", "never"])
+def test_one_port_switch_source_during_a_failed_incoming_migration(tmp_path: Path, hints: str) -> None:
+    """Two hosts on a switch where a VSI lives at one port at a time (switch peer ``one-port``, migration
+    hold 5 s).  The guest (ports i1 on fabric-a, i2 on fabric-b) runs on A.  B receives it: migrate,
+    prepare, start and started begin with the same instance ids; B's switch port for fabric-b refuses
+    the association, so ``started begin`` vetoes; B rolls back and runs ``release end``.  What A's ports
+    look like at each step, at the switch and in A's lldpad:
+
+    * B's reservations (PREASSOCIATE_RR at prepare) never touch A.
+    * ``hints = never`` (netlink, no M bit): B's ASSOCIATE of i1 succeeds at ``started begin`` and the
+      switch de-associates i1 at A at once; B's veto and rollback cannot give it back.  **The running
+      source guest loses port i1** for good, while A's journal still says "associated" (drift; only a
+      later ``reconnect begin`` on A re-associates it, shown at the end).
+    * ``hints = auto`` (the VDP22 uplinks get the M bit through liblldp_clif): the switch keeps i1 at A,
+      marked migrating, through B's failure; B's rollback DISASSOCIATE carries M, not S (lldpad repeats
+      a VSI's first hints), and does not end the hold: when the hold times out the switch de-associates
+      i1 at A anyway.  **The source loses i1 too, only later.**
+
+    This is the product's current behaviour, asserted as is; the lead decides what to change (e.g. not
+    associating at ``started begin`` on such switches, or a long-lived listener on the source).
+    """
+    with VdpLab(tmp_path / "lab", hosts={"a": ["up0", "up1"], "b": ["up0", "up1"]}, switch="none") as lab:
+        assert lab.switch is not None
+        names = lab.switch_ifnames()
+        peer = SwitchPeer(lab.switch, list(names.values()), tmp_path / "peer", model="one-port",
+                          migration_timeout=5.0)
+        try:
+            for h in ("a", "b"):
+                for u in ("up0", "up1"):
+                    lab.lldpad(h).wait_evb(u, timeout=15)
+            time.sleep(1.5)  # VDP22 starts once EVB is negotiated
+            extra = f"[vdp]\nhints = {hints}\n"
+            a = HookHost(lab, "a", tmp_path, uplinks=UPLINKS, extra=extra)
+            b = HookHost(lab, "b", tmp_path, uplinks=UPLINKS, extra=extra)
+            three, insts3 = _three_ports()
+            ports = [three[0], Port(MACS[2], "fabric-b", vlan=102, params=three[2].params)]
+            i1, i2 = insts3[0], insts3[2]
+            guest = str(uuid.uuid4())
+            xml = domain_xml("vm", guest, ports=ports)
+
+            def lldpad_a() -> dict[str, int | None]:
+                env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(ROOT)}
+                cmd = {"steps": [{"op": "table", "ifname": "up0"}, {"op": "table", "ifname": "up1"}]}
+                out = lab.run_in_host("a", [sys.executable, "-c", DRIVER, json.dumps(cmd)], env=env)
+                return {row[0]: row[2] for st in json.loads(out.stdout)["steps"] for row in st["table"]}
+
+            def view() -> tuple[dict[str, tuple[str, bool]], dict[str, str], dict[str, int | None]]:
+                """(A's ports at the switch: mode, migrating), (B's ports at the switch), A's lldpad."""
+                t = peer.table()
+                at_a = {i: (t[names[("a", u)]][i]["mode"], t[names[("a", u)]][i]["migrating"])
+                        for u in ("up0", "up1") for i in (i1, i2) if i in t[names[("a", u)]]}
+                at_b = {i: t[names[("b", u)]][i]["mode"] for u in ("up0", "up1") for i in (i1, i2)
+                        if i in t[names[("b", u)]]}
+                return at_a, at_b, lldpad_a()
+
+            full = ({i1: ("assoc", False), i2: ("assoc", False)}, {}, {i1: 0, i2: 0})
+            reserved = (full[0], {i1: "preassoc-rr", i2: "preassoc-rr"}, full[2])
+            for op in ("prepare", "start", "started"):
+                assert a.hook(xml, op, "begin").rc == 0
+            assert view() == full
+            peer.control({"ifaces": {names[("b", "up1")]: {"status": "insufficient-resources", "modes": ["assoc"]}}})
+            assert b.hook(xml, "migrate", "begin").rc == 0
+            assert view() == full
+            assert b.hook(xml, "prepare", "begin").rc == 0
+            assert view() == reserved
+            assert b.hook(xml, "start", "begin").rc == 0
+            assert view() == reserved
+            started = b.hook(xml, "started", "begin")
+            assert started.rc == 1 and MACS[2] in started.stderr and "insufficient resources" in started.stderr
+            if hints == "never":
+                lost = ({i2: ("assoc", False)}, {}, {i2: 0})
+                _wait(lambda: i1 not in lldpad_a(), 3, "A's lldpad drops i1 after the switch's de-associate")
+                assert view() == lost
+            else:
+                held = ({i1: ("assoc", True), i2: ("assoc", False)}, {}, {i1: 0, i2: 0})
+                assert view() == held
+            assert b.hook(xml, "release", "end").rc == 0
+            assert b.journal(guest) is None
+            if hints == "auto":
+                assert view() == held
+                ev = peer.wait_event(lambda e: e["event"] == "switch-deassoc", 8, "hold timeout")
+                assert (ev["iface"], ev["instance"], ev["reason"]) == (names[("a", "up0")], i1, "migration-timeout")
+                _wait(lambda: i1 not in lldpad_a(), 3, "A's lldpad drops i1 after the hold timed out")
+            else:
+                (ev,) = peer.events("switch-deassoc")
+                assert (ev["iface"], ev["instance"], ev["reason"]) == (names[("a", "up0")], i1, "moved")
+            assert view() == ({i2: ("assoc", False)}, {}, {i2: 0})
+            # A's journal still claims both ports: drift the source does not notice by itself.
+            assert _records(a, guest) == [(MACS[0], "associate", "done"), (MACS[2], "associate", "done")]
+            m = hints == "auto"
+            assert [(r["iface"], r["mode"], r["hints"]["M"], r["hints"]["S"]) for r in peer.requests(i1)
+                    if not r["keepalive"]] == [
+                (names[("a", "up0")], "assoc", False, False),
+                (names[("b", "up0")], "preassoc-rr", m, False),
+                (names[("b", "up0")], "assoc", m, False),
+                (names[("b", "up0")], "deassoc", m, False),
+            ]
+            # The way back today: reconnect begin on A (e.g. after a libvirtd restart) re-associates i1.
+            assert a.hook(xml, "reconnect", "begin").rc == 0
+            _wait(lambda: lldpad_a().get(i1) == 0, 3, "A re-associated i1")
+            assert view() == full
+            assert a.hook(xml, "release", "end").rc == 0
+            assert view() == ({}, {}, {})
+        finally:
+            peer.stop()
