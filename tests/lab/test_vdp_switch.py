@@ -298,12 +298,11 @@ def test_switch_assigned_vlan_is_journaled_and_used_for_teardown(sw: SwitchLab, 
     assert inst not in _switch_holds(sw) and host.journal(guest) is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "vdp/feature.py: started begin sends ASSOCIATE with the XML's VLAN (0), not the VLAN the reservation "
-    "learnt and journaled (222); lldpad refuses it with EINVAL (netlink) / 'invalid parameters' (clif), "
-    "so the incoming migration of a port without VLAN is vetoed"))
 @pytest.mark.parametrize("hints", ["auto", "never"])
 def test_incoming_migration_with_a_switch_assigned_vlan(sw: SwitchLab, tmp_path: Path, hints: str) -> None:
+    """A port without VLAN on an incoming migration: the reservation learns the switch's VLAN (222) and
+    the association at ``started begin`` must carry it (with VLAN 0 lldpad refuses it locally: EINVAL over
+    netlink, 'invalid parameters' through liblldp_clif).  Failed until 176215b."""
     host = _host(sw, tmp_path, extra=f"[vdp]\nhints = {hints}\n")
     inst = str(uuid.uuid4())
     guest = str(uuid.uuid4())
@@ -320,6 +319,8 @@ def test_incoming_migration_with_a_switch_assigned_vlan(sw: SwitchLab, tmp_path:
     finally:
         assert host.hook(xml, "release", "end").rc == 0
         assert inst not in _switch_holds(sw) and host.journal(guest) is None
+    assert [(mode, vlan) for _, mode, vlan, _, _ in _requests(sw, inst)] == [
+        ("preassoc-rr", 0), ("assoc", 222), ("deassoc", 222)]
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
