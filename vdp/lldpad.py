@@ -10,6 +10,14 @@ uplink, all uplinks at once, see there), polling with a short, exponentially gro
 +25 % per poll, up to 100 ms): a VDP round trip over a LAN takes a few milliseconds, and libvirt's fixed
 125 ms interval is what makes its exchanges slow, while a tight fixed loop would flood single-threaded
 lldpad when many hooks run at once.
+
+lldpad 1.1 facts the client is built on (measured in the lab against the switch peer, see
+tests/lab/test_lldpad_client.py): a VSI's final status is reported once (the GETLINK that shows it
+makes lldpad forget the VSI); a refused change of a VSI lldpad already held, once a table read has seen
+it pending, is reported only as an unsolicited RTM_SETLINK to the requester's port id (request 3, no
+status); a switch-assigned VLAN never appears over netlink (GETLINK replies carry instance, VF and
+response only) and is read from lldpad's client interface; after it, lldpad refuses requests for the
+VSI that carry VLAN 0 (EINVAL).
 """
 
 from __future__ import annotations
@@ -320,8 +328,11 @@ class LldpadClient:
         flight on one uplink (measured in the lab: 4 of 20 four-VSI exchanges on one uplink lost a
         response, none with one VSI per uplink), and a lost response stalls the VSI until the timeout.
         ``deadline`` is a ``time.monotonic()`` value capping the whole call; each request also has
-        ``exchange_timeout`` from its sending.  Raises PeerUnavailable when lldpad cannot be reached;
-        every other failure is a result with ``ok=False``.
+        ``exchange_timeout`` from its sending; when one goes unanswered, the uplink's requests not sent
+        yet fail unsent (a silent switch costs one timeout, not one per port).  ``VsiResult.vlan`` is
+        the VLAN in force, the switch's choice for VLAN 0 requests when lldpad could be asked.  Raises
+        PeerUnavailable when lldpad cannot be reached; every other failure is a result with
+        ``ok=False``.
         """
         pending: list[_Pending] = []
         queues: dict[int, list[_Pending]] = {}
