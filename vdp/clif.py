@@ -396,11 +396,11 @@ def _bit(value: int, shift: int, width: int = 1) -> int:
 class Evb22Tlv:
     """The five bytes of an IEEE 802.1Qbg-2012 EVB TLV after OUI and subtype (``include/lldp_evb22.h``)::
 
-        u8 bridge_s;   bit 2 bgid, bit 1 rrcap, bit 0 rrctr
-        u8 station_s;  bit 3 sgid, bit 2 rrreq, bits 1-0 rrstat
-        u8 r_rte;      bits 7-5 retries, bits 4-0 rte
-        u8 evb_mode;   bits 7-6 mode (1 bridge, 2 station), bit 5 r/l, bits 4-0 rwd
-        u8 rl_rka;     bit 5 r/l, bits 4-0 rka
+    u8 bridge_s;   bit 2 bgid, bit 1 rrcap, bit 0 rrctr
+    u8 station_s;  bit 3 sgid, bit 2 rrreq, bits 1-0 rrstat
+    u8 r_rte;      bits 7-5 retries, bits 4-0 rte
+    u8 evb_mode;   bits 7-6 mode (1 bridge, 2 station), bit 5 r/l, bits 4-0 rwd
+    u8 rl_rka;     bit 5 r/l, bits 4-0 rka
     """
 
     bridge_s: int
@@ -598,7 +598,7 @@ def _status_error(status: int, what: str, ifname: str) -> HookError:
     if status in (CMD_NOT_APPLICABLE, CMD_NOT_CAPABLE):
         return PeerUnavailable(
             msg + " (the interface runs VDP in bridge role or not at all)",
-            hint=f"set evbmode = \"station\" for {ifname} in lldpad's configuration and restart lldpad",
+            hint=f'set evbmode = "station" for {ifname} in lldpad\'s configuration and restart lldpad',
         )
     if status == CMD_VDP_PROT_NO_SUPPORT:
         return PeerUnavailable(msg, hint=f"check EVB negotiation: lldptool -t -n -i {ifname} -g ncb -V evb")
@@ -725,8 +725,9 @@ class Clif:
         if not self._attached:
             reply = self._command(f"A{LLDP_MOD_VDP22:x}".encode(), what="attach")
             if not reply.ok:
-                raise FeatureError(f"lldpad refused to attach this client (status {reply.status})",
-                                   hint="see lldpad's log")
+                raise FeatureError(
+                    f"lldpad refused to attach this client (status {reply.status})", hint="see lldpad's log"
+                )
             self._attached = True
 
     def _event(self, until: float) -> Iterator[bytes]:
@@ -795,6 +796,14 @@ class Clif:
             local=self._evb_tlv(ifname, neighbour=False),
             neighbour=self._evb_tlv(ifname, neighbour=True),
         )
+
+    def vsi_list(self, ifname: str, mode: str = "assoc") -> list[dict[str, str]]:
+        """lldpad's VSIs on ``ifname`` in ``mode`` (what ``vdptool -t`` lists): one dict per VSI with the
+        keys lldpad reports (``uuid``, ``filter`` = ``VLAN-MAC`` with the VLAN the switch chose, ...)."""
+        reply = self._command(vdp22_table_request(ifname, mode), what="a VSI query")
+        if not reply.ok:
+            return []
+        return [dict(record) for record in parse_vsi_list(_strip_command_header(reply.body))]
 
     def vdp_mode(self, ifname: str) -> str | None:
         """Which lldpad module takes VSI requests for ``ifname``: ``"vdp22"`` (IEEE 802.1Qbg-2012, station

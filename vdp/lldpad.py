@@ -30,10 +30,9 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from hooks.errors import PeerUnavailable
+from hooks.plain import plain
 from vdp import nlmsg
 from vdp.nlmsg import (
     ASSOCIATE,
@@ -49,6 +48,10 @@ from vdp.nlmsg import (
     VsiType,
 )
 from vdp.status import VDP22_NONE, VDP22_SUCCESS, errno_message, split_vdp22, vdp22_message
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "ASSOCIATE",
@@ -70,7 +73,7 @@ _POLL_CAP = 0.100  # ... up to this (10 s at most ~120 polls; libvirt makes 80)
 _RECV_SIZE = 65536
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class VsiRequest:
     """One VDP request: the guest's MAC and VLAN on ``ifname`` (the uplink lldpad runs VDP on).
 
@@ -85,7 +88,7 @@ class VsiRequest:
     request: int
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class VsiResult:
     """The outcome of one :class:`VsiRequest`.
 
@@ -102,7 +105,7 @@ class VsiResult:
     message: str
 
 
-@dataclass
+@plain
 class _Pending:
     req: VsiRequest
     ifindex: int
@@ -110,7 +113,7 @@ class _Pending:
     sent_at: float
     acked: bool = False
     result: VsiResult | None = None
-    polls: int = field(default=0)
+    polls: int = 0
     #: the VLAN on the wire (req.vlan, or the VLAN lldpad holds when a VLAN 0 teardown had to be resent)
     vlan: int = 0
     #: False when lldpad already held the VSI before the request (its old response may still show)
@@ -118,7 +121,7 @@ class _Pending:
     resent: bool = False
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class _Notice:
     """One of lldpad's unsolicited RTM_SETLINK messages about a VSI (it ended: request 3)."""
 
@@ -548,18 +551,10 @@ class LldpadClient:
                 return None
             with clif.Clif() as conn:
                 for request in requests:
-                    # Clif has no public VSI listing yet: the query vdptool -t sends, through its _command.
-                    reply = conn._command(clif.vdp22_table_request(req.ifname, modes[request]), what="a VSI query")
-                    if not reply.ok:
-                        continue
-                    for record in clif.parse_vsi_list(clif._strip_command_header(reply.body)):
-                        values = dict(record)
-                        if values.get("uuid", "").lower() != wanted:
-                            continue
-                        for key, value in record:
-                            head = value.split("-", 1)[0]
-                            if key == "filter" and head.isdigit():
-                                return int(head) & 0x0FFF  # the top bits carry the priority
+                    for vsi in conn.vsi_list(req.ifname, modes[request]):
+                        head = vsi.get("filter", "").split("-", 1)[0]
+                        if vsi.get("uuid", "").lower() == wanted and head.isdigit():
+                            return int(head) & 0x0FFF  # the top bits carry the priority
         except Exception:  # an optional source of information: lacking it, the VLAN stays unknown
             return None
         return None

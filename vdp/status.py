@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import NamedTuple
+
+from hooks.plain import plain
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = [
     "ERR_ACK_TIMEOUT",
@@ -111,13 +116,9 @@ _QBH_TEXT = {
         "the switch rejected the port profile as invalid -- check that the profile name exists on the "
         "switch (UCS Manager / VM-FEX)"
     ),
-    0x103: (
-        "the port is in the wrong state for this request (bad state) -- disassociate the port first, "
-        "then retry"
-    ),
+    0x103: ("the port is in the wrong state for this request (bad state) -- disassociate the port first, then retry"),
     0x104: (
-        "the switch has insufficient resources for this port profile -- free VIFs on the adapter or "
-        "use another host"
+        "the switch has insufficient resources for this port profile -- free VIFs on the adapter or use another host"
     ),
     0x105: "the adapter reported an error for the port profile -- check the adapter/driver log (dmesg)",
 }
@@ -143,18 +144,22 @@ _ERRNO_TEXT = {
     ),
     errno.EOPNOTSUPP: (
         "the interface runs lldpad in bridge role, VDP requests need station role -- set evbmode = "
-        "\"station\" for it in lldpad.conf and restart lldpad"
+        '"station" for it in lldpad.conf and restart lldpad'
     ),
     errno.EBUSY: "lldpad is still processing a previous request for this VSI -- retry in a moment",
     errno.ENOMEM: "lldpad is out of memory -- restart lldpad",
 }
 
 
-class Vdp22Response(NamedTuple):
+@plain(frozen=True)
+class Vdp22Response:
     """A decoded VDP22 ``IFLA_PORT_RESPONSE``: status (low byte) and error bits (high byte)."""
 
     status: int
     error_bits: int
+
+    def __iter__(self) -> Iterator[int]:
+        return iter((self.status, self.error_bits))
 
 
 def split_vdp22(response: int) -> Vdp22Response:

@@ -57,8 +57,8 @@ def test_vdp22_lines_are_distinct() -> None:
 
 
 def test_error_bits_in_high_byte() -> None:
-    assert split_vdp22(0x0204) == (4, 2)
-    assert split_vdp22(0x00FF) == (255, 0)
+    assert tuple(split_vdp22(0x0204)) == (4, 2)
+    assert tuple(split_vdp22(0x00FF)) == (255, 0)
     line = vdp22_message((ERR_KEEPALIVE_TIMEOUT | ERR_TRANSMIT) << 8 | 255)
     assert "keep-alive timeout" in line
     assert "transmit error" in line
