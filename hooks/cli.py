@@ -100,6 +100,38 @@ def _libvirt_has_qemu_d() -> bool:
     return True
 
 
+APPARMOR_LOCAL = "/etc/apparmor.d/local/usr.sbin.libvirtd"
+APPARMOR_INCLUDE = "include if exists <abstractions/libvirt-vdp-hooks>"
+
+
+def apparmor_problem(root: str = "/") -> str | None:
+    """Why an AppArmor-confined libvirtd could not run the hook, or None.
+
+    Debian's libvirtd profile may execute only what lies under /etc/libvirt/hooks/, and AppArmor checks
+    the target of our enable link (/usr/libexec/...): without the shipped abstraction included in the
+    profile's local file, every guest start would fail.  Reads sysfs and the local file only."""
+
+    def read(path: str) -> str:
+        try:
+            with open(os.path.join(root, path.lstrip("/")), encoding="utf-8", errors="replace") as fh:
+                return fh.read()
+        except OSError:
+            return ""
+
+    if read("/sys/module/apparmor/parameters/enabled").strip() != "Y":
+        return None
+    confined = any(
+        line.split(" ")[0] in ("libvirtd", "/usr/sbin/libvirtd", "virtqemud") and "(enforce)" in line
+        for line in read("/sys/kernel/security/apparmor/profiles").splitlines()
+    )
+    if not confined or "abstractions/libvirt-vdp-hooks" in read(APPARMOR_LOCAL):
+        return None
+    return (
+        f"libvirtd is confined by AppArmor and may not execute the hook: echo '{APPARMOR_INCLUDE}' >> "
+        f"{APPARMOR_LOCAL}; apparmor_parser -r /etc/apparmor.d/usr.sbin.libvirtd"
+    )
+
+
 def _load(args: argparse.Namespace) -> Config:
     return load_config(args.config, known_features=is_known_feature)
 
@@ -138,6 +170,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         report.line("HOOKS", CheckResult(f"hook enabled ({link})", "PASS"))
     else:
         report.line("HOOKS", CheckResult(f"hook enabled ({link})", "WARN", "run 'vdp-hooks enable'"))
+    confinement = apparmor_problem()
+    report.line(
+        "HOOKS",
+        CheckResult("AppArmor lets libvirtd run the hook", "FAIL" if confinement else "PASS", confinement or ""),
+    )
     emergency = read_emergency(sdir)
     if emergency is not None:
         left = int(emergency.until - time.time())
@@ -242,6 +279,10 @@ def cmd_enable(args: argparse.Namespace) -> int:
     entry = entry_path()
     if not os.access(entry, os.X_OK):
         print(f"vdp-hooks: not enabled: the hook entry {entry} is missing or not executable", file=sys.stderr)
+        return EXIT_FAIL
+    confinement = apparmor_problem()
+    if confinement:
+        print(f"vdp-hooks: not enabled: {confinement}", file=sys.stderr)
         return EXIT_FAIL
     if _libvirt_has_qemu_d():
         link = _hook_link(args.hooks_dir)

@@ -238,3 +238,46 @@ def test_replay_uses_the_guest_uuid_from_the_file(hookenv: HookEnv, tmp_path: Pa
     saved.write_bytes(domain_xml(guest_uuid=gid, metadata=hooks_md(port(MAC_A))))
     assert cli(hookenv, "replay", str(saved), "prepare", "begin").returncode == 0
     assert hookenv.journal(gid) is not None
+
+
+# --- AppArmor: a confined libvirtd may not execute the hook unless the abstraction is included -----------
+def _apparmor_root(tmp_path: Path, *, enabled: str, profiles: str, local: str | None) -> str:
+    from hooks.cli import APPARMOR_LOCAL
+
+    files = {
+        "sys/module/apparmor/parameters/enabled": enabled,
+        "sys/kernel/security/apparmor/profiles": profiles,
+    }
+    if local is not None:
+        files[APPARMOR_LOCAL.lstrip("/")] = local
+    for rel, text in files.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("enabled", "profiles", "local", "problem"),
+    [
+        ("Y\n", "libvirtd (enforce)\n", "", True),
+        ("Y\n", "libvirtd (enforce)\n", None, True),
+        ("Y\n", "libvirtd (enforce)\n", "include if exists <abstractions/libvirt-vdp-hooks>\n", False),
+        ("Y\n", "libvirtd (complain)\n", "", False),
+        ("Y\n", "/usr/sbin/dnsmasq (enforce)\n", "", False),
+        ("N\n", "libvirtd (enforce)\n", "", False),
+    ],
+)
+def test_apparmor_problem(tmp_path: Path, enabled: str, profiles: str, local: str | None, problem: bool) -> None:
+    from hooks.cli import apparmor_problem
+
+    found = apparmor_problem(_apparmor_root(tmp_path, enabled=enabled, profiles=profiles, local=local))
+    assert (found is not None) == problem
+    if found:
+        assert "include if exists <abstractions/libvirt-vdp-hooks>" in found and "apparmor_parser -r" in found
+
+
+def test_apparmor_absent_is_no_problem(tmp_path: Path) -> None:
+    from hooks.cli import apparmor_problem
+
+    assert apparmor_problem(str(tmp_path)) is None
