@@ -35,7 +35,7 @@ lint: venv
 # tests again under Debian's /usr/bin/python3 with python3-lxml and python3-pyroute2 (what hosts run).
 # Then the packages: both built and linted, and the DEB installed on this machine to run the libvirt
 # start / migrate / veto scenarios against the installed product instead of the source tree.
-INSTALLED_SCENARIOS = start_on_a or live_migration_a_to_b or veto_at_b
+INSTALLED_SCENARIOS = start_on_a or live_migration_a_to_b or veto_at_b or enable_while_libvirtd_runs
 test: lint
 	$(SYSTEM_PYTHON) -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)

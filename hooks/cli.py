@@ -63,18 +63,30 @@ class _Report:
         print(f"{area:>8}: Checking {result.what:<60} : {verdict}{hint}")
 
 
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
 def _daemon() -> tuple[str, int | None]:
-    """Which libvirt daemon runs the qemu driver here (reading /proc, never signalling)."""
+    """Which libvirt daemon runs the qemu driver here (pid files, then /proc; never signalling)."""
+    for name, pid_file in (("virtqemud", "/run/libvirt/virtqemud.pid"), ("libvirtd", "/run/libvirtd.pid")):
+        try:
+            with open(pid_file) as fh:
+                pid = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+        if _comm(pid) == name:
+            return name, pid
     found: dict[str, int] = {}
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/comm") as fh:
-                    comm = fh.read().strip()
-            except OSError:
-                continue
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            comm = _comm(int(entry))
             if comm in ("virtqemud", "libvirtd"):
-                found.setdefault(comm, int(pid))
+                found.setdefault(comm, int(entry))
     for name in ("virtqemud", "libvirtd"):
         if name in found:
             return name, found[name]
