@@ -25,7 +25,6 @@ from __future__ import annotations
 import errno
 import importlib
 import os
-import select
 import socket
 import time
 import uuid
@@ -47,6 +46,7 @@ from vdp.nlmsg import (
     PortStatus,
     VsiType,
 )
+from vdp.rtsocket import RouteSocket
 from vdp.status import VDP22_NONE, VDP22_SUCCESS, errno_message, split_vdp22, vdp22_message
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
@@ -70,7 +70,6 @@ LLDPAD_PID_FILE = "/var/run/lldpad.pid"  # what libvirt reads; per mount namespa
 _POLL_FIRST = 0.001  # first poll this long after the requests were acknowledged
 _POLL_GROWTH = 1.25  # then each interval this much longer ...
 _POLL_CAP = 0.100  # ... up to this (10 s at most ~120 polls; libvirt makes 80)
-_RECV_SIZE = 65536
 
 
 @plain(frozen=True)
@@ -165,7 +164,7 @@ def find_lldpad_pid() -> int | None:
     return int(found) if found else None
 
 
-class LldpadClient:
+class LldpadClient(RouteSocket):
     """A netlink client of lldpad (one NETLINK_ROUTE socket); use as a context manager.
 
     ``port_id`` goes into ``nlmsg_pid`` of every SETLINK: lldpad sends its later notifications
@@ -186,15 +185,9 @@ class LldpadClient:
                 "lldpad is not running (no lldpad answers, no valid /var/run/lldpad.pid)",
                 hint="start lldpad (systemctl start lldpad) and configure EVB/VDP on the uplink",
             )
+        super().__init__()
         self.lldpad_pid = pid
         self.exchange_timeout = exchange_timeout
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        try:
-            self._sock.bind((0, 0))
-            self.own_port_id: int = self._sock.getsockname()[0]
-        except OSError:
-            self._sock.close()
-            raise
         self.port_id = self.own_port_id if port_id is None else port_id
         # What lldpad told this socket outside the reply being waited for (see _note): final responses
         # from any GETLINK reply, and its unsolicited notifications, by VSI instance.
@@ -203,24 +196,8 @@ class LldpadClient:
         # lldpad's answers (0 or -errno) to our SETLINKs by seq, also when read while waiting for another
         # reply (e.g. the table read before the next uplink's request).
         self._acks: dict[int, int] = {}
-        # Random start so two clients (or a restarted one) never confuse each other's replies.
-        self._seq = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
 
     # -- plumbing ------------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the socket."""
-        self._sock.close()
-
-    def __enter__(self) -> LldpadClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _next_seq(self) -> int:
-        self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
-        return self._seq
 
     def _send(self, data: bytes) -> None:
         try:
@@ -232,17 +209,8 @@ class LldpadClient:
             ) from exc
 
     def _recv(self, until: float) -> list[tuple[nlmsg.NetlinkHeader, bytes]]:
-        """Messages of one datagram, or [] when ``until`` (monotonic) passes first."""
-        wait = until - time.monotonic()
-        if wait > 0:
-            ready, _, _ = select.select([self._sock], [], [], wait)
-            if not ready:
-                return []
-        try:
-            data = self._sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return []
-        messages = nlmsg.split_messages(data)
+        """Messages of one datagram (each noted, see _note), or [] when ``until`` passes first."""
+        messages = self._recv_messages(until)
         for hdr, msg in messages:
             self._note(hdr, msg)
         return messages

@@ -40,7 +40,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import select
 import socket
 import time
 import uuid
@@ -65,6 +64,7 @@ from vdp.nlmsg import (
     RTM_SETLINK,
     PortStatus,
 )
+from vdp.rtsocket import RouteSocket
 from vdp.status import qbh_message
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
@@ -95,7 +95,6 @@ LIBVIRT_CONFS = ("/etc/libvirt/libvirtd.conf", "/etc/libvirt/virtqemud.conf")
 _POLL_FIRST = 0.001  # first GETLINK this long after the acknowledgement
 _POLL_CAP = 0.100  # the interval doubles up to this
 _CLEANUP_GRACE = 0.5  # reserved before the deadline for the DISASSOCIATE that follows a timeout
-_RECV_SIZE = 65536
 _IFF_UP = 0x1
 
 
@@ -424,7 +423,7 @@ class _Pending:
     note: str = ""
 
 
-class QbhClient:
+class QbhClient(RouteSocket):
     """A netlink client for 802.1Qbh port profiles (one NETLINK_ROUTE socket); use as a context manager.
 
     ``dest_pid`` is where port-profile messages go: 0 = the kernel.  Only tests set it, to the port id of
@@ -446,31 +445,10 @@ class QbhClient:
         self.exchange_timeout = exchange_timeout
         self.manage_link = manage_link
         self.port_self_mac = port_self_mac
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        try:
-            self._sock.bind((0, 0))
-            self.port_id: int = self._sock.getsockname()[0]
-        except OSError:
-            self._sock.close()
-            raise
-        # Random start so replies meant for an earlier client (or an earlier run) are never taken for ours.
-        self._seq = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+        super().__init__()
+        self.port_id = self.own_port_id
 
     # -- plumbing --------------------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the socket."""
-        self._sock.close()
-
-    def __enter__(self) -> QbhClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _next_seq(self) -> int:
-        self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
-        return self._seq
 
     def _send(self, data: bytes, dest: int) -> None:
         try:
@@ -481,17 +459,7 @@ class QbhClient:
             ) from exc
 
     def _recv(self, until: float) -> list[tuple[nlmsg.NetlinkHeader, bytes]]:
-        """Messages of one datagram, or [] when ``until`` (monotonic) passes first."""
-        wait = until - time.monotonic()
-        if wait > 0:
-            ready, _, _ = select.select([self._sock], [], [], wait)
-            if not ready:
-                return []
-        try:
-            data = self._sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return []
-        return nlmsg.split_messages(data)
+        return self._recv_messages(until)
 
     def _acks(self, seqs: set[int], end: float) -> dict[int, int]:
         """Wait for ``NLMSG_ERROR`` answers to ``seqs`` until ``end``; seq -> errno (0 = acknowledged)."""
