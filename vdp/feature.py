@@ -253,7 +253,9 @@ class VdpFeature(Feature):
         from vdp import lldpad
 
         results: dict[str, tuple[HookError | None, dict[str, Any]]] = {}
-        hinted = [r for r in records if hint != "none" and self._vdp22(r.data["ifname"])]
+        # Asked once per uplink (each answer is a round trip to lldpad's client interface).
+        vdp22 = {i: self._vdp22(i) for i in {r.data["ifname"] for r in records}} if hint != "none" else {}
+        hinted = [r for r in records if vdp22.get(r.data["ifname"])]
         if hinted:
             results.update(self._send_qbg_hinted(hinted, request, ctx, hint=hint))
         plain = [r for r in records if r.key not in results]
