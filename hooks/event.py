@@ -18,6 +18,7 @@ from types import MappingProxyType
 
 from hooks import NAMESPACE
 from hooks.errors import XmlError
+from hooks.leanimport import import_lean
 from hooks.plain import field, plain
 
 __all__ = [
@@ -44,6 +45,15 @@ _LIBVIRT_PORT_PROFILES = ("802.1Qbg", "802.1Qbh")
 #: Names derive a stable Qbg instance id from guest UUID + MAC when the admin gives none.
 _INSTANCE_NS = uuid.UUID("5f0b2c1e-4b7a-4f55-9a39-0c4e2b1d7a61")
 _PROFILE_MAX = 39  # IFLA_PORT_PROFILE_MAX is 40 including the NUL
+
+
+def _uuid5(namespace: uuid.UUID, name: str) -> uuid.UUID:
+    """``uuid.uuid5`` without ``hashlib``, whose import loads OpenSSL (~5 ms of the hook's budget)."""
+    try:
+        from _sha1 import sha1  # CPython's own SHA-1, built in on Debian
+    except ImportError:  # pragma: no cover - other builds
+        from hashlib import sha1
+    return uuid.UUID(bytes=sha1(namespace.bytes + name.encode()).digest()[:16], version=5)
 
 
 def _q(tag: str) -> str:
@@ -119,7 +129,7 @@ class Event:
 
 def _parse_xml(raw: bytes) -> object:
     # Imported here: the entry's fast path must not pay for lxml.
-    from lxml import etree
+    etree = import_lean("lxml.etree")  # without inspect and gzip: see hooks/leanimport.py
 
     if len(raw) > MAX_XML_BYTES:
         raise XmlError(f"domain XML is {len(raw)} bytes, more than the {MAX_XML_BYTES} accepted")
@@ -237,7 +247,7 @@ def _port(node: object, guest_uuid: uuid.UUID, interfaces: tuple[Interface, ...]
                     raise ValueError(f"{kwhere}: instanceid='{params['instanceid']}' is not a UUID") from None
             else:
                 # Stable across hosts and restarts: the same guest and MAC always name the same VSI.
-                instance = uuid.uuid5(_INSTANCE_NS, f"{guest_uuid}/{mac}")
+                instance = _uuid5(_INSTANCE_NS, f"{guest_uuid}/{mac}")
         else:
             profile = params.get("profileid", "")
             if not profile or len(profile.encode()) > _PROFILE_MAX:

@@ -21,6 +21,7 @@ import sys
 import types
 import uuid
 
+from hooks.leanimport import import_lean
 from hooks.plain import plain
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
@@ -77,7 +78,7 @@ def _import_netlink_base() -> types.ModuleType:
     pyroute2 release breaks any of this.
     """
     if "pyroute2" in sys.modules:
-        return importlib.import_module("pyroute2.netlink")
+        return import_lean("pyroute2.netlink")
     spec = importlib.util.find_spec("pyroute2")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("pyroute2 is not installed (python3-pyroute2 / pip install pyroute2)")
@@ -86,7 +87,7 @@ def _import_netlink_base() -> types.ModuleType:
     placeholder.__spec__ = spec
     sys.modules["pyroute2"] = placeholder
     try:
-        return importlib.import_module("pyroute2.netlink")
+        return import_lean("pyroute2.netlink")  # without logging/typing/traceback: see hooks/leanimport.py
     finally:
         if sys.modules.get("pyroute2") is placeholder:
             del sys.modules["pyroute2"]
