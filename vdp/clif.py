@@ -32,10 +32,10 @@ import select
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 from hooks.errors import DeadlineExceeded, FeatureError, HookError, PeerRefused, PeerUnavailable
+from hooks.plain import plain
 from vdp.status import VDP22_SUCCESS, split_vdp22, vdp22_message
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "Clif",
     "Evb22Tlv",
     "EvbStatus",
+    "VsiCommand",
     "VsiReply",
     "library_available",
     "lldpad_pid",
@@ -320,7 +321,7 @@ def vsi_request(
     return build_command(LLDP_MOD_VDP22, CMD_SETTLV, ops, ifname, VDP22_MODES[mode], args)
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Reply:
     """lldpad's answer to a command: status (0 = success) and what follows the echoed header."""
 
@@ -392,7 +393,7 @@ def _bit(value: int, shift: int, width: int = 1) -> int:
     return (value >> shift) & ((1 << width) - 1)
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Evb22Tlv:
     """The five bytes of an IEEE 802.1Qbg-2012 EVB TLV after OUI and subtype (``include/lldp_evb22.h``)::
 
@@ -476,7 +477,7 @@ def parse_evb_reply(body: str) -> Evb22Tlv | None:
     return Evb22Tlv.from_bytes(info[4:])
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class EvbStatus:
     """EVB (IEEE 802.1Qbg-2012) on one interface, as lldpad sees it.
 
@@ -516,7 +517,7 @@ class EvbStatus:
         )
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class VsiReply:
     """What lldpad reported for one VSI request once the switch answered (the vdp22 event).
 
@@ -530,7 +531,7 @@ class VsiReply:
     response: int
     vlan: int | None
     filters: tuple[str, ...] = ()
-    fields: tuple[tuple[str, str], ...] = field(default=())
+    fields: tuple[tuple[str, str], ...] = ()
 
     @property
     def status(self) -> int:
@@ -552,6 +553,21 @@ class VsiReply:
         if self.mode != self.requested and self.response == VDP22_SUCCESS:
             text = f"lldpad reports the VSI as {self.mode}, not {self.requested}"
         return text
+
+
+@plain(frozen=True)
+class VsiCommand:
+    """One VSI request for :meth:`Clif.vsi_many` (the arguments of :func:`vsi_request`)."""
+
+    ifname: str
+    mode: str
+    manager_id: int
+    type_id: int
+    type_version: int
+    instance: uuid.UUID
+    mac: str
+    vlan: int
+    hints: str = "none"
 
 
 def vsi_reply_from_event(requested: str, record: Sequence[tuple[str, str]]) -> VsiReply:
@@ -730,20 +746,6 @@ class Clif:
                 )
             self._attached = True
 
-    def _event(self, until: float) -> Iterator[bytes]:
-        """Queued events, then new ones until ``until``."""
-        while True:
-            if self._events:
-                yield self._events.pop(0)
-                continue
-            try:
-                raw = self._recv(until)
-            except OSError as exc:
-                raise PeerUnavailable(f"lldpad connection failed: {exc.strerror}", hint=_START_HINT) from exc
-            if raw is None:
-                return
-            yield raw
-
     def _drop_events(self, instance: str) -> None:
         """Discard events about VSI ``instance`` already queued or waiting on the socket."""
         now = time.monotonic()
@@ -841,8 +843,8 @@ class Clif:
         Raises PeerRefused/PeerUnavailable when lldpad refuses the command, DeadlineExceeded when the
         switch does not answer within ``wait`` (lldpad keeps the VSI pending then).
         """
-        message = vsi_request(
-            ifname,
+        command = VsiCommand(
+            ifname=ifname,
             mode=mode,
             manager_id=manager_id,
             type_id=type_id,
@@ -852,26 +854,108 @@ class Clif:
             vlan=vlan,
             hints=hints,
         )
+        result = self.vsi_many([command], wait=wait)[0]
+        if isinstance(result, HookError):
+            raise result
+        return result
+
+    def vsi_many(
+        self, commands: Sequence[VsiCommand], *, wait: float, deadline: float | None = None
+    ) -> list[VsiReply | HookError]:
+        """Several VSI requests (see :meth:`vsi`); one result per command, in order.
+
+        Uplinks run in parallel, the requests of one uplink one after another (lldpad 1.1 loses switch
+        responses with several VSIs in flight on one uplink, see vdp.lldpad.LldpadClient.submit).  Each
+        request gets ``wait`` seconds from its sending, capped by ``deadline`` (a ``time.monotonic()``
+        value).  When the switch leaves one unanswered, that uplink's later requests fail unsent; when
+        lldpad itself fails (no answer, connection lost), every request not settled yet fails with it.
+        """
+        results: list[VsiReply | HookError | None] = [None] * len(commands)
+        queues: dict[str, list[int]] = {}
+        for i, c in enumerate(commands):
+            queues.setdefault(c.ifname, []).append(i)
+        in_flight: dict[str, tuple[int, float]] = {}  # instance -> (index, end of its wait)
         self._attach()
-        wanted = str(instance).lower()
-        # lldpad repeats events (e.g. when the switch retransmits a response): drop what is queued for this
-        # VSI, and below take only an event in the requested state or "deassoc" (how a refusal shows).
-        self._drop_events(wanted)
-        answers = {mode, "deassoc"}
-        start = time.monotonic()
-        reply = self._command(message, what=f"the VSI {mode} request", timeout=min(self.timeout, max(wait, 0.001)))
-        if not reply.ok:
-            raise _status_error(reply.status, f"VSI {mode} of {instance}", ifname)
-        for raw in self._event(start + wait):
-            for record in _vsi_records(raw):
-                values = dict(record)
-                if values.get("uuid", "").lower() == wanted and values.get("mode") in answers:
-                    return vsi_reply_from_event(mode, record)
-        raise DeadlineExceeded(
-            f"no VDP answer from the switch on {ifname} for VSI {instance} ({mode}) within {wait:g} s",
-            hint=f"check the uplink and EVB negotiation (lldptool -t -n -i {ifname} -g ncb -V evb); "
-            "lldpad keeps the request pending",
-        )
+
+        def launch(ifname: str) -> None:
+            queue = queues[ifname]
+            while queue:
+                i = queue.pop(0)
+                c = commands[i]
+                wanted = str(c.instance).lower()
+                end = time.monotonic() + wait if deadline is None else min(time.monotonic() + wait, deadline)
+                # lldpad repeats events (e.g. when the switch retransmits a response): drop what is queued
+                # for this VSI; below only an event in the requested state or "deassoc" (a refusal) counts.
+                self._drop_events(wanted)
+                reply = self._command(
+                    vsi_request(
+                        c.ifname,
+                        mode=c.mode,
+                        manager_id=c.manager_id,
+                        type_id=c.type_id,
+                        type_version=c.type_version,
+                        instance=c.instance,
+                        mac=c.mac,
+                        vlan=c.vlan,
+                        hints=c.hints,
+                    ),
+                    what=f"the VSI {c.mode} request",
+                    timeout=min(self.timeout, max(end - time.monotonic(), 0.001)),
+                )
+                if reply.ok:
+                    in_flight[wanted] = (i, end)
+                    return
+                results[i] = _status_error(reply.status, f"VSI {c.mode} of {c.instance}", c.ifname)
+
+        try:
+            for ifname in queues:
+                launch(ifname)
+            while in_flight:
+                raw = self._next_event(min(end for _, end in in_flight.values()))
+                if raw is None:  # the earliest wait is over: that switch port is silent
+                    now = time.monotonic()
+                    for wanted, (i, end) in list(in_flight.items()):
+                        if end <= now:
+                            del in_flight[wanted]
+                            c = commands[i]
+                            results[i] = DeadlineExceeded(
+                                f"no VDP answer from the switch on {c.ifname} for VSI {c.instance} ({c.mode}) "
+                                f"within {wait:g} s",
+                                hint=f"check the uplink and EVB negotiation (lldptool -t -n -i {c.ifname} -g ncb "
+                                "-V evb); lldpad keeps the request pending",
+                            )
+                            for j in queues[c.ifname]:
+                                results[j] = DeadlineExceeded(
+                                    f"VSI {commands[j].instance} on {c.ifname} not sent: the switch did not answer "
+                                    "the previous request",
+                                    hint=f"check the uplink and EVB negotiation (lldptool -t -n -i {c.ifname} "
+                                    "-g ncb -V evb)",
+                                )
+                            queues[c.ifname].clear()
+                    continue
+                for record in _vsi_records(raw):
+                    values = dict(record)
+                    wanted = values.get("uuid", "").lower()
+                    if wanted not in in_flight:
+                        continue
+                    i = in_flight[wanted][0]
+                    if values.get("mode") not in (commands[i].mode, "deassoc"):
+                        continue
+                    del in_flight[wanted]
+                    results[i] = vsi_reply_from_event(commands[i].mode, record)
+                    launch(commands[i].ifname)
+        except HookError as exc:  # lldpad failed us: whatever is not settled fails the same way
+            return [exc if r is None else r for r in results]
+        return [r for r in results if r is not None]
+
+    def _next_event(self, until: float) -> bytes | None:
+        """The next queued or arriving event, or None when ``until`` passes first."""
+        if self._events:
+            return self._events.pop(0)
+        try:
+            return self._recv(until)
+        except OSError as exc:
+            raise PeerUnavailable(f"lldpad connection failed: {exc.strerror}", hint=_START_HINT) from exc
 
 
 def lldpad_pid() -> int | None:

@@ -307,33 +307,34 @@ class VdpFeature(Feature):
         from vdp import clif
 
         mode = {PREASSOCIATE_RR: "preassoc-rr", ASSOCIATE: "assoc", DISASSOCIATE: "deassoc"}[request]
+        commands = [
+            clif.VsiCommand(
+                ifname=r.data["ifname"],
+                mode=mode,
+                manager_id=int(r.data["managerid"]),
+                type_id=int(r.data["typeid"]),
+                type_version=int(r.data["typeidversion"]),
+                instance=uuid.UUID(r.data["instance"]),
+                mac=r.data["mac"],
+                vlan=int(r.data["vlan"]),
+                hints=hint,
+            )
+            for r in records
+        ]
         results: dict[str, tuple[HookError | None, dict[str, Any]]] = {}
-        with clif.Clif() as conn:
-            for r in records:
-                wait = max(0.05, min(self.config.exchange_timeout, ctx.deadline.remaining()))
-                try:
-                    reply = conn.vsi(
-                        r.data["ifname"],
-                        mode=mode,
-                        manager_id=int(r.data["managerid"]),
-                        type_id=int(r.data["typeid"]),
-                        type_version=int(r.data["typeidversion"]),
-                        instance=uuid.UUID(r.data["instance"]),
-                        mac=r.data["mac"],
-                        vlan=int(r.data["vlan"]),
-                        hints=hint,
-                        wait=wait,
-                    )
-                except HookError as exc:
-                    results[r.key] = (exc, {})
-                    continue
-                if reply.ok:
-                    results[r.key] = (
-                        None,
-                        {"vlan": reply.vlan, "hint": hint} if reply.vlan is not None else {"hint": hint},
-                    )
-                else:
-                    results[r.key] = (PeerRefused(f"{r.data['ifname']}: {reply.message}"), {})
+        try:
+            with clif.Clif() as conn:
+                replies = conn.vsi_many(commands, wait=self.config.exchange_timeout, deadline=ctx.deadline.at)
+        except HookError as exc:  # lldpad's client interface is unreachable: nothing was sent
+            return {r.key: (exc, {_UNSENT: True}) for r in records}
+        for r, reply in zip(records, replies):
+            if isinstance(reply, HookError):
+                results[r.key] = (reply, {})
+            elif reply.ok:
+                learnt = {"hint": hint} if reply.vlan is None else {"vlan": reply.vlan, "hint": hint}
+                results[r.key] = (None, learnt)
+            else:
+                results[r.key] = (PeerRefused(f"{r.data['ifname']}: {reply.message}"), {})
         return results
 
     def _send_qbh(
