@@ -20,11 +20,15 @@ apt:
 
 # A virtualenv with the newest lxml and pyroute2 from PyPI plus the test tools; the product itself is
 # installed into it as a user would (pip install .), the tests still run from the source tree.
-venv: $(VENV)/.done
+venv: $(VENV)/.done $(VENV)/.installed
 $(VENV)/.done: setup.cfg pyproject.toml
 	$(SYSTEM_PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q ".[test]"
+	touch $@
+# The installed copy follows the sources (tests/unit/test_installed.py runs it, not the source tree).
+$(VENV)/.installed: $(VENV)/.done $(wildcard hooks/*.py vdp/*.py)
+	$(VENV)/bin/pip install -q --no-deps --force-reinstall .
 	touch $@
 
 lint: venv
