@@ -2,14 +2,17 @@
 
 Side by side in one run, medians, all exec'd the same way inside the lab host (nsenter):
 
-- ``interpreter``: the entry's interpreter doing nothing (``python3 -S -c pass``),
-- ``imports``: the interpreter importing what the slow path imports (site, our modules, lxml, pyroute2's
-  netlink part), nothing else,
-- ``prepare``: the real hook, 4 ASSOCIATEs on 2 uplinks through real lldpad and lldpad's bridge,
-- ``libvirt way``: the same 4 ASSOCIATEs the way libvirt 9.0 does them, one port after another, each
+- ``interpreter``: the entry's interpreter doing nothing (``/usr/bin/python3 -S -c pass``),
+- ``imports``: the same interpreter importing what the slow path imports, the way it does (site-packages
+  added by hand, hooks/leanimport.py, our modules, lxml, pyroute2's netlink part), then leaving,
+- ``prepare``: the real hook exec'd through its shebang as libvirt does, 4 ports on 2 uplinks through real
+  lldpad and lldpad's bridge: for a fresh start 4 ASSOCIATEs over netlink, for an incoming migration (after
+  ``migrate begin``) 4 PREASSOCIATE_RRs with the migration hint through lldpad's client interface,
+- ``libvirt way``: the same 4 requests the way libvirt 9.0 does them, one port after another, each
   polled after 125 ms sleeps (measured in-process, so it excludes any interpreter start).
 
-The split printed is interpreter / imports / the rest (I/O: journal writes, netlink round trips).
+The hook's state directory is on tmpfs, under the lab host's /run, as on a libvirt host.  The split printed
+is interpreter / imports / the rest (I/O: journal writes, netlink and lldpad round trips).
 """
 
 from __future__ import annotations
@@ -26,21 +29,24 @@ import pytest
 from tests.lab.harness.guestxml import Port, domain_xml
 from tests.lab.harness.hookrun import ENTRY, HookHost
 from tests.lab.harness.vdplab import VdpLab
+from vdp import nlmsg
 
 pytestmark = [pytest.mark.bench, pytest.mark.lab]
 
 ROUNDS = 15
 REPO = str(Path(ENTRY).parents[1])
+ENTRY_PYTHON = "/usr/bin/python3"  # the entry's shebang
 IMPORTS = (
-    f"import site; site.main(); import sys; sys.path.insert(0, {REPO!r}); "
-    "import hooks.runner, hooks.links, vdp.feature, vdp.lldpad, lxml.etree"
+    f"import os, site, sys; sys.path.extend(site.getsitepackages()); sys.path.insert(0, {REPO!r}); "
+    "from hooks.leanimport import import_lean; import_lean('uuid'); "
+    "import hooks.runner, hooks.links, vdp.feature, vdp.lldpad, vdp.clif; import_lean('lxml.etree'); os._exit(0)"
 )
 LIBVIRT_WAY = """
 import sys, time, uuid
 sys.path.insert(0, %r)
 from vdp import lldpad, nlmsg
 reqs = [lldpad.VsiRequest(ifname=ifn, mac=mac, vlan=vlan, vsi_type=nlmsg.VsiType(11, 1193047, 2),
-        instance=uuid.UUID(inst), request=nlmsg.ASSOCIATE) for ifn, mac, vlan, inst in %r]
+        instance=uuid.UUID(inst), request=%d) for ifn, mac, vlan, inst in %r]
 start = time.monotonic()
 with lldpad.LldpadClient() as client:
     for req in reqs:  # one port after another, as libvirt does
@@ -80,39 +86,53 @@ def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def test_prepare_begin_four_ports(lab: VdpLab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("incoming", [False, True], ids=["start", "incoming-migration"])
+def test_prepare_begin_four_ports(lab: VdpLab, tmp_path: Path, incoming: bool) -> None:
     host = HookHost(lab, "host", tmp_path, uplinks={"fabric-a": "up0", "fabric-b": "up1"})
     host.config.write_text(host.config.read_text().replace("debug = yes", "debug = no"))
+    # The state directory where hosts have it: under /run, a tmpfs (the lab host's own; read from here
+    # through /proc/PID/root of a process in its mount namespace).
+    state = f"/run/vdp-hooks-bench-{uuid.uuid4().hex[:8]}"
+    host.extra_env["VDP_HOOKS_STATE_DIR"] = state
+    host.state_dir = Path(f"/proc/{lab.host('host').holder.pid}/root{state}")
     python = sys.executable
+    request = nlmsg.PREASSOCIATE_RR if incoming else nlmsg.ASSOCIATE
     interp, imports, prepare, libvirt = [], [], [], []
     for _ in range(ROUNDS):
         guest_uuid = str(uuid.uuid4())
         ports = [Port(f"52:54:00:dd:00:0{i}", "fabric-a" if i < 2 else "fabric-b", vlan=300 + i) for i in range(4)]
         xml = domain_xml("bench", guest_uuid, ports=ports)
-        for argv, bucket in (([python, "-S", "-c", "pass"], interp), ([python, "-S", "-c", IMPORTS], imports)):
+        for code, bucket in (("pass", interp), (IMPORTS, imports)):
+            argv = [ENTRY_PYTHON, "-S", "-c", code]
             start = time.monotonic()
             assert host.runner(argv, input=b"", env=host.env(), timeout=60).returncode == 0
             bucket.append(time.monotonic() - start)
-        result = host.hook(xml, "prepare", "begin")
-        assert (result.rc, result.stderr) == (0, ""), result.stderr
-        prepare.append(result.seconds)
+        if incoming:
+            assert host.hook(xml, "migrate", "begin").rc == 0
+        start = time.monotonic()
+        proc = host.runner([ENTRY, "vm", "prepare", "begin", "-"], input=xml.encode(), env=host.env(), timeout=60)
+        prepare.append(time.monotonic() - start)
+        assert (proc.returncode, proc.stderr) == (0, b""), proc.stderr
+        journal = host.journal(guest_uuid)
+        assert journal is not None and len(journal["records"]) == 4, journal
         assert host.hook(xml, "release", "end").rc == 0
         spec = [
             ("up0" if i < 2 else "up1", p.mac, 300 + i, str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{guest_uuid}{i}")))
             for i, p in enumerate(ports)
         ]
-        out = host.runner([python, "-c", LIBVIRT_WAY % (REPO, spec)], input=b"", env=host.env(), timeout=60)
+        out = host.runner([python, "-c", LIBVIRT_WAY % (REPO, request, spec)], input=b"", env=host.env(), timeout=60)
         assert out.returncode == 0, out.stderr
         libvirt.append(float(out.stdout.decode().strip()))
         cleanup = host.runner([python, "-c", CLEANUP % (REPO, spec)], input=b"", env=host.env(), timeout=60)
         assert cleanup.returncode == 0, cleanup.stderr
     i, m, p, lv = (_median_ms(x) for x in (interp, imports, prepare, libvirt))
     print(
-        f"\nprepare begin, 4 ports, exec to exit: median {p:.1f} ms "
-        f"(interpreter {i:.1f} ms, imports {m - i:.1f} ms, I/O and the rest {p - m:.1f} ms); "
-        f"libvirt way (4 ports one by one, 125 ms polls, no interpreter start): {lv:.1f} ms, ratio {lv / p:.1f}x"
+        f"\nprepare begin ({'incoming migration' if incoming else 'start'}), 4 ports, exec to exit: median {p:.1f} ms "
+        f"(interpreter {i:.1f} ms, imports {m - i:.1f} ms, I/O and the rest {p - m:.1f} ms; "
+        f"{p / i:.1f}x a bare interpreter start); libvirt way (4 ports one by one, 125 ms polls, no interpreter "
+        f"start): {lv:.1f} ms, ratio {lv / p:.1f}x"
     )
-    # The issue's goal is 100 ms; on Debian 12 here the interpreter plus the imports alone come to ~75 ms
-    # (lxml.etree ~30 ms by itself, pyroute2's netlink classes with logging/typing ~20 ms), so the goal is
-    # not met yet (see the closing note).  What is asserted: several times faster than libvirt's way.
-    assert lv / p >= 3.0, f"only {lv / p:.1f}x faster than libvirt's way"
+    # The goal is 100 ms here, where a bare interpreter start takes ~13-15 ms: ~7x.  What is asserted, side
+    # by side in one run: several times faster than libvirt's way, and within 8x a bare interpreter start.
+    assert lv / p >= 4.0, f"only {lv / p:.1f}x faster than libvirt's way"
+    assert p / i <= 8.0, f"{p:.1f} ms is {p / i:.1f}x a bare interpreter start ({i:.1f} ms)"
