@@ -43,6 +43,7 @@ __all__ = [
     "Clif",
     "Evb22Tlv",
     "EvbStatus",
+    "NotSent",
     "VsiCommand",
     "VsiReply",
     "library_available",
@@ -627,6 +628,11 @@ def _status_error(status: int, what: str, ifname: str) -> HookError:
 
 # -- the connection ----------------------------------------------------------------------------------------
 
+
+class NotSent(DeadlineExceeded):
+    """A VSI request left unsent: the switch did not answer an earlier request on the same uplink."""
+
+
 _open_in_process: Clif | None = None
 
 
@@ -925,7 +931,7 @@ class Clif:
                                 "-V evb); lldpad keeps the request pending",
                             )
                             for j in queues[c.ifname]:
-                                results[j] = DeadlineExceeded(
+                                results[j] = NotSent(
                                     f"VSI {commands[j].instance} on {c.ifname} not sent: the switch did not answer "
                                     "the previous request",
                                     hint=f"check the uplink and EVB negotiation (lldptool -t -n -i {c.ifname} "

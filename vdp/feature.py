@@ -329,7 +329,7 @@ class VdpFeature(Feature):
             return {r.key: (exc, {_UNSENT: True}) for r in records}
         for r, reply in zip(records, replies):
             if isinstance(reply, HookError):
-                results[r.key] = (reply, {})
+                results[r.key] = (reply, {_UNSENT: True} if isinstance(reply, clif.NotSent) else {})
             elif reply.ok:
                 learnt = {"hint": hint} if reply.vlan is None else {"vlan": reply.vlan, "hint": hint}
                 results[r.key] = (None, learnt)

@@ -320,6 +320,69 @@ with clif.Clif() as c:
     assert got["a"]["ok"] and got["d"]["ok"]
 
 
+MANY_CODE = """
+def many(c, specs, wait=2.0):
+    cmds = [clif.VsiCommand(ifname=ifn, mode=mode, manager_id=11, type_id=1193047, type_version=2,
+                            instance=uuid.UUID(inst), mac="52:54:00:aa:00:0%d" % i, vlan=0, hints="to")
+            for i, (ifn, mode, inst) in enumerate(specs)]
+    t = time.monotonic()
+    res = c.vsi_many(cmds, wait=wait)
+    return [err(r) if isinstance(r, HookError) else {"ok": r.ok, "mode": r.mode} for r in res], time.monotonic() - t
+"""
+
+
+def _request_times(pcap: bytes, src_mac: bytes) -> list[tuple[float, uuid.UUID]]:
+    """(capture time, VSI id) of each VDP22 VSI TLV ``src_mac`` sent in an ECP request, in order."""
+    out = []
+    pos = 24
+    while pos + 16 <= len(pcap):
+        sec, usec, caplen = struct.unpack_from("<III", pcap, pos)
+        frame = pcap[pos + 16 : pos + 16 + caplen]
+        pos += 16 + caplen
+        # One frame per TLV here; _ecp_vsi_tlvs parses the whole frame.
+        fake = pcap[:24] + struct.pack("<IIII", sec, usec, caplen, caplen) + frame
+        out += [(sec + usec / 1e6, vsi) for _, _, vsi in _ecp_vsi_tlvs(fake, src_mac)]
+    return out
+
+
+def test_vsi_many_runs_uplinks_in_parallel(lab_workdir: Path) -> None:
+    """Two VSIs on each of two uplinks: the first of each uplink go out together, the second of an uplink
+    only after the first was answered (as the switch sees it)."""
+    with VdpLab(lab_workdir, uplinks=2) as lab:
+        ids = [str(uuid.uuid4()) for _ in range(4)]
+        specs = [("up0", "assoc", ids[0]), ("up0", "assoc", ids[1]), ("up1", "assoc", ids[2]), ("up1", "assoc", ids[3])]
+        caps = [_Capture(lab, port, lab_workdir / f"{port}.pcap") for port in ("s0p0", "s0p1")]
+        try:
+            got = in_host(lab, MANY_CODE + f"with clif.Clif() as c: out(r=many(c, {specs!r}))")
+        finally:
+            pcaps = [cap.stop() for cap in caps]
+        results, _ = got["r"]
+        assert results == [{"ok": True, "mode": "assoc"}] * 4
+        sent0 = _request_times(pcaps[0], _mac(lab, "up0"))
+        sent1 = _request_times(pcaps[1], _mac(lab, "up1"))
+        first = {str(v): t for t, v in reversed(sent0 + sent1)}  # each VSI's first request
+        assert first[ids[0]] < first[ids[1]] and first[ids[2]] < first[ids[3]]  # one at a time per uplink
+        assert first[ids[2]] < first[ids[1]] and first[ids[0]] < first[ids[3]]  # uplinks side by side
+        in_host(lab, MANY_CODE + f"with clif.Clif() as c: out(r=many(c, {[(i, 'deassoc', v) for i, _, v in specs]!r}))")
+
+
+def test_vsi_many_silent_switch_costs_one_wait(lab_workdir: Path) -> None:
+    """The switch went silent on both uplinks: one wait in all, the second VSI of each uplink not sent."""
+    with VdpLab(lab_workdir, uplinks=2) as lab:
+        assert lab.switch_lldpad is not None
+        lab.switch_lldpad.stop()
+        ids = [str(uuid.uuid4()) for _ in range(4)]
+        specs = [("up0", "assoc", ids[0]), ("up0", "assoc", ids[1]), ("up1", "assoc", ids[2]), ("up1", "assoc", ids[3])]
+        got = in_host(lab, MANY_CODE + f"with clif.Clif() as c: out(r=many(c, {specs!r}, wait=0.5))")
+        results, secs = got["r"]
+        assert [r["type"] for r in results] == ["DeadlineExceeded", "NotSent"] * 2
+        assert "no VDP answer" in results[0]["text"] and "no VDP answer" in results[2]["text"]
+        assert "not sent" in results[1]["text"] and "not sent" in results[3]["text"]
+        assert 0.45 < secs < 1.2
+        pending = {r["uuid"] for u in ("up0", "up1") for r in lab.lldpad().vsi_table(u)}
+        assert pending == {ids[0], ids[2]}  # lldpad holds only what was sent
+
+
 def test_vsi_without_evb_refused(lab_workdir: Path) -> None:
     """No bridge ever negotiated EVB: lldpad's VDP22 refuses at once (it does not queue the VSI)."""
     with VdpLab(lab_workdir, switch="none", wait_evb=False) as lab:

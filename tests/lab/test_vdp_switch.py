@@ -232,6 +232,40 @@ def test_silent_switch_vetoes_within_the_exchange_timeout(sw: SwitchLab, tmp_pat
     assert not set(insts) & set(_switch_holds(sw)) and host.journal(guest) is None
 
 
+def test_silent_switch_vetoes_an_incoming_migration_within_the_exchange_timeout(sw: SwitchLab, tmp_path: Path) -> None:
+    """The same silence for an incoming migration, whose reservations go through lldpad's client interface
+    with the migration hint: both uplinks wait side by side, so the veto still comes after one exchange
+    timeout; the port never sent leaves no record, the two sent stay journaled for teardown."""
+    host = _host(sw, tmp_path, exchange_timeout=2)
+    ports, insts = _three_ports()
+    sw.peer.control({"default": {"status": "silence"}})
+    guest = str(uuid.uuid4())
+    xml = domain_xml("vm", guest, ports=ports)
+    assert host.hook(xml, "migrate", "begin").rc == 0
+    result = host.hook(xml, "prepare", "begin")
+    assert result.rc == 1, result
+    assert 2.0 <= result.seconds < 3.5, result.seconds
+    assert result.stderr.count("\n") == 1 and "no VDP answer from the switch" in result.stderr, result.stderr
+    assert [_seen(sw, i) for i in insts] == [[("preassoc-rr", "silence")], [], [("preassoc-rr", "silence")]]
+    assert {r[0] for r in _records(host, guest)} == {MACS[0], MACS[2]}
+    assert not set(insts) & set(_switch_holds(sw))
+    # lldpad keeps the two sent VSIs until it restarts (see the test above); start the next test clean.
+    sw.peer.control({})
+    sw.lab.stop_lldpad()
+    sw.lab.start_lldpad(wait_evb=True, timeout=20)
+    _wait_vdp(sw.lab, None, ["up0", "up1"])
+    deadline = time.monotonic() + 20
+    while host.journal(guest) is not None:  # lldpad's VDP22 refuses requests until EVB is negotiated again
+        assert host.hook(xml, "release", "end").rc == 0
+        assert time.monotonic() < deadline, _records(host, guest)
+        time.sleep(0.5)
+    while (fresh := host.hook(xml, "prepare", "begin")).rc != 0:
+        assert "EVB" in fresh.stderr and time.monotonic() < deadline, fresh
+        time.sleep(0.5)
+    assert host.hook(xml, "release", "end").rc == 0
+    assert not set(insts) & set(_switch_holds(sw)) and host.journal(guest) is None
+
+
 def _requests(sw: SwitchLab, inst: str) -> list[tuple[str, str, int, bool, bool]]:
     """(switch port, mode, VLAN, M, S) of every non-keep-alive request the switch received for ``inst``."""
     return [(r["iface"], r["mode"], r["vlan"], r["hints"]["M"], r["hints"]["S"])
