@@ -153,10 +153,12 @@ def import_lean(name: str) -> ModuleType:
             if sys.modules.get(s.__name__) is s:
                 del sys.modules[s.__name__]
     fallbacks[name] = reason
-    # Forget the modules the attempt loaded that hold a stand-in's names (the failed one is gone already);
-    # the others (re, enum ...) stay: loading them twice would make two copies of their classes.
+    # Forget the modules the attempt loaded that hold a stand-in's names in their globals (the failed one
+    # is gone already); the others (re, enum ...) stay: loading them twice would make two copies of their
+    # classes.
     for loaded in set(sys.modules) - before:
-        if any(isinstance(v, _STAND_IN_TYPES) for v in vars(sys.modules[loaded]).values()):
+        module = sys.modules.get(loaded)
+        if module is not None and any(isinstance(v, _STAND_IN_TYPES) for v in vars(module).values()):
             del sys.modules[loaded]
     __import__(name)
     return sys.modules[name]

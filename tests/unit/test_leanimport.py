@@ -151,3 +151,23 @@ def test_a_dependency_that_needs_the_real_module_is_imported_the_ordinary_way(tm
         path=[str(tmp_path)],
     )
     assert out == {"ok": True, "fell_back": ["needs_real"], "real": True}
+
+
+def test_after_a_fallback_no_module_of_the_dependency_keeps_a_stand_in(tmp_path: Path) -> None:
+    """The submodule that imported fine during the failed attempt is loaded again, with the real names."""
+    package = tmp_path / "pkgdep"
+    package.mkdir()
+    (package / "sub.py").write_text("from inspect import getfullargspec\n")
+    (package / "__init__.py").write_text("from pkgdep import sub\nimport inspect\nFLAGS = inspect.CO_GENERATOR | 1\n")
+    out = _fresh(
+        """
+        leanimport.STAND_INS["pkgdep"] = ("inspect",)
+        mod = leanimport.import_lean("pkgdep")
+        import inspect
+        out["real"] = mod.sub.getfullargspec is inspect.getfullargspec
+        out["same_sub"] = mod.sub is sys.modules["pkgdep.sub"]
+        out["fell_back"] = sorted(leanimport.fallbacks)
+        """,
+        path=[str(tmp_path)],
+    )
+    assert out == {"real": True, "same_sub": True, "fell_back": ["pkgdep"]}
