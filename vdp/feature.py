@@ -22,6 +22,7 @@ class itself must stay cheap to import because the framework loads it for every 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import time
@@ -66,6 +67,7 @@ def _qbh_destination() -> int:
 
 #: Marks a failed request that never left the host, so its intent record can simply be dropped.
 _UNSENT = "_unsent"
+_RECONNECT_RETRY = 0.5  # seconds between attempts while lldpad is not ready at reconnect
 
 
 @contextlib.contextmanager
@@ -282,6 +284,8 @@ class VdpFeature(Feature):
         for record, answer in zip(plain, answers):
             if answer.ok:
                 results[record.key] = (None, {"vlan": answer.vlan} if answer.vlan is not None else {})
+            elif answer.errno == -errno.EPROTONOSUPPORT:  # no switch to ask yet (EVB not negotiated)
+                results[record.key] = (PeerUnavailable(f"{record.data['ifname']}: {answer.message}"), {})
             else:
                 results[record.key] = (PeerRefused(f"{record.data['ifname']}: {answer.message}"), {})
         return results
@@ -475,6 +479,22 @@ class VdpFeature(Feature):
         The framework never lets this veto (a failing ``reconnect`` makes libvirt kill the guest); each
         protocol is checked on its own so that lldpad being down does not hide a lost Qbh port.
         """
+        # lldpad restarted along with libvirtd (an upgrade, a network restart) takes a few seconds before it
+        # takes requests (EVB negotiation): wait for it, within the exchange timeout, rather than leave the
+        # guest without its associations until somebody notices.
+        give_up = min(ctx.deadline.at, time.monotonic() + self.config.exchange_timeout)
+        final: dict[str | None, Outcome] = {}
+        while True:
+            for o in self._reconnect_once(ctx):
+                if final.get(o.key) is None or not final[o.key].ok:  # a success in an earlier round stands
+                    final[o.key] = o
+            waiting = [o for o in final.values() if isinstance(o.error, PeerUnavailable)]
+            if not waiting or time.monotonic() + _RECONNECT_RETRY >= give_up:
+                return list(final.values())
+            ctx.log.info("lldpad or the switch is not ready (%s); retrying", waiting[0].error)
+            time.sleep(_RECONNECT_RETRY)
+
+    def _reconnect_once(self, ctx: Context) -> list[Outcome]:
         associated = ctx.journaled("associate")
         lost: list[Record] = []
         outcomes: list[Outcome] = []

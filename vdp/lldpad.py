@@ -102,6 +102,7 @@ class VsiResult:
     error_bits: int
     vlan: int | None
     message: str
+    errno: int = 0  # lldpad's refusal of the request itself (negative errno), 0 when it took it
 
 
 @plain
@@ -458,7 +459,7 @@ class LldpadClient(RouteSocket):
                 "(systemctl restart lldpad), then retry",
             )
         else:
-            p.result = _fail(p.req, f"{_what(p.req)}: {errno_message(err)}")
+            p.result = _fail(p.req, f"{_what(p.req)}: {errno_message(err)}", err)
 
     def _resend_teardown(self, p: _Pending, end: float) -> bool:
         """lldpad refused a DISASSOCIATE with EINVAL: settle ``p``, or resend it (True).
@@ -645,7 +646,7 @@ class LldpadClient(RouteSocket):
         """What one table snapshot says about ``p``: a result, the VDP22 response, or None (in progress)."""
         req = p.req
         if isinstance(got, int):
-            return _fail(req, f"{_what(req)}: {errno_message(got)}")
+            return _fail(req, f"{_what(req)}: {errno_message(got)}", got)
         mine = [s for s in got if s.instance == req.instance]
         if req.request == DISASSOCIATE:
             # Done when the VSI has left lldpad's table (the first snapshots may still show it).
@@ -698,5 +699,5 @@ def _what(req: VsiRequest) -> str:
     return f"VDP {REQUEST_NAMES.get(req.request, str(req.request))} of {req.mac} on {req.ifname}"
 
 
-def _fail(req: VsiRequest, message: str) -> VsiResult:
-    return VsiResult(req, False, None, 0, None, message)
+def _fail(req: VsiRequest, message: str, err: int = 0) -> VsiResult:
+    return VsiResult(req, False, None, 0, None, message, err)

@@ -179,6 +179,33 @@ def test_reconnect_reassociates_what_lldpad_lost(lab: VdpLab, host: HookHost) ->
     assert host.journal(guest_uuid) is None
 
 
+def test_reconnect_waits_for_an_lldpad_that_just_restarted(lab_workdir: Path, tmp_path: Path) -> None:
+    """libvirtd and lldpad restarted together: reconnect comes while lldpad still negotiates EVB (it refuses
+    VSI requests, then the switch may drop what it takes) and waits for it, within the exchange timeout.
+
+    A lab of its own, and two ports per uplink: lldpad's bridge takes an ECP frame whose sequence number
+    equals the last one it received as a repeat (acknowledged, not passed on to VDP), and a restarted
+    station numbers from 1 again -- so the first request after a restart is lost on an uplink where the
+    previous lldpad sent exactly one frame (openlldp qbg/ecp22.c; measured).
+    """
+    with VdpLab(lab_workdir, uplinks=2) as lab:
+        host = HookHost(lab, "host", tmp_path, uplinks={"fabric-a": "up0", "fabric-b": "up1"})
+        ports = [Port(f"52:54:00:cc:00:0{i}", "fabric-a" if i < 2 else "fabric-b", vlan=110 + i) for i in range(4)]
+        guest_uuid, xml = _guest(ports)
+        assert host.hook(xml, "prepare", "begin").rc == 0
+        lab.stop_lldpad("host")
+        lab.start_lldpad("host", wait_evb=False, timeout=20)
+        result = host.hook(xml, "reconnect", "begin")
+        assert (result.rc, result.stderr) == (0, "")
+        assert result.seconds < 5 + 2  # exchange_timeout = 5
+        assert "not ready" in host.log_file.read_text()
+        assert len(_table(lab, "up0")) == 2 and len(_table(lab, "up1")) == 2
+        time.sleep(2)  # what the switch took stays taken
+        assert len(_table(lab, "up0")) == 2 and len(_table(lab, "up1")) == 2
+        assert host.hook(xml, "release", "end").rc == 0
+        assert host.journal(guest_uuid) is None
+
+
 def test_status_shows_journal_next_to_lldpad(lab: VdpLab, host: HookHost) -> None:
     import json
 
