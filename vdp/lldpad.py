@@ -193,6 +193,7 @@ class LldpadClient(RouteSocket):
         # What lldpad told this socket outside the reply being waited for (see _note): final responses
         # from any GETLINK reply, and its unsolicited notifications, by VSI instance.
         self._finals: dict[uuid.UUID, int] = {}
+        self._tracked: set[uuid.UUID] = set()  # the VSIs this client sent requests for
         self._notices: dict[uuid.UUID, _Notice] = {}
         # lldpad's answers (0 or -errno) to our SETLINKs by seq, also when read while waiting for another
         # reply (e.g. the table read before the next uplink's request).
@@ -231,7 +232,7 @@ class LldpadClient(RouteSocket):
         if hdr.length <= 32 or hdr.type not in (NLMSG_DONE, RTM_NEWLINK, RTM_SETLINK):
             return
         try:
-            ports = nlmsg.decode_ports(msg)
+            ports = nlmsg.decode_ports(msg, only=self._tracked)  # other clients' VSIs are none of our business
             vfinfo = nlmsg.decode_vfinfo(msg) if hdr.type == RTM_SETLINK else []
         except ValueError:
             return
@@ -249,8 +250,11 @@ class LldpadClient(RouteSocket):
         while self._recv(0.0):
             pass
 
-    def _getlink(self, ifindex: int, end: float) -> list[PortStatus] | int:
-        """lldpad's VSI table for ``ifindex``, or the errno of its refusal (negative)."""
+    def _getlink(
+        self, ifindex: int, end: float, only: Sequence[uuid.UUID] | None = None
+    ) -> list[PortStatus] | int:
+        """lldpad's VSI table for ``ifindex`` (with ``only``: just those VSIs), or the errno of its refusal
+        (negative)."""
         seq = self._next_seq()
         self._send(nlmsg.encode_getlink(seq=seq, port_id=self.own_port_id, ifindex=ifindex))
         while time.monotonic() < end:
@@ -265,7 +269,7 @@ class LldpadClient(RouteSocket):
                 if hdr.type in (NLMSG_DONE, RTM_NEWLINK):
                     if hdr.length < 32:
                         return []  # NLMSG_DONE without an ifinfomsg: nothing to report
-                    return nlmsg.decode_ports(msg)
+                    return nlmsg.decode_ports(msg, only)
         raise TimeoutError
 
     # -- public API ----------------------------------------------------------------------------------
@@ -384,6 +388,7 @@ class LldpadClient(RouteSocket):
                     before = -errno.ETIMEDOUT
                 # An errno here (no VDP on the uplink...) comes back on the SETLINK too; probe to be safe.
                 p.fresh = not isinstance(before, int) and all(s.instance != p.req.instance for s in before)
+        self._tracked.add(p.req.instance)
         self._finals.pop(p.req.instance, None)
         self._notices.pop(p.req.instance, None)
         p.seq = self._next_seq()
@@ -563,20 +568,20 @@ class LldpadClient(RouteSocket):
                 p.result = self._result(p.req, verdict)
 
     def _snapshot(self, ifindex: int, end: float, wanted: Sequence[uuid.UUID]) -> list[PortStatus] | int:
-        """lldpad's table for ``ifindex``, read twice when one of ``wanted`` is missing from the first.
+        """lldpad's table rows for ``wanted`` on ``ifindex``, read twice when one is missing from the first.
 
         lldpad 1.1 drops a VSI from the table once it has reported its final state, and while walking
         the table it then skips the VSI after it (qbg/vdpnl.c, vdpnl_getlink: vdp22_status(++i, ...) on
         a list that just lost element i).  So "missing once" can be an artefact, e.g. when another
         client's DISASSOCIATE finishes on the same uplink; a second read right away tells.
         """
-        got = self._getlink(ifindex, end)
+        got = self._getlink(ifindex, end, wanted)
         if isinstance(got, int):
             return got
         seen = {s.instance for s in got}
         if all(w in seen for w in wanted):
             return got
-        return self._merge(got, self._getlink(ifindex, max(end, time.monotonic() + 0.001)))
+        return self._merge(got, self._getlink(ifindex, max(end, time.monotonic() + 0.001), wanted))
 
     @staticmethod
     def _merge(first: list[PortStatus], second: list[PortStatus] | int) -> list[PortStatus]:

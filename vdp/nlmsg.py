@@ -26,7 +26,7 @@ from hooks.plain import plain
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Collection, Iterator
     from typing import Any
 
 __all__ = [
@@ -154,6 +154,9 @@ PORT_PROFILE_RESPONSE_INSUFFICIENT_RESOURCES = 0x104
 PORT_PROFILE_RESPONSE_ERROR = 0x105
 
 _NLMSGHDR = struct.Struct("=IHHII")  # struct nlmsghdr {u32 len; u16 type; u16 flags; u32 seq; u32 pid}
+_NLA_HEADER = struct.Struct("=HH")  # struct nlattr {u16 nla_len; u16 nla_type}
+_NLA_TYPE_MASK = 0x3FFF  # nla_type without NLA_F_NESTED / NLA_F_NET_BYTEORDER
+_IFLA_START = _NLMSGHDR.size + 16  # link attributes follow struct ifinfomsg (16 bytes)
 _IFLA_VF_MAC_LEN = 32
 
 
@@ -590,21 +593,51 @@ def _port_status(port: Any, *, port_self: bool) -> PortStatus:
     )
 
 
-def decode_ports(msg_bytes: bytes) -> list[PortStatus]:
+def decode_ports(msg_bytes: bytes, only: Collection[uuid.UUID] | None = None) -> list[PortStatus]:
     """The ports a link message reports: every ``IFLA_VF_PORT``, then ``IFLA_PORT_SELF`` if present.
 
     Accepts lldpad's GETLINK reply (type ``NLMSG_DONE`` with a payload), the kernel's ``RTM_NEWLINK`` and
-    lldpad's unsolicited ``RTM_SETLINK`` notifications.
+    lldpad's unsolicited ``RTM_SETLINK`` notifications.  With ``only``, just the ports of those VSI
+    instances: the others are skipped undecoded.  lldpad's reply lists every VSI of the uplink, and
+    decoding one costs ~0.1 ms (measured: 100 VSIs, 10 ms), paid on every poll of a busy uplink.
     """
-    msg = _decode_link(msg_bytes)
-    out: list[PortStatus] = []
-    vf_ports = msg.get_attr("IFLA_VF_PORTS")
-    if vf_ports is not None:
-        out.extend(_port_status(p, port_self=False) for p in vf_ports.get_attrs("IFLA_VF_PORT"))
-    port_self = msg.get_attr("IFLA_PORT_SELF")
-    if port_self is not None:
-        out.append(_port_status(port_self, port_self=True))
-    return out
+    hdr = parse_header(msg_bytes)
+    if hdr.type not in (NLMSG_DONE, RTM_NEWLINK, RTM_SETLINK):
+        raise ValueError(f"netlink message type {hdr.type} carries no link attributes")
+    if hdr.length < _IFLA_START or hdr.length > len(msg_bytes):
+        raise ValueError(f"netlink message type {hdr.type} has no ifinfomsg payload")
+    wanted = None if only is None else [u.bytes for u in only]
+    vf_ports: list[PortStatus] = []
+    port_self: list[PortStatus] = []
+    for kind, start, end in _attributes(msg_bytes, _IFLA_START, hdr.length):
+        if kind == IFLA_VF_PORTS:
+            for inner, istart, iend in _attributes(msg_bytes, start + 4, end):
+                if inner == IFLA_VF_PORT and _mentions(msg_bytes[istart:iend], wanted):
+                    vf_ports.append(_decoded_port(LinkMsg.vf_ports.vf_port, msg_bytes[istart:iend], port_self=False))
+        elif kind == IFLA_PORT_SELF and _mentions(msg_bytes[start:end], wanted):
+            port_self.append(_decoded_port(LinkMsg.port_self, msg_bytes[start:end], port_self=True))
+    ports = vf_ports + port_self
+    return ports if only is None else [p for p in ports if p.instance in only]
+
+
+def _attributes(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(type without flag bits, start, end) of each netlink attribute in ``data[start:end]``."""
+    while start + 4 <= end:
+        length, kind = _NLA_HEADER.unpack_from(data, start)
+        if length < 4 or start + length > end:
+            raise ValueError(f"malformed netlink attribute at offset {start}")
+        yield kind & _NLA_TYPE_MASK, start, start + length
+        start += (length + 3) & ~3
+
+
+def _mentions(attr: bytes, wanted: list[bytes] | None) -> bool:
+    return wanted is None or any(w in attr for w in wanted)
+
+
+def _decoded_port(cls: Any, attr: bytes, *, port_self: bool) -> PortStatus:
+    port = cls(attr)
+    port.decode()
+    return _port_status(port, port_self=port_self)
 
 
 def decode_vfinfo(msg_bytes: bytes) -> list[tuple[str | None, int | None]]:

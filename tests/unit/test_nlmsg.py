@@ -301,6 +301,28 @@ def test_decode_lldpad_table(nested: bool) -> None:
     assert nlmsg.decode_ports(_msg(NLMSG_DONE, 0, 9, 1, 3, _nla(24, b"", nested=True))) == []
 
 
+@pytest.mark.parametrize("nested", [True, False])
+def test_decode_only_some_vsis(nested: bool) -> None:
+    """A busy uplink's table: only the VSIs asked for are decoded and returned, in table order."""
+    vsis = [uuid.uuid4() for _ in range(50)]
+    raw = _lldpad_done(9, [(v, i) for i, v in enumerate(vsis)], nested=nested)
+    got = nlmsg.decode_ports(raw, only=[vsis[40], vsis[3]])
+    assert [(p.instance, p.response) for p in got] == [(vsis[3], 3), (vsis[40], 40)]
+    assert nlmsg.decode_ports(raw, only=[uuid.uuid4()]) == []
+    assert nlmsg.decode_ports(raw, only=[]) == []
+    assert [p.instance for p in nlmsg.decode_ports(raw)] == vsis
+    # Another attribute carrying the same 16 bytes (the host UUID of a Qbh port) does not make it ours.
+    other = _nla(25, _nla(5, vsis[0].bytes) + _nla(4, uuid.uuid4().bytes), nested=True)
+    assert nlmsg.decode_ports(_msg(RTM_NEWLINK, 2, 1, 0, 5, other), only=[vsis[0]]) == []
+
+
+def test_decode_rejects_an_attribute_running_past_the_message() -> None:
+    raw = bytearray(_lldpad_done(9, [(uuid.uuid4(), 0)], nested=True))
+    struct.pack_into("=H", raw, 32, 0x400)  # IFLA_VF_PORTS claims 1 KiB
+    with pytest.raises(ValueError, match="malformed netlink attribute"):
+        nlmsg.decode_ports(bytes(raw))
+
+
 def test_decode_kernel_port_self_and_vf_ports() -> None:
     port_self = _nla(25, _nla(4, DOMAIN.bytes) + _nla(7, struct.pack("=H", 0x101)), nested=True)
     vf_ports = _nla(24, _nla(1, _nla(1, struct.pack("=I", 3)) + _nla(7, struct.pack("=H", 0x102)),
