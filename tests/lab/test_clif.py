@@ -201,17 +201,22 @@ def vsi(c, ifname, mode, hints, inst, vlan=0, wait=2.0):
 
 
 def _ecp_vsi_tlvs(pcap: bytes, src_mac: bytes) -> list[tuple[int, int, uuid.UUID]]:
-    """(TLV type, status byte, VSI id) of each VDP22 VSI TLV that ``src_mac`` sent in ECP requests.
+    """(TLV type, status byte, VSI id) of each VDP22 VSI TLV that ``src_mac`` sent in ECP requests."""
+    return [(t, status, vsi) for _, t, status, vsi in _ecp_vsi_requests(pcap, src_mac)]
 
-    pcap: 24-byte file header, then per frame a 16-byte record header (caplen at offset 8).  Frame:
-    dst(6) src(6) ethertype 0x8940, ECP header u16 (version 4 bits, op 2 bits: 0 request, subtype 10 bits)
-    + u16 seqno, then TLVs: u16 (type 7 bits, length 9 bits); VSI TLVs (types 1-4) start with the status
-    byte, type id (3), version (1), id format (1), VSI id (16).
+
+def _ecp_vsi_requests(pcap: bytes, src_mac: bytes) -> list[tuple[float, int, int, uuid.UUID]]:
+    """(capture time, TLV type, status byte, VSI id) of each VDP22 VSI TLV ``src_mac`` sent in ECP requests.
+
+    pcap: 24-byte file header, then per frame a 16-byte record header (seconds, microseconds, caplen).
+    Frame: dst(6) src(6) ethertype 0x8940, ECP header u16 (version 4 bits, op 2 bits: 0 request, subtype 10
+    bits) + u16 seqno, then TLVs: u16 (type 7 bits, length 9 bits); VSI TLVs (types 1-4) start with the
+    status byte, type id (3), version (1), id format (1), VSI id (16).
     """
     out = []
     pos = 24
     while pos + 16 <= len(pcap):
-        caplen = struct.unpack_from("<I", pcap, pos + 8)[0]
+        sec, usec, caplen = struct.unpack_from("<III", pcap, pos)
         frame = pcap[pos + 16 : pos + 16 + caplen]
         pos += 16 + caplen
         if frame[6:12] != src_mac or frame[12:14] != b"\x89\x40":
@@ -227,7 +232,7 @@ def _ecp_vsi_tlvs(pcap: bytes, src_mac: bytes) -> list[tuple[int, int, uuid.UUID
                 break
             value = frame[off + 2 : off + 2 + length]
             if 1 <= tlv_type <= 4:
-                out.append((tlv_type, value[0], uuid.UUID(bytes=bytes(value[6:22]))))
+                out.append((sec + usec / 1e6, tlv_type, value[0], uuid.UUID(bytes=bytes(value[6:22]))))
             off += 2 + length
     return out
 
@@ -331,20 +336,6 @@ def many(c, specs, wait=2.0):
 """
 
 
-def _request_times(pcap: bytes, src_mac: bytes) -> list[tuple[float, uuid.UUID]]:
-    """(capture time, VSI id) of each VDP22 VSI TLV ``src_mac`` sent in an ECP request, in order."""
-    out = []
-    pos = 24
-    while pos + 16 <= len(pcap):
-        sec, usec, caplen = struct.unpack_from("<III", pcap, pos)
-        frame = pcap[pos + 16 : pos + 16 + caplen]
-        pos += 16 + caplen
-        # One frame per TLV here; _ecp_vsi_tlvs parses the whole frame.
-        fake = pcap[:24] + struct.pack("<IIII", sec, usec, caplen, caplen) + frame
-        out += [(sec + usec / 1e6, vsi) for _, _, vsi in _ecp_vsi_tlvs(fake, src_mac)]
-    return out
-
-
 def test_vsi_many_runs_uplinks_in_parallel(lab_workdir: Path) -> None:
     """Two VSIs on each of two uplinks: the first of each uplink go out together, the second of an uplink
     only after the first was answered (as the switch sees it)."""
@@ -358,9 +349,8 @@ def test_vsi_many_runs_uplinks_in_parallel(lab_workdir: Path) -> None:
             pcaps = [cap.stop() for cap in caps]
         results, _ = got["r"]
         assert results == [{"ok": True, "mode": "assoc"}] * 4
-        sent0 = _request_times(pcaps[0], _mac(lab, "up0"))
-        sent1 = _request_times(pcaps[1], _mac(lab, "up1"))
-        first = {str(v): t for t, v in reversed(sent0 + sent1)}  # each VSI's first request
+        sent = _ecp_vsi_requests(pcaps[0], _mac(lab, "up0")) + _ecp_vsi_requests(pcaps[1], _mac(lab, "up1"))
+        first = {str(v): t for t, _, _, v in reversed(sent)}  # each VSI's first request
         assert first[ids[0]] < first[ids[1]] and first[ids[2]] < first[ids[3]]  # one at a time per uplink
         assert first[ids[2]] < first[ids[1]] and first[ids[0]] < first[ids[3]]  # uplinks side by side
         in_host(lab, MANY_CODE + f"with clif.Clif() as c: out(r=many(c, {[(i, 'deassoc', v) for i, _, v in specs]!r}))")
