@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["STAND_INS", "bindings", "fallbacks", "import_lean"]
 
-#: dependency -> the modules it gets stand-ins for while it imports.
+#: dependency -> the modules it gets stand-ins for while it imports.  (lxml 6 also imports ``typing``, but
+#: derives classes from ``typing.Generic``: that one it needs for real.)
 STAND_INS: dict[str, tuple[str, ...]] = {
     "lxml.etree": ("inspect", "gzip"),
     "pyroute2.netlink": ("logging", "typing", "traceback"),
