@@ -21,8 +21,8 @@ While the import runs the real module cannot be reached (the stand-in shadows it
 at that moment are answered here (``logging.getLogger``, ``platform.system``, ``typing.TypeVar`` and the
 like).  Anything else -- a constant used in arithmetic, a stand-in used as a base class -- raises; then the
 modules the attempt loaded that hold a stand-in's names are dropped and the dependency is imported the
-ordinary way, so a new release can cost time, never correctness.  ``tests/unit/test_leanimport.py`` fails loudly when a release
-names things this module does not expect, or when the ordinary way had to be taken.
+ordinary way, so a new release can cost time, never correctness.  ``tests/unit/test_leanimport.py`` fails
+loudly when a release names things this module does not expect, or when the ordinary way had to be taken.
 """
 
 from __future__ import annotations
