@@ -57,7 +57,9 @@ __all__ = [
     "decode_error",
     "decode_ports",
     "decode_vfinfo",
+    "encode_empty_vf_ports",
     "encode_getlink",
+    "encode_link_state",
     "encode_qbg_request",
     "encode_qbh_request",
     "parse_header",
@@ -109,6 +111,7 @@ RTM_SETLINK = 19
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 NLA_F_NESTED = 0x8000
+IFF_UP = 0x1  # struct ifinfomsg flags (include/uapi/linux/if.h)
 
 IFLA_IFNAME = 3
 IFLA_VFINFO_LIST = 22
@@ -471,6 +474,27 @@ def encode_qbh_request(
     else:
         attrs.append(("IFLA_VF_PORTS", {"attrs": [("IFLA_VF_PORT", {"attrs": port})]}))
     msg["attrs"] = attrs
+    return _finish(msg)
+
+
+def encode_link_state(*, seq: int, port_id: int, ifindex: int, up: bool) -> bytes:
+    """An ``RTM_SETLINK`` that sets ``IFF_UP`` on or off and changes nothing else (``ip link set up/down``)."""
+    msg = LinkMsg()
+    _header(msg, msg_type=RTM_SETLINK, flags=NLM_F_REQUEST | NLM_F_ACK, seq=seq, port_id=port_id)
+    msg["index"] = ifindex
+    msg["flags"] = IFF_UP if up else 0
+    msg["change"] = IFF_UP
+    msg["attrs"] = []
+    return _finish(msg)
+
+
+def encode_empty_vf_ports(*, seq: int, port_id: int, ifindex: int) -> bytes:
+    """An ``RTM_SETLINK`` with an empty ``IFLA_VF_PORTS``: asks whether the driver takes port profiles
+    at all without changing anything."""
+    msg = LinkMsg()
+    _header(msg, msg_type=RTM_SETLINK, flags=NLM_F_REQUEST | NLM_F_ACK, seq=seq, port_id=port_id)
+    msg["index"] = ifindex
+    msg["attrs"] = [("IFLA_VF_PORTS", {"attrs": []})]
     return _finish(msg)
 
 

@@ -51,8 +51,6 @@ from vdp import nlmsg
 from vdp.nlmsg import (
     ASSOCIATE,
     DISASSOCIATE,
-    NLM_F_ACK,
-    NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
     PORT_PROFILE_RESPONSE_INPROGRESS,
@@ -61,7 +59,6 @@ from vdp.nlmsg import (
     PREASSOCIATE_RR,
     REQUEST_NAMES,
     RTM_NEWLINK,
-    RTM_SETLINK,
     PortStatus,
 )
 from vdp.rtsocket import RouteSocket
@@ -95,7 +92,6 @@ LIBVIRT_CONFS = ("/etc/libvirt/libvirtd.conf", "/etc/libvirt/virtqemud.conf")
 _POLL_FIRST = 0.001  # first GETLINK this long after the acknowledgement
 _POLL_CAP = 0.100  # the interval doubles up to this
 _CLEANUP_GRACE = 0.5  # reserved before the deadline for the DISASSOCIATE that follows a timeout
-_IFF_UP = 0x1
 
 
 # --- value types ------------------------------------------------------------------------------------------
@@ -476,17 +472,7 @@ class QbhClient(RouteSocket):
 
     def _link_message(self, ifindex: int, up: bool) -> tuple[int, bytes]:
         seq = self._next_seq()
-        msg: Any = nlmsg.LinkMsg()
-        msg["header"]["type"] = RTM_SETLINK
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
-        msg["header"]["sequence_number"] = seq
-        msg["header"]["pid"] = self.port_id
-        msg["index"] = ifindex
-        msg["flags"] = _IFF_UP if up else 0
-        msg["change"] = _IFF_UP
-        msg["attrs"] = []
-        msg.encode()
-        return seq, bytes(msg.data[: msg["header"]["length"]])
+        return seq, nlmsg.encode_link_state(seq=seq, port_id=self.port_id, ifindex=ifindex, up=up)
 
     def _set_links(self, ifnames: Sequence[str], *, up: bool, end: float) -> dict[str, str]:
         """Set interfaces up or down through the kernel, together; ifname -> problem ('' when fine).
@@ -750,15 +736,7 @@ class QbhClient(RouteSocket):
         elif isinstance(reply, int) and -reply == errno.ENODEV:
             raise PeerUnavailable(f"interface {port.pf_ifname} does not exist (ENODEV)")
         seq = self._next_seq()
-        probe: Any = nlmsg.LinkMsg()
-        probe["header"]["type"] = RTM_SETLINK
-        probe["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
-        probe["header"]["sequence_number"] = seq
-        probe["header"]["pid"] = self.port_id
-        probe["index"] = port.pf_ifindex
-        probe["attrs"] = [("IFLA_VF_PORTS", {"attrs": []})]
-        probe.encode()
-        self._send(bytes(probe.data[: probe["header"]["length"]]), self.dest_pid)
+        self._send(nlmsg.encode_empty_vf_ports(seq=seq, port_id=self.port_id, ifindex=port.pf_ifindex), self.dest_pid)
         err = self._acks({seq}, end).get(seq)
         if err is None:
             raise PeerUnavailable(

@@ -398,3 +398,17 @@ def test_qbh_roundtrip(vf: int | None, mac: str, inst: uuid.UUID, host: uuid.UUI
     assert p.vf == (PORT_SELF_VF if vf is None else vf)
     assert p.port_self == (vf is None)
     assert nlmsg.decode_vfinfo(raw) == [(mac, None)]
+
+
+def test_link_state_and_empty_vf_ports_messages() -> None:
+    """The two plain RTM_SETLINKs the Qbh client sends: IFF_UP on/off (ifi_change = IFF_UP), and an empty
+    IFLA_VF_PORTS probe (struct ifinfomsg: family, pad, type, index, flags, change)."""
+    up = nlmsg.encode_link_state(seq=7, port_id=99, ifindex=5, up=True)
+    down = nlmsg.encode_link_state(seq=8, port_id=99, ifindex=5, up=False)
+    assert up[:16] == struct.pack("=IHHII", 32, nlmsg.RTM_SETLINK, 0x5, 7, 99)
+    assert struct.unpack_from("=BxHiII", up, 16) == (0, 0, 5, 0x1, 0x1)
+    assert struct.unpack_from("=BxHiII", down, 16) == (0, 0, 5, 0x0, 0x1)
+    probe = nlmsg.encode_empty_vf_ports(seq=9, port_id=99, ifindex=5)
+    assert probe[:16] == struct.pack("=IHHII", 36, nlmsg.RTM_SETLINK, 0x5, 9, 99)
+    assert struct.unpack_from("=BxHiII", probe, 16) == (0, 0, 5, 0, 0)
+    assert struct.unpack_from("=HH", probe, 32)[1] & 0x3FFF == nlmsg.IFLA_VF_PORTS
