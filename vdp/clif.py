@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Sequence
 
 from hooks.errors import DeadlineExceeded, FeatureError, HookError, PeerRefused, PeerUnavailable
-from hooks.plain import plain
+from hooks.plain import as_dict, plain
 from vdp.status import VDP22_SUCCESS, split_vdp22, vdp22_message
 
 __all__ = [
@@ -894,17 +894,7 @@ class Clif:
                 # for this VSI; below only an event in the requested state or "deassoc" (a refusal) counts.
                 self._drop_events(wanted)
                 reply = self._command(
-                    vsi_request(
-                        c.ifname,
-                        mode=c.mode,
-                        manager_id=c.manager_id,
-                        type_id=c.type_id,
-                        type_version=c.type_version,
-                        instance=c.instance,
-                        mac=c.mac,
-                        vlan=c.vlan,
-                        hints=c.hints,
-                    ),
+                    vsi_request(**as_dict(c)),
                     what=f"the VSI {c.mode} request",
                     timeout=min(self.timeout, max(end - time.monotonic(), 0.001)),
                 )
