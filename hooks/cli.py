@@ -146,7 +146,7 @@ def apparmor_problem(root: str = "/") -> str | None:
 
 #: What the hook imports for a Qbg/Qbh port, the way its entry does (``python3 -S``, site-packages added
 #: without .pth files, hooks/leanimport.py); prints the dependencies that had to be imported the ordinary way.
-_HOOK_IMPORTS = """
+HOOK_IMPORTS = """
 import json, site, sys
 sys.path.extend(site.getsitepackages())
 sys.path.insert(0, {lib!r})
@@ -164,7 +164,7 @@ def _hook_imports() -> CheckResult:
     lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         proc = subprocess.run(
-            [sys.executable, "-S", "-c", _HOOK_IMPORTS.format(lib=lib)],
+            [sys.executable, "-S", "-c", HOOK_IMPORTS.format(lib=lib)],
             capture_output=True,
             text=True,
             timeout=60,
