@@ -176,19 +176,11 @@ class _PortState:
 
 def _attrs(data: bytes) -> list[tuple[int, bytes]]:
     """(type without flags, payload) of each attribute; a malformed tail ends the list."""
-    out = []
-    pos = 0
-    while pos + 4 <= len(data):
-        length, atype = struct.unpack_from("=HH", data, pos)
-        if length < 4 or pos + length > len(data):
-            break
-        out.append((atype & _NLA_TYPE_MASK, data[pos + 4 : pos + length]))
-        pos += (length + 3) & ~3
-    return out
+    return [(atype, payload) for atype, _, payload in _raw_attrs(data)]
 
 
 def _raw_attrs(data: bytes) -> list[tuple[int, int, bytes]]:
-    """Like :func:`_attrs` but with the declared length (rtnetlink checks it)."""
+    """(type without flags, declared length, payload) of each attribute (rtnetlink checks the length)."""
     out = []
     pos = 0
     while pos + 4 <= len(data):
