@@ -22,7 +22,7 @@ from hooks.journal import Journal
 from hooks.log import EventLog, setup_logging
 from hooks.plain import replace
 from hooks.policy import Policy, read_emergency
-from hooks.transaction import Veto, release, run_setup, run_verify
+from hooks.transaction import Veto, release, release_reason, run_setup, run_verify
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
@@ -226,7 +226,8 @@ def _run(argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elo
             features = _features(config, raw, leftover, elog)
             problems = release(event, features, config=config, journal=gj, log=elog, deadline=deadline)
         elog.info(
-            "released%s",
+            "released (libvirt's reason: %s)%s",
+            release_reason(event.extra),
             f" with {len(problems)} problem(s) left pending" if problems else "",
             outcome="pending" if problems else "ok",
         )

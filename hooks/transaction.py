@@ -23,7 +23,24 @@ from hooks.log import INFO, WARNING, EventLog
 from hooks.plain import field, plain, replace
 from hooks.policy import Policy
 
-__all__ = ["Veto", "release", "run_setup", "run_teardown", "run_verify"]
+__all__ = ["RELEASE_REASONS", "Veto", "release", "release_reason", "run_setup", "run_teardown", "run_verify"]
+
+#: What libvirt >= 10.5 passes as the last argument of ``release end`` (the domain's shutoff reason,
+#: virDomainShutoffReason as a string; docs/hooks.rst): why the guest is gone from this host.  Before 10.5
+#: it passed ``-``.  Teardown is the same for every reason (what this host set up goes); the reason is
+#: logged and tells a feature what else it may know (``migrated``: the guest runs on another host now).
+RELEASE_REASONS = frozenset(
+    {"unknown", "shutdown", "destroyed", "crashed", "migrated", "saved", "failed", "from snapshot", "daemon"}
+)
+
+
+def release_reason(extra: str) -> str:
+    """libvirt's shutoff reason from ``release end``'s last argument: one of RELEASE_REASONS, ``-`` when
+    libvirt gave none (< 10.5), ``unknown`` for anything a later libvirt may add."""
+    reason = " ".join(extra.split()).lower()
+    if reason in ("", "-"):
+        return "-"
+    return reason if reason in RELEASE_REASONS else "unknown"
 
 
 @plain(frozen=True)

@@ -96,8 +96,29 @@ def _uplink_locks(ifnames: Sequence[str], deadline: float) -> Iterator[None]:
 
 
 def _carried(data: Mapping[str, Any]) -> dict[str, Any]:
-    """What a later request for the same port takes over from an earlier one's journal record."""
-    return {k: data[k] for k in ("vlan", "pf_ifname", "vf") if k in data}
+    """What a later request for the same port takes over from an earlier one's journal record (the VSI's
+    transport too: lldpad reports a VSI's progress only over the transport that created it)."""
+    carried = {k: data[k] for k in ("vlan", "pf_ifname", "vf") if k in data}
+    if data.get("proto") == "qbg":
+        carried["via"] = _transport(data)
+    return carried
+
+
+#: How a Qbg VSI reached lldpad, journaled as ``via``: its later requests (teardown above all) must take
+#: the same way.  lldpad reports a VSI's progress to the netlink pid that created it, and to its client
+#: interface only for a VSI without one (openlldp qbg/vdp22.c, vdp22_clntback): a VSI made over netlink and
+#: withdrawn through the client interface is never answered there.  (The other way round works: netlink
+#: reads the outcome from lldpad's table; it is still kept symmetrical.)
+VIA_NETLINK, VIA_CLIF = "netlink", "clif"
+
+
+def _transport(data: Mapping[str, Any]) -> str:
+    """The transport a Qbg record's VSI was made with.  Journals written before ``via`` existed: only the
+    client interface took migration hints, so a record that learnt a ``hint`` came that way."""
+    via = data.get("via")
+    if via in (VIA_NETLINK, VIA_CLIF):
+        return str(via)
+    return VIA_CLIF if "hint" in data else VIA_NETLINK
 
 
 def _ifindex(ifname: str) -> int | None:
@@ -206,10 +227,18 @@ class VdpFeature(Feature):
         if not ports:
             return []
         before = learnt or {}
-        records = ctx.intend_many(
-            (p.key, kind, {**_port_data(p, self._ifname(p)), **_carried(before.get(p.key, {}))}) for p in ports
-        )
         hint = "to" if ctx.incoming else "none"
+        # Migration hints go only through lldpad's client interface, and only on VDP22 uplinks (asked once
+        # per uplink); the transport is journaled with the intent, before anything is sent.
+        ifnames = {self._ifname(p) for p in ports if p.kind == "qbg"} if hint != "none" else set()
+        hinted = {i for i in ifnames if self._vdp22(i)}
+        items = []
+        for p in ports:
+            data = {**_port_data(p, self._ifname(p)), **_carried(before.get(p.key, {}))}
+            if p.kind == "qbg" and "via" not in data:
+                data["via"] = VIA_CLIF if data["ifname"] in hinted else VIA_NETLINK
+            items.append((p.key, kind, data))
+        records = ctx.intend_many(items)
         results = self._send(records, request, ctx, hint=hint)
         outcomes = []
         confirmed, updates = [], {}
@@ -255,12 +284,10 @@ class VdpFeature(Feature):
         from vdp import lldpad
 
         results: dict[str, tuple[HookError | None, dict[str, Any]]] = {}
-        # Asked once per uplink (each answer is a round trip to lldpad's client interface).
-        vdp22 = {i: self._vdp22(i) for i in {r.data["ifname"] for r in records}} if hint != "none" else {}
-        hinted = [r for r in records if vdp22.get(r.data["ifname"])]
+        hinted = [r for r in records if _transport(r.data) == VIA_CLIF]
         if hinted:
             results.update(self._send_qbg_hinted(hinted, request, ctx, hint=hint))
-        plain = [r for r in records if r.key not in results]
+        plain = [r for r in records if _transport(r.data) == VIA_NETLINK]
         if not plain:
             return results
         requests = [
@@ -394,13 +421,25 @@ class VdpFeature(Feature):
 
     # ------------------------------------------------------------------------------------------ teardown
     def teardown(self, records: Sequence[Record], ctx: Context) -> list[Outcome]:
-        """DISASSOCIATE every record, all in flight together; gone already counts as done."""
-        # libvirt >= 10.5 says why the guest is released; "migrated" means this is the source host.
-        hint = "from" if ctx.event.extra == "migrated" else "none"
+        """DISASSOCIATE every record over the transport its VSI was made with, all in flight together.
+
+        Done only when lldpad reports the switch's answer or that it holds nothing for the VSI; anything
+        else (no answer, lldpad busy with an unanswered request, lldpad gave up) leaves the record pending.
+        The same for every reason libvirt gives (``release end``'s last argument since libvirt 10.5)."""
+        from hooks.transaction import release_reason
+
+        reason = release_reason(ctx.event.extra) if ctx.event.hook == ("release", "end") else "-"
+        note = "disassociated on {}"
+        hint = "none"
+        if reason == "migrated":
+            # This is the source of a finished migration: the guest runs elsewhere and this host withdraws
+            # its side.  The S bit (hint "from") is asked for, but lldpad repeats the hints a VSI was created
+            # with (measured: see tests/lab/test_clif.py), so a switch never sees it from lldpad; a VSI the
+            # switch already moved to the destination is one lldpad holds no more (done).
+            hint = "from"
+            note = "disassociated on {} (the guest migrated: it runs on another host now)"
         results = self._send(records, DISASSOCIATE, ctx, hint=hint)
-        return [
-            Outcome(r.key, results.get(r.key, (None, {}))[0], f"disassociated on {r.data['ifname']}") for r in records
-        ]
+        return [Outcome(r.key, results.get(r.key, (None, {}))[0], note.format(r.data["ifname"])) for r in records]
 
     def declared(self, event: Event) -> list[tuple[str, str, Mapping[str, Any]]]:
         return [(p.key, "associate", _port_data(p, self._ifname(p))) for p in event.ports if p.kind in ("qbg", "qbh")]

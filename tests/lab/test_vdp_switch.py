@@ -469,3 +469,38 @@ def test_one_port_switch_source_during_a_failed_incoming_migration(tmp_path: Pat
             assert view() == ({}, {}, {})
         finally:
             peer.stop()
+
+
+REASONS = ["-", "unknown", "shutdown", "destroyed", "crashed", "migrated", "saved", "failed", "from snapshot", "daemon"]
+
+
+@pytest.mark.parametrize("how", ["start", "incoming"])
+@pytest.mark.parametrize("reason", REASONS)
+def test_release_with_every_reason_leaves_nothing(sw: SwitchLab, tmp_path: Path, how: str, reason: str) -> None:
+    """``release end`` as libvirt 9.0 (``-``) and 10.5+ (the shutoff reason) call it, for VSIs made over
+    netlink (a fresh start) and through lldpad's client interface (an incoming migration: hint "to").
+    Every reason tears down over the VSI's own transport, answered by the switch (no exchange timeout
+    waited out), and leaves nothing at the switch, in lldpad or in the journal; the reason is logged."""
+    host = _host(sw, tmp_path)
+    ports, insts = _three_ports()
+    guest = str(uuid.uuid4())
+    xml = domain_xml("vm", guest, ports=ports)
+    ops = ("migrate", "prepare", "start", "started") if how == "incoming" else ("prepare", "start", "started")
+    for op in ops:
+        assert host.hook(xml, op, "begin").rc == 0
+    journal = host.journal(guest)
+    assert journal is not None
+    via = "clif" if how == "incoming" else "netlink"
+    assert [r["data"]["via"] for r in journal["records"]] == [via] * 3, journal
+    assert set(insts) <= set(_switch_holds(sw))
+    assert host.hook(xml, "stopped", "end", reason).rc == 0
+    result = host.hook(xml, "release", "end", reason)
+    assert (result.rc, result.stderr, result.stdout) == (0, "", b""), result
+    assert result.seconds < 5  # exchange_timeout: nothing was waited out
+    assert host.journal(guest) is None, host.journal(guest)
+    assert not set(insts) & set(_switch_holds(sw)), sw.peer.table()
+    assert not set(insts) & set(_lldpad_holds(sw)) and not set(insts) & set(_netlink_table(sw))
+    assert [m for m, _ in _seen(sw, insts[0])][-1] == "deassoc"
+    last = host.log_file.read_text().rstrip().splitlines()[-1]
+    assert last.endswith(f"released (libvirt's reason: {reason})"), last
+    print(f"release end {reason!r} after {how}: {result.seconds * 1000:.0f} ms")
