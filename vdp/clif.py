@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 from hooks.errors import DeadlineExceeded, FeatureError, HookError, PeerRefused, PeerUnavailable
 from hooks.plain import as_dict, plain
-from vdp.status import VDP22_SUCCESS, split_vdp22, vdp22_message
+from vdp.status import VDP22_NONE, VDP22_SUCCESS, split_vdp22, vdp22_message
 
 __all__ = [
     "CLIF_LIBRARY",
@@ -571,6 +571,11 @@ class VsiCommand:
     hints: str = "none"
 
 
+#: vdptool's mode names -> the request names the rest of the product (and the veto line) uses.
+REQUEST_LABELS = {"preassoc": "PREASSOCIATE", "preassoc-rr": "PREASSOCIATE_RR", "assoc": "ASSOCIATE",
+                  "deassoc": "DISASSOCIATE"}
+
+
 def vsi_reply_from_event(requested: str, record: Sequence[tuple[str, str]]) -> VsiReply:
     """Build a :class:`VsiReply` from one decoded event record."""
     values = dict(record)
@@ -627,6 +632,11 @@ def _status_error(status: int, what: str, ifname: str) -> HookError:
 
 
 # -- the connection ----------------------------------------------------------------------------------------
+
+
+_LIST_FIRST = 0.005  # first look at lldpad's VSI listing this long after the requests went out ...
+_LIST_GROWTH = 1.25  # ... then each interval this much longer ...
+_LIST_CAP = 0.100  # ... up to this
 
 
 class NotSent(DeadlineExceeded):
@@ -882,6 +892,11 @@ class Clif:
             queues.setdefault(c.ifname, []).append(i)
         in_flight: dict[str, tuple[int, float]] = {}  # instance -> (index, end of its wait)
         self._attach()
+        # lldpad sends no client event when the switch refuses a change of a VSI it holds with KEEP (e.g.
+        # an ASSOCIATE after PREASSOCIATE_RR; measured with lldpad 1.1): only its VSI listing shows the new
+        # status.  A status listed before the request was sent is not its answer.
+        before = {ifname: self._listed(ifname) for ifname in queues}
+        poll_at, interval = time.monotonic() + _LIST_FIRST, _LIST_FIRST
 
         def launch(ifname: str) -> None:
             queue = queues[ifname]
@@ -901,13 +916,27 @@ class Clif:
                 if reply.ok:
                     in_flight[wanted] = (i, end)
                     return
-                results[i] = _status_error(reply.status, f"VSI {c.mode} of {c.instance}", c.ifname)
+                label = REQUEST_LABELS.get(c.mode, c.mode)
+                results[i] = _status_error(reply.status, f"{label} of VSI {c.instance}", c.ifname)
 
         try:
             for ifname in queues:
                 launch(ifname)
             while in_flight:
-                raw = self._next_event(min(end for _, end in in_flight.values()))
+                raw = self._next_event(min(poll_at, *(end for _, end in in_flight.values())))
+                if raw is None and time.monotonic() >= poll_at:
+                    for wanted, (i, _end) in list(in_flight.items()):
+                        c = commands[i]
+                        listed, prior = self._listed(c.ifname).get(wanted), before[c.ifname].get(wanted)
+                        if listed is not None and (prior is None or listed.fields != prior.fields):
+                            refusal = vsi_reply_from_event(c.mode, listed.fields)
+                            if refusal.response & 0xFF not in (VDP22_SUCCESS, VDP22_NONE):
+                                del in_flight[wanted]
+                                results[i] = refusal
+                                launch(c.ifname)
+                    interval = min(interval * _LIST_GROWTH, _LIST_CAP)
+                    poll_at = time.monotonic() + interval
+                    continue
                 if raw is None:  # the earliest wait is over: that switch port is silent
                     now = time.monotonic()
                     for wanted, (i, end) in list(in_flight.items()):
@@ -915,8 +944,8 @@ class Clif:
                             del in_flight[wanted]
                             c = commands[i]
                             results[i] = DeadlineExceeded(
-                                f"no VDP answer from the switch on {c.ifname} for VSI {c.instance} ({c.mode}) "
-                                f"within {wait:g} s",
+                                f"{REQUEST_LABELS.get(c.mode, c.mode)} on {c.ifname}: no VDP answer from the switch "
+                                f"within {wait:g} s (VSI {c.instance})",
                                 hint=f"check the uplink and EVB negotiation (lldptool -t -n -i {c.ifname} -g ncb "
                                 "-V evb); lldpad keeps the request pending",
                             )
@@ -935,14 +964,27 @@ class Clif:
                     if wanted not in in_flight:
                         continue
                     i = in_flight[wanted][0]
-                    if values.get("mode") not in (commands[i].mode, "deassoc"):
+                    reply = vsi_reply_from_event(commands[i].mode, record)
+                    # The answer: the requested state, "deassoc" (refused), or a refusal that left the VSI
+                    # in its previous state (KEEP: e.g. an ASSOCIATE refused after PREASSOCIATE_RR reports
+                    # mode preassoc-rr with the keep status) -- not a repeat of an earlier success.
+                    refused = reply.response & 0xFF not in (VDP22_SUCCESS, VDP22_NONE)
+                    if reply.mode not in (commands[i].mode, "deassoc") and not refused:
                         continue
                     del in_flight[wanted]
-                    results[i] = vsi_reply_from_event(commands[i].mode, record)
+                    results[i] = reply
                     launch(commands[i].ifname)
         except HookError as exc:  # lldpad failed us: whatever is not settled fails the same way
             return [exc if r is None else r for r in results]
         return [r for r in results if r is not None]
+
+    def _listed(self, ifname: str) -> dict[str, VsiReply]:
+        """lldpad's VSI listing of ``ifname`` by instance (``hints`` there is the VSI's last status)."""
+        try:
+            rows = self.vsi_list(ifname)
+        except HookError:  # an optional look: the events and the wait still decide
+            return {}
+        return {r.get("uuid", "").lower(): vsi_reply_from_event(r.get("mode", ""), list(r.items())) for r in rows}
 
     def _next_event(self, until: float) -> bytes | None:
         """The next queued or arriving event, or None when ``until`` passes first."""

@@ -288,6 +288,11 @@ class VdpFeature(Feature):
         if hinted:
             results.update(self._send_qbg_hinted(hinted, request, ctx, hint=hint))
         plain = [r for r in records if _transport(r.data) == VIA_NETLINK]
+        if request == DISASSOCIATE:
+            # lldpad's client interface refuses ("invalid parameters") to withdraw a VSI it no longer holds
+            # (the switch refused or moved it) or holds after a refused change (KEEP).  Its netlink side
+            # tells these apart from its table (gone: done) and withdraws what it still holds.
+            plain += [r for r in hinted if type(results[r.key][0]) is PeerRefused]
         if not plain:
             return results
         requests = [
@@ -312,9 +317,9 @@ class VdpFeature(Feature):
             if answer.ok:
                 results[record.key] = (None, {"vlan": answer.vlan} if answer.vlan is not None else {})
             elif answer.errno == -errno.EPROTONOSUPPORT:  # no switch to ask yet (EVB not negotiated)
-                results[record.key] = (PeerUnavailable(f"{record.data['ifname']}: {answer.message}"), {})
+                results[record.key] = (PeerUnavailable(answer.message), {})
             else:
-                results[record.key] = (PeerRefused(f"{record.data['ifname']}: {answer.message}"), {})
+                results[record.key] = (PeerRefused(answer.message), {})
         return results
 
     def _vdp22(self, ifname: str) -> bool:
@@ -365,7 +370,8 @@ class VdpFeature(Feature):
                 learnt = {"hint": hint} if reply.vlan is None else {"vlan": reply.vlan, "hint": hint}
                 results[r.key] = (None, learnt)
             else:
-                results[r.key] = (PeerRefused(f"{r.data['ifname']}: {reply.message}"), {})
+                label = clif.REQUEST_LABELS.get(mode, mode)
+                results[r.key] = (PeerRefused(f"{label} on {r.data['ifname']}: {reply.message}"), {})
         return results
 
     def _send_qbh(

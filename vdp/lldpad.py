@@ -701,7 +701,8 @@ def _ifindex(ifname: str) -> int | None:
 
 
 def _what(req: VsiRequest) -> str:
-    return f"VDP {REQUEST_NAMES.get(req.request, str(req.request))} of {req.mac} on {req.ifname}"
+    """The request and its uplink, once: the veto line names the port (its MAC) itself."""
+    return f"{REQUEST_NAMES.get(req.request, str(req.request))} on {req.ifname}"
 
 
 def _fail(req: VsiRequest, message: str, err: int = 0) -> VsiResult:

@@ -504,3 +504,39 @@ def test_release_with_every_reason_leaves_nothing(sw: SwitchLab, tmp_path: Path,
     last = host.log_file.read_text().rstrip().splitlines()[-1]
     assert last.endswith(f"released (libvirt's reason: {reason})"), last
     print(f"release end {reason!r} after {how}: {result.seconds * 1000:.0f} ms")
+
+
+@pytest.mark.parametrize("hints", ["auto", "never"])
+@pytest.mark.parametrize("refusal", [{"status": "keep", "code": 2}, {"status": "insufficient-resources", "hard": True}],
+                         ids=["keep", "hard"])
+def test_refused_association_after_a_reservation_vetoes_at_once(
+    sw: SwitchLab, tmp_path: Path, hints: str, refusal: dict[str, object]
+) -> None:
+    """An incoming migration: PREASSOCIATE_RR accepted at ``prepare begin``, then the switch refuses the
+    ASSOCIATE at ``started begin`` (the modify path of a VSI lldpad holds) with KEEP or a hard error.
+    lldpad knows at once (its table; through liblldp_clif it sends no event for a KEEP, its VSI listing
+    shows it): the veto comes in a fraction of the exchange timeout (10 s here), names the request and the
+    cause, and says the port's MAC and uplink once each; the guest never resumes.  Rollback and
+    ``release end failed`` leave nothing anywhere."""
+    host = _host(sw, tmp_path, exchange_timeout=10, extra=f"[vdp]\nhints = {hints}\n")
+    ports, insts = _three_ports()
+    guest = str(uuid.uuid4())
+    xml = domain_xml("vm", guest, ports=ports[:1])
+    for op in ("migrate", "prepare", "start"):
+        assert host.hook(xml, op, "begin").rc == 0
+    sw.peer.control({"instances": {insts[0]: {**refusal, "modes": ["assoc"]}}})
+    started = host.hook(xml, "started", "begin")
+    assert started.rc == 1, started
+    assert started.seconds < 5, started  # not the exchange timeout
+    line = started.stderr
+    assert line.count("\n") == 1, line
+    assert ": ASSOCIATE on up0: " in line, line
+    assert line.count(MACS[0]) == 1 and line.count("up0") == 1, line
+    words = ("keep", "insufficient resources") if refusal["status"] == "keep" else ("hard error",)
+    assert all(w in line for w in words), line
+    assert "check EVB" not in line and "no VDP answer" not in line, line
+    assert _seen(sw, insts[0])[:2] == [("preassoc-rr", "success"), ("assoc", str(refusal["status"]))]
+    assert host.hook(xml, "release", "end", "failed").rc == 0
+    assert host.journal(guest) is None, host.journal(guest)
+    assert insts[0] not in _switch_holds(sw) and insts[0] not in _netlink_table(sw)
+    print(f"{hints} {refusal['status']}: {started.seconds * 1000:.0f} ms: {line}")

@@ -29,11 +29,12 @@ used.  Layout, every key optional::
       "ifaces":    {"vbr1": RULE},            # per switch port
       "instances": {"<uuid>": RULE},          # per VSI instance id (lower case, with dashes)
       "vlan":      100,                       # VLAN given for VLAN 0 (default 100)
-      "commands":  [{"id": "k1", "deassoc": "<uuid>", "iface": "vbr0", "hard": false}]
+      "commands":  [{"id": "k1", "deassoc": "<uuid>", "iface": "vbr0", "hard": false},
+                    {"id": "r1", "release": "<uuid>", "status": "success"}]
     }
 
     RULE = {"status": "success" | "invalid-format" | "insufficient-resources" |
-                      "no-vsi-manager" | "other" | "invalid-address" | "keep" | "silence",
+                      "no-vsi-manager" | "other" | "invalid-address" | "keep" | "silence" | "hold",
             "code": 3,           # keep only: status code sent with the keep bit (default 3)
             "hard": false,       # error/keep: also set the hard-error bit
             "delay_ms": 0,       # answer this much later (the table changes at once)
@@ -60,9 +61,14 @@ lldpad's station reports a final status once: the GETLINK that shows it makes ll
 (refused, de-associated) VSI.  A refused change of an existing VSI (e.g. ASSOCIATE after a successful
 PREASSOCIATE_RR) that a GETLINK saw pending is dropped and its status goes only to the requester's
 netlink port as an unsolicited message.
+* ``hold``: like ``silence`` until the test says otherwise: the request is kept unanswered until a
+  ``release`` command for its instance answers it as that command's ``status`` says (default success;
+  any status but silence/hold).  A late or slow switch without timing: the test decides when it answers.
 * ``commands``: each entry with an ``id`` not seen before is run once when the file changes (the peer
   polls its mtime every 0.1 s): ``deassoc`` sends a switch-initiated de-associate (no 0x40 bit) for that
-  instance to the station on ``iface`` (default: every port holding it) and drops it from the table.
+  instance to the station on ``iface`` (default: every port holding it) and drops it from the table;
+  ``release`` answers the held requests of that instance (event ``released``, then the table changes
+  and the answer goes out as for a request answered at once).
 
 Switch models (``--model``): ``per-port`` keeps each port's VSIs independently.  ``one-port`` lets a
 VSI instance live at one port at a time: a successful associate at port B of an instance held at port A
@@ -131,7 +137,7 @@ DEFAULT_KEEP_CODE = 3
 
 ERROR_CODES = {"invalid-format": 1, "insufficient-resources": 2, "no-vsi-manager": 3, "other": 4,
                "invalid-address": 5}
-STATUSES = ("success", "keep", "silence", *ERROR_CODES)
+STATUSES = ("success", "keep", "silence", "hold", *ERROR_CODES)
 _MODE_BY_NAME = {name: mode for mode, name in w.MODE_NAMES.items()}
 
 
@@ -218,6 +224,7 @@ class Peer:
         self.control: dict[str, Any] = {}
         self.control_mtime: float | None = None
         self.commands_done: set[str] = set()
+        self.held: dict[str, list[tuple[Port, bytes, w.VsiTlv, dict[str, Any]]]] = {}  # instance -> requests
         self.log = open(self.state / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - process lifetime
         self.timers: list[tuple[float, Callable[[], None]]] = []
         self.running = True
@@ -276,9 +283,12 @@ class Peer:
         self.control_mtime = mtime
         for cmd in self.read_control().get("commands", []):
             cmd_id = str(cmd.get("id"))
-            if cmd_id in self.commands_done or "deassoc" not in cmd:
+            if cmd_id in self.commands_done or ("deassoc" not in cmd and "release" not in cmd):
                 continue
             self.commands_done.add(cmd_id)
+            if "release" in cmd:
+                self.release(cmd)
+                continue
             instance = str(cmd["deassoc"]).lower()
             for port in self.ports.values():
                 if cmd.get("iface") in (None, port.name) and instance in port.vsis:
@@ -403,6 +413,24 @@ class Peer:
         if rule.status == "silence":
             self.event("request", **record)
             return
+        if rule.status == "hold":
+            self.held.setdefault(instance, []).append((port, mgrid, vsi, record))
+            self.event("request", **record)
+            return
+        self.answer(port, mgrid, vsi, rule, record)
+
+    def release(self, cmd: dict[str, Any]) -> None:
+        """A ``release`` command: answer the held requests of its instance, oldest first."""
+        instance = str(cmd["release"]).lower()
+        raw = {"status": cmd.get("status", "success"), **{k: cmd[k] for k in ("code", "hard", "vlan") if k in cmd}}
+        rule = Rule.parse(raw, int(self.control.get("vlan", DEFAULT_VLAN)))
+        for port, mgrid, vsi, record in self.held.pop(instance, []):
+            self.event("released", iface=port.name, instance=instance, status=rule.status)
+            self.answer(port, mgrid, vsi, rule, dict(record, answer=rule.status, late=True))
+
+    def answer(self, port: Port, mgrid: bytes, vsi: w.VsiTlv, rule: Rule, record: dict[str, Any]) -> None:
+        """Answer one VSI TLV as ``rule`` says (table change, reply queued); log ``record`` as a request."""
+        instance = vsi.instance
         hard = w.STATUS_HARD if rule.hard else 0
         reply: w.VsiTlv
         if rule.status in ERROR_CODES:
