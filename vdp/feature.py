@@ -316,11 +316,49 @@ class VdpFeature(Feature):
         for record, answer in zip(plain, answers):
             if answer.ok:
                 results[record.key] = (None, {"vlan": answer.vlan} if answer.vlan is not None else {})
+            elif answer.stuck:
+                results[record.key] = (self._stuck(record, request, ctx, ended=answer.stuck == "ended"), {})
             elif answer.errno == -errno.EPROTONOSUPPORT:  # no switch to ask yet (EVB not negotiated)
                 results[record.key] = (PeerUnavailable(answer.message), {})
             else:
                 results[record.key] = (PeerRefused(answer.message), {})
         return results
+
+    def _stuck(self, record: Record, request: int, ctx: Context, *, ended: bool = False) -> HookError:
+        """lldpad refused ``request`` because an earlier request for this VSI still lacks the switch's answer
+        (a silent or late switch): say so, and since when -- the oldest unconfirmed journal record of the
+        VSI is the request lldpad still holds."""
+        from vdp import nlmsg, status
+
+        instance = record.data.get("instance")
+        open_ = [r for r in ctx.journal.records if r.data.get("instance") == instance and r.state != "done"]
+        since = ""
+        if open_:
+            first = min(open_, key=lambda r: r.created)
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(first.created))
+            since = f" since {when} ({first.op})" if first.op else f" since {when}"
+        ifname = record.data["ifname"]
+        what = f"{nlmsg.REQUEST_NAMES.get(request, str(request))} on {ifname}"
+        return PeerRefused(status.stuck_message(what, since=since, ended=ended, uplink=ifname))
+
+    def _held_unanswered(self, records: Sequence[Record]) -> set[str]:
+        """Keys of ``records`` whose VSI lldpad lists in progress (no response): an earlier request for it is
+        still without the switch's answer.  Asked over netlink (its table shows every VSI; the client
+        interface's listing drops the ones lldpad gave up on)."""
+        from vdp import lldpad
+
+        stuck: set[str] = set()
+        try:
+            with lldpad.LldpadClient(exchange_timeout=self.config.exchange_timeout) as client:
+                for ifname in sorted({r.data["ifname"] for r in records}):
+                    rows = {str(s.instance): s for s in client.table(ifname)}
+                    for r in records:
+                        row = rows.get(r.data["instance"])
+                        if r.data["ifname"] == ifname and row is not None and row.response is None:
+                            stuck.add(r.key)
+        except HookError:  # only an explanation: without it the refusal stands as lldpad worded it
+            return set()
+        return stuck
 
     def _vdp22(self, ifname: str) -> bool:
         """Does this uplink run VDP22 (so migration hints apply)?  Only asked when hints are wanted."""
@@ -363,8 +401,14 @@ class VdpFeature(Feature):
                 replies = conn.vsi_many(commands, wait=self.config.exchange_timeout, deadline=ctx.deadline.at)
         except HookError as exc:  # lldpad's client interface is unreachable: nothing was sent
             return {r.key: (exc, {_UNSENT: True}) for r in records}
+        # lldpad's client interface words a refusal caused by an earlier, still unanswered request for the
+        # VSI as "busy" or "invalid parameters": its table tells.
+        refused = [r for r, reply in zip(records, replies) if type(reply) is PeerRefused]
+        stuck = self._held_unanswered(refused) if refused and request != DISASSOCIATE else set()
         for r, reply in zip(records, replies):
-            if isinstance(reply, HookError):
+            if r.key in stuck:
+                results[r.key] = (self._stuck(r, request, ctx), {})
+            elif isinstance(reply, HookError):
                 results[r.key] = (reply, {_UNSENT: True} if isinstance(reply, clif.NotSent) else {})
             elif reply.ok:
                 learnt = {"hint": hint} if reply.vlan is None else {"vlan": reply.vlan, "hint": hint}
@@ -611,6 +655,11 @@ class VdpFeature(Feature):
                         states[r.key] = "missing from lldpad"
                     elif state.response is None:
                         states[r.key] = "in progress"
+                    elif state.response == 0 and r.state == "pending":
+                        # E.g. a late SUCCESS after a veto: the switch holds a VSI this host wants gone.
+                        states[r.key] = (
+                            "associated (status 0) though its teardown is pending: the next release end withdraws it"
+                        )
                     else:
                         states[r.key] = "ok (status 0)" if state.response == 0 else f"status {state.response}"
         return states

@@ -47,7 +47,7 @@ from vdp.nlmsg import (
     VsiType,
 )
 from vdp.rtsocket import RouteSocket
-from vdp.status import VDP22_NONE, VDP22_SUCCESS, errno_message, split_vdp22, vdp22_message
+from vdp.status import VDP22_NONE, VDP22_SUCCESS, errno_message, split_vdp22, stuck_message, vdp22_message
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
@@ -103,6 +103,9 @@ class VsiResult:
     vlan: int | None
     message: str
     errno: int = 0  # lldpad's refusal of the request itself (negative errno), 0 when it took it
+    #: lldpad refused because an earlier request for this VSI never got the switch's answer: "busy" (it
+    #: still waits, EBUSY) or "ended" (it gave up, ENODEV); "" otherwise.  Not a statement about the switch.
+    stuck: str = ""
 
 
 @plain
@@ -447,21 +450,17 @@ class LldpadClient(RouteSocket):
             if self._resend_teardown(p, end_of(p)):
                 by_seq[p.seq] = p
                 waiting.append(p)
-        elif err == -errno.ENODEV and p.req.request == DISASSOCIATE and self._ended_by_lldpad(p, end_of(p)):
-            p.result = VsiResult(
-                p.req,
-                True,
-                None,
-                0,
-                None,
-                "lldpad had already ended this VSI (it gave up waiting for the switch); nothing to tear down",
-            )
         elif err == -errno.ENODEV and self._ended_by_lldpad(p, end_of(p)):
-            p.result = _fail(
-                p.req,
-                f"{_what(p.req)}: lldpad still holds this VSI, ended, from an earlier request the switch never "
-                "answered, and refuses every request for it (ENODEV) until it is restarted -- restart lldpad "
-                "(systemctl restart lldpad), then retry",
+            # Not "already disassociated": lldpad gave up on the switch, which may hold the VSI all the same
+            # (its answer lost, or late).  A teardown stays pending until the switch or an lldpad that holds
+            # nothing for the VSI (after a restart: EINVAL and an empty table) says so.
+            p.result = VsiResult(
+                p.req, False, None, 0, None, stuck_message(_what(p.req), ended=True, uplink=p.req.ifname), err,
+                "ended",
+            )
+        elif err == -errno.EBUSY:
+            p.result = VsiResult(
+                p.req, False, None, 0, None, stuck_message(_what(p.req), uplink=p.req.ifname), err, "busy"
             )
         else:
             p.result = _fail(p.req, f"{_what(p.req)}: {errno_message(err)}", err)

@@ -48,6 +48,7 @@ __all__ = [
     "is_refusal_byte",
     "qbh_message",
     "split_vdp22",
+    "stuck_message",
     "vdp22_message",
 ]
 
@@ -146,7 +147,10 @@ _ERRNO_TEXT = {
         "the interface runs lldpad in bridge role, VDP requests need station role -- set evbmode = "
         '"station" for it in lldpad.conf and restart lldpad'
     ),
-    errno.EBUSY: "lldpad is still processing a previous request for this VSI -- retry in a moment",
+    errno.EBUSY: (
+        "lldpad still holds an unanswered request from the switch for this VSI, the previous request "
+        "(the switch is silent or slow) -- check the switch port; lldpad gives up after about 16 s"
+    ),
     errno.ENOMEM: "lldpad is out of memory -- restart lldpad",
 }
 
@@ -213,6 +217,26 @@ def vdp22_message(response: int) -> str:
     if names:
         text += f" (errors: {', '.join(names)} -- check the uplink cable and the switch port)"
     return text
+
+
+def stuck_message(what: str, *, since: str = "", ended: bool = False, uplink: str = "IF") -> str:
+    """One line for a request lldpad refuses because an earlier request for the same VSI is still without
+    the switch's answer (``what`` e.g. "ASSOCIATE on up0"; ``since`` e.g. " since 10:02:11 (prepare
+    begin)", from the journal).  ``ended``: lldpad gave up waiting (after about 16 s; it then answers
+    ENODEV for the VSI until it restarts); else it still waits (EBUSY, or "busy"/"invalid parameters"
+    through its client interface).  Neither says whether the switch holds the VSI."""
+    head = f"{what}: lldpad still holds an unanswered request from the switch for this VSI{since}"
+    evb = f"'lldptool -t -n -i {uplink} -g ncb -V evb'"
+    if ended:
+        return (
+            f"{head} and gave up waiting for it (ENODEV): it refuses every request for this VSI until it "
+            f"restarts, and whether the switch holds the VSI is unknown -- check the switch port for this VSI "
+            f"and EVB ({evb}), restart lldpad (systemctl restart lldpad), then retry"
+        )
+    return (
+        f"{head} (the switch is silent or slow; lldpad waits about 16 s, then gives up) -- check the switch "
+        f"port and EVB ({evb}); retry later, or restart lldpad (systemctl restart lldpad) to drop the request"
+    )
 
 
 def qbh_message(response: int) -> str:

@@ -68,7 +68,9 @@ netlink port as an unsolicited message.
   polls its mtime every 0.1 s): ``deassoc`` sends a switch-initiated de-associate (no 0x40 bit) for that
   instance to the station on ``iface`` (default: every port holding it) and drops it from the table;
   ``release`` answers the held requests of that instance (event ``released``, then the table changes
-  and the answer goes out as for a request answered at once).
+  and the answer goes out as for a request answered at once); ``reset_ecp`` forgets the last sequence
+  number received on every port (as a switch does when the link goes down), so that a restarted
+  station's first frame, numbered 1 again, is not taken for a retransmission of the old one's.
 
 Switch models (``--model``): ``per-port`` keeps each port's VSIs independently.  ``one-port`` lets a
 VSI instance live at one port at a time: a successful associate at port B of an instance held at port A
@@ -283,9 +285,14 @@ class Peer:
         self.control_mtime = mtime
         for cmd in self.read_control().get("commands", []):
             cmd_id = str(cmd.get("id"))
-            if cmd_id in self.commands_done or ("deassoc" not in cmd and "release" not in cmd):
+            if cmd_id in self.commands_done or not {"deassoc", "release", "reset_ecp"} & set(cmd):
                 continue
             self.commands_done.add(cmd_id)
+            if cmd.get("reset_ecp"):
+                for port in self.ports.values():
+                    port.rx_last_seq = None
+                self.event("reset-ecp")
+                continue
             if "release" in cmd:
                 self.release(cmd)
                 continue
