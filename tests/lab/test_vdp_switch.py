@@ -576,3 +576,109 @@ def test_refused_association_after_a_reservation_vetoes_at_once(
     assert host.journal(guest) is None, host.journal(guest)
     assert insts[0] not in _switch_holds(sw) and insts[0] not in _netlink_table(sw)
     print(f"{hints} {refusal['status']}: {started.seconds * 1000:.0f} ms: {line}")
+
+
+@pytest.mark.parametrize("how", ["start", "incoming"])
+def test_late_success_after_a_veto_is_drift_and_withdrawn_by_the_next_teardown(
+    sw: SwitchLab, tmp_path: Path, how: str
+) -> None:
+    """A slow switch: it holds its answer (switch peer ``hold``) until the test releases it.  The hook
+    vetoes after the exchange timeout; the rollback's DISASSOCIATE is refused (lldpad still waits: EBUSY),
+    so the records stay pending, saying so.  A retry meanwhile is vetoed naming that cause, since when,
+    not "retry in a moment".  Then the switch's SUCCESS arrives, late: the switch holds a VSI for a guest
+    that never ran.  ``vdp-hooks status`` flags it (exit 1), and the next ``release end`` withdraws it:
+    nothing is left at the switch, in lldpad or in the journal."""
+    host = _host(sw, tmp_path, exchange_timeout=2)
+    ports, insts = _three_ports()
+    ports, insts = [ports[0], ports[2]], [insts[0], insts[2]]  # one port per uplink
+    guest = str(uuid.uuid4())
+    xml = domain_xml("vm", guest, ports=ports)
+    sw.peer.control({"default": {"status": "hold"}})
+    begin = ("migrate", "prepare") if how == "incoming" else ("prepare",)
+    mode = "preassoc-rr" if how == "incoming" else "assoc"
+    for op in begin[:-1]:
+        assert host.hook(xml, op, "begin").rc == 0
+    vetoed = host.hook(xml, begin[-1], "begin")
+    assert vetoed.rc == 1 and "no " in vetoed.stderr and "answer" in vetoed.stderr, vetoed
+    assert [_seen(sw, i) for i in insts] == [[(mode, "hold")]] * 2
+    assert [r[2] for r in _records(host, guest)] == ["pending", "pending"]
+    journal = host.journal(guest)
+    assert journal is not None
+    assert all("holds an unanswered request" in r["error"] for r in journal["records"]), journal
+    since = time.strftime("%H:%M:%S", time.localtime(min(r["created"] for r in journal["records"])))
+
+    for op in begin[:-1]:
+        assert host.hook(xml, op, "begin").rc == 0
+    retry = host.hook(xml, begin[-1], "begin")
+    assert retry.rc == 1, retry
+    assert "holds an unanswered request from the switch for this VSI since" in retry.stderr, retry.stderr
+    assert since in retry.stderr, (since, retry.stderr)
+    assert "retry in a moment" not in retry.stderr and "check the port's MAC" not in retry.stderr, retry.stderr
+    assert [_seen(sw, i) for i in insts] == [[(mode, "hold")]] * 2  # lldpad sent nothing more
+
+    sw.peer.control({"commands": [{"id": f"late-{i}", "release": i} for i in insts]})
+    _wait(lambda: set(insts) <= set(_switch_holds(sw)), 5, "the switch took the late requests")
+    _wait(lambda: all(_netlink_table(sw).get(i) == 0 for i in insts), 5, "lldpad heard the late SUCCESS")
+    status = host.cli("status", "--json")
+    assert status.returncode == 1, status
+    doc = json.loads(status.stdout)
+    assert doc["drift"] is True
+    (mine,) = [g for g in doc["guests"] if g["uuid"] == guest]
+    assert {r["state"] for r in mine["records"]} == {"pending"}
+    assert all(r["drift"] and "teardown is pending" in r["live"] for r in mine["records"]), mine
+
+    sw.peer.control({})
+    release = host.hook(xml, "release", "end", "failed" if how == "incoming" else "-")
+    assert (release.rc, release.stderr) == (0, ""), release
+    assert host.journal(guest) is None, host.journal(guest)
+    assert not set(insts) & set(_switch_holds(sw)), sw.peer.table()
+    assert not set(insts) & set(_netlink_table(sw)) and not set(insts) & set(_lldpad_holds(sw))
+    assert [_seen(sw, i)[-1] for i in insts] == [("deassoc", "success")] * 2
+
+
+def test_unanswered_disassociate_stays_pending_through_lldpads_enodev(sw: SwitchLab, tmp_path: Path) -> None:
+    """The switch took the association, then holds its answer to the DISASSOCIATE (``hold``).
+    ``release end`` waits one exchange timeout and keeps the record pending; later ones get EBUSY (lldpad
+    still waits), then, once lldpad has given up on the switch (~16 s), ENODEV.  None of these is the
+    switch letting go -- it still holds the VSI -- so the record stays pending, saying so.  When the
+    switch finally answers, lldpad forgets the VSI: the next ``release end`` is done."""
+    host = _host(sw, tmp_path, exchange_timeout=2)
+    ports, insts = _three_ports()
+    guest = str(uuid.uuid4())
+    xml = domain_xml("vm", guest, ports=ports[:1])
+    assert host.hook(xml, "prepare", "begin").rc == 0
+    assert insts[0] in _switch_holds(sw)
+    sw.peer.control({"default": {"status": "hold", "modes": ["deassoc"]}})
+    started = time.monotonic()
+    first = host.hook(xml, "release", "end", "destroyed")
+    assert (first.rc, first.stderr) == (0, ""), first
+    assert first.seconds >= 2  # the exchange timeout, waited once
+    assert _records(host, guest) == [(MACS[0], "associate", "pending")]
+
+    def cause() -> str:
+        journal = host.journal(guest)
+        assert journal is not None, "the record was dropped"
+        (record,) = journal["records"]
+        assert record["state"] == "pending", record
+        return str(record["error"])
+
+    assert "DISASSOCIATE on up0: no answer within 2.0 s" in cause(), cause()
+    causes = set()
+    while "gave up waiting" not in cause():
+        assert time.monotonic() - started < 40, cause()
+        assert host.hook(xml, "release", "end", "destroyed").rc == 0
+        causes.add(cause())
+        time.sleep(1.0)
+    assert "ENODEV" in cause() and "whether the switch holds the VSI is unknown" in cause()
+    assert any("lldpad waits about 16 s" in c for c in causes), causes  # EBUSY on the way
+    assert insts[0] in _switch_holds(sw)  # it does
+    assert [m for m, _ in _seen(sw, insts[0])] == ["assoc", "deassoc"]
+    # The switch answers at last: lldpad takes the late answer to the withdrawal it had given up on and
+    # forgets the VSI (measured); the next teardown finds nothing held and is done.
+    sw.peer.control({"commands": [{"id": "late-deassoc", "release": insts[0]}]})
+    _wait(lambda: insts[0] not in _switch_holds(sw), 5, "the switch let go")
+    _wait(lambda: insts[0] not in _netlink_table(sw), 5, "lldpad forgot the VSI")
+    last = host.hook(xml, "release", "end", "destroyed")
+    assert (last.rc, last.stderr) == (0, ""), last
+    assert host.journal(guest) is None, host.journal(guest)
+    assert insts[0] not in _netlink_table(sw) and insts[0] not in _switch_holds(sw)
