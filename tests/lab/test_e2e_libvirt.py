@@ -164,8 +164,33 @@ def test_start_on_a_associates(lab: E2ELab) -> None:
 # -- 2. live migration --------------------------------------------------------------------------------
 
 
-def test_live_migration_a_to_b(lab: E2ELab) -> None:
-    guest = lab.guest("mig")
+#: ``release end``'s last argument: what Debian 12's libvirt 9.0 passes, and what libvirt >= 10.5 passes
+#: (faked through the lab's hook wrapper: E2EHost.fake_release_reason).
+STYLES = ["libvirt-9.0", "libvirt-10.5"]
+
+
+def _reason(style: str, reason: str) -> str | None:
+    return reason if style == "libvirt-10.5" else None
+
+
+def _released_with(host: E2EHost, mark: int, guest: Guest, reason: str) -> list[float]:
+    """The ``release end`` lines of ``guest`` on ``host`` since ``mark``: each says libvirt's reason and
+    nothing was left pending; their ``ms`` (the hook's own time)."""
+    lines = [x for x in host.hook_lines(mark) if x.fields.get("uuid") == guest.uuid
+             and x.fields.get("op") == "release end" and x.message.startswith("released")]
+    assert lines, f"no release end for {guest.name} on {host.name}"
+    assert [x.message for x in lines] == [f"released (libvirt's reason: {reason})"] * len(lines), lines
+    return [x.ms or 0.0 for x in lines]
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_live_migration_a_to_b(lab: E2ELab, style: str) -> None:
+    """Also as libvirt >= 10.5 runs it: ``release end migrated`` on A (the source) after the migration,
+    ``release end destroyed`` on B at the end -- each tears down over the transport its VSIs were made
+    with, in about the time of libvirt 9.0's ``release end -`` (far below the 10 s exchange timeout)."""
+    guest = lab.guest(f"mig{style[-2:].replace('.', '')}")
+    lab.a.fake_release_reason(guest.name, _reason(style, "migrated"))
+    lab.b.fake_release_reason(guest.name, _reason(style, "destroyed"))
     try:
         _start_on(lab, lab.a, guest)
         since = time.time()
@@ -196,6 +221,9 @@ def test_live_migration_a_to_b(lab: E2ELab) -> None:
         assert sorted(e["mode"] for e in on_a) == ["deassoc"] * len(guest.ports)
         _assert_nothing_left(lab, lab.a, guest)
         _assert_associated(lab, lab.b, guest)
+        (ms,) = _released_with(lab.a, mark_a, guest, _reason(style, "migrated") or "-")
+        assert ms < 5000, ms  # no exchange timeout waited out
+        print(f"  A's release end ({style}): {ms:.0f} ms")
 
         # vdp-hooks status on both hosts agrees with the switch.
         status_a, status_b = lab.a.status(), lab.b.status()
@@ -206,9 +234,14 @@ def test_live_migration_a_to_b(lab: E2ELab) -> None:
         assert {r["data"]["instance"] for r in records} == set(lab.b.switch_table()) & set(guest.instances())
         assert {(r["kind"], r["state"], r["drift"]) for r in records} == {("associate", "done", False)}
         assert all(str(r["live"]).startswith("ok") for r in records)
+        mark_b = lab.b.log_mark()
     finally:
         _cleanup(lab, guest)
+        lab.a.fake_release_reason(guest.name, None)
+        lab.b.fake_release_reason(guest.name, None)
     _assert_nothing_left(lab, lab.b, guest)
+    (ms,) = _released_with(lab.b, mark_b, guest, _reason(style, "destroyed") or "-")
+    print(f"  B's release end after virsh destroy ({style}): {ms:.0f} ms")
 
 
 # -- 3. veto at B -------------------------------------------------------------------------------------
@@ -427,17 +460,23 @@ def _fail_after_hooks(lab: E2ELab, guest: Guest) -> tuple[str, int, float]:
     return stderr, mark, since
 
 
-def test_migration_failing_after_hooks_leaves_b_clean(lab: E2ELab) -> None:
-    """Per-port switch: B is cleaned up by release end; A's ports were never touched."""
-    guest = lab.guest("abort")
+@pytest.mark.parametrize("style", STYLES)
+def test_migration_failing_after_hooks_leaves_b_clean(lab: E2ELab, style: str) -> None:
+    """Per-port switch: B is cleaned up by release end (libvirt >= 10.5: ``release end failed``, VSIs made
+    through lldpad's client interface with the migration hint); A's ports were never touched."""
+    guest = lab.guest(f"abort{style[-2:].replace('.', '')}")
+    lab.b.fake_release_reason(guest.name, _reason(style, "failed"))
     try:
         _start_on(lab, lab.a, guest)
-        _, _, since = _fail_after_hooks(lab, guest)
+        _, mark, since = _fail_after_hooks(lab, guest)
         _assert_associated(lab, lab.a, guest)
         assert lab.switch_requests(lab.a, since=since, instances=guest.instances()) == []
         assert lab.peer.events("switch-deassoc") == []
+        (ms,) = _released_with(lab.b, mark, guest, _reason(style, "failed") or "-")
+        assert ms < 5000, ms
     finally:
         _cleanup(lab, guest)
+        lab.b.fake_release_reason(guest.name, None)
     _assert_nothing_left(lab, lab.a, guest)
 
 

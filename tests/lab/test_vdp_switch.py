@@ -682,3 +682,29 @@ def test_unanswered_disassociate_stays_pending_through_lldpads_enodev(sw: Switch
     assert (last.rc, last.stderr) == (0, ""), last
     assert host.journal(guest) is None, host.journal(guest)
     assert insts[0] not in _netlink_table(sw) and insts[0] not in _switch_holds(sw)
+
+
+@pytest.mark.parametrize("how", ["start", "incoming"])
+def test_journal_without_the_transport_is_torn_down_the_way_the_vsi_was_made(
+    sw: SwitchLab, tmp_path: Path, how: str
+) -> None:
+    """A journal written before records carried ``via`` (an upgrade with guests running): a record that
+    learnt a migration ``hint`` was made through lldpad's client interface, any other over netlink.
+    ``release end migrated`` (libvirt >= 10.5 on a migration's source) takes that way, without waiting."""
+    host = _host(sw, tmp_path)
+    ports, insts = _three_ports()
+    guest = str(uuid.uuid4())
+    xml = domain_xml("vm", guest, ports=ports)
+    for op in ("migrate", "prepare", "start", "started") if how == "incoming" else ("prepare",):
+        assert host.hook(xml, op, "begin").rc == 0
+    path = host.state_dir / f"{guest}.json"
+    doc = json.loads(path.read_text())
+    for record in doc["records"]:
+        del record["data"]["via"]
+        assert ("hint" in record["data"]) == (how == "incoming"), record
+    path.write_text(json.dumps(doc))
+    result = host.hook(xml, "release", "end", "migrated")
+    assert (result.rc, result.stderr) == (0, ""), result
+    assert result.seconds < 5, result.seconds  # exchange_timeout: nothing waited out
+    assert host.journal(guest) is None, host.journal(guest)
+    assert not set(insts) & set(_switch_holds(sw)) and not set(insts) & set(_netlink_table(sw))

@@ -14,8 +14,12 @@ the hook it runs finds that host's lldpad through lldpad's abstract control sock
 
 Each daemon's private /etc/libvirt holds ``vdp-hooks.conf`` (logical uplink ``fabric-a`` = ``up0`` on A,
 ``eth7`` on B; log file ``/var/log/libvirt/vdp-hooks.log``) and the hook link
-``hooks/qemu.d/50-vdp-hooks`` -> the source tree's ``etc-libvirt-hooks/qemu`` (``#!/usr/bin/python3 -S``,
-so libvirt runs it with Debian's python3-lxml / python3-pyroute2, like a real host).  The journal is the
+``hooks/qemu.d/50-vdp-hooks`` -> a two-line ``/bin/sh`` wrapper that execs the source tree's
+``etc-libvirt-hooks/qemu`` (``#!/usr/bin/python3 -S``, so libvirt runs it with Debian's python3-lxml /
+python3-pyroute2, like a real host) with libvirt's arguments unchanged -- except ``release end``'s last one
+when the test asked for a libvirt >= 10.5 reason (:meth:`E2EHost.fake_release_reason`): Debian 12's
+libvirt 9.0 always passes ``-`` there, 10.5+ the shutoff reason (``migrated`` on a migration's source,
+``failed`` on a destination whose migration failed, ``destroyed`` after ``virsh destroy``).  The journal is the
 daemon's ``/run/libvirt/vdp-hooks`` = ``<host dir>/run/vdp-hooks``.
 
 Everything is torn down by :meth:`E2ELab.close` (processes by pid, then namespaces), also after a failed
@@ -195,6 +199,20 @@ class E2EHost:
     def virsh(self, *args: str, check: bool = True, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         return self.libvirt.virsh(*args, check=check, timeout=timeout)
 
+    @property
+    def reasons_dir(self) -> Path:
+        """Where the hook wrapper looks for a faked ``release end`` reason, one file per guest name."""
+        return self.lab.workdir / "release-reasons" / self.key
+
+    def fake_release_reason(self, guest: str, reason: str | None) -> None:
+        """Make this host's next ``release end`` of ``guest`` carry ``reason`` as libvirt >= 10.5 would
+        (None: libvirt 9.0's ``-``, what this daemon really passes)."""
+        path = self.reasons_dir / guest
+        if reason is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(reason)
+
     # -- views ----------------------------------------------------------------------------------
 
     def journal_files(self) -> list[str]:
@@ -353,7 +371,7 @@ class E2ELab:
         self._peer = SwitchPeer(self.vdp.switch, ports, self.workdir / "switch", model=model,
                                migration_timeout=migration_timeout)
         for i, (key, uplink) in enumerate(HOST_UPLINKS.items()):
-            hooks = {HOOK_LINK: ENTRY} if with_hook else {}
+            hooks = {HOOK_LINK: self._hook_wrapper(key)} if with_hook else {}
             lv = LibvirtHost(
                 key.upper(), self.vdp.host(key).netns, self.workdir / "libvirt",
                 host_uuid=str(uuidlib.uuid4()), hooks=hooks,
@@ -364,6 +382,22 @@ class E2ELab:
             self.hosts[key] = E2EHost(self, key, lv)
         link_hosts(self._libvirts[0], self._libvirts[1], suffix=self.vdp.suffix)
         self.wait_ready(timeout=evb_timeout)
+
+    def _hook_wrapper(self, key: str) -> Path:
+        """The hook libvirt runs on host ``key``: the product's entry, with the ``release end`` reason of
+        libvirt >= 10.5 substituted when a test wrote one (see the module docstring)."""
+        reasons = self.workdir / "release-reasons" / key
+        reasons.mkdir(parents=True, exist_ok=True)
+        wrapper = self.workdir / f"hook-{key}.sh"
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            "# lab only: libvirt 9.0 passes '-' to release end; 10.5+ the reason a test wrote for the guest\n"
+            f'[ "$2 $3" = "release end" ] && [ -f "{reasons}/$1" ] && '
+            f'exec {ENTRY} "$1" "$2" "$3" "$(cat "{reasons}/$1")"\n'
+            f'exec {ENTRY} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        return wrapper
 
     # -- lookup ------------------------------------------------------------------------------------
 

@@ -1,0 +1,41 @@
+"""``release end``'s last argument (libvirt >= 10.5: the shutoff reason; before: ``-``) and the transport a
+journaled Qbg VSI is torn down over, including journals written before the transport was recorded."""
+
+from __future__ import annotations
+
+import pytest
+
+from hooks.transaction import RELEASE_REASONS, release_reason
+from vdp.feature import VIA_CLIF, VIA_NETLINK, _carried, _transport
+
+
+@pytest.mark.parametrize("reason", sorted(RELEASE_REASONS))
+def test_every_libvirt_reason_is_known(reason: str) -> None:
+    assert release_reason(reason) == reason
+
+
+@pytest.mark.parametrize(("extra", "want"), [("-", "-"), ("", "-"), ("  from   snapshot ", "from snapshot"),
+                                             ("MIGRATED", "migrated"), ("teleported", "unknown"),
+                                             ("migrated\nforged", "unknown")])
+def test_other_arguments(extra: str, want: str) -> None:
+    assert release_reason(extra) == want
+
+
+@pytest.mark.parametrize(
+    ("data", "want"),
+    [
+        ({"proto": "qbg", "via": "clif"}, VIA_CLIF),
+        ({"proto": "qbg", "via": "netlink", "hint": "to"}, VIA_NETLINK),  # recorded beats inferred
+        ({"proto": "qbg", "hint": "to"}, VIA_CLIF),  # older journal: only clif requests learnt a hint
+        ({"proto": "qbg"}, VIA_NETLINK),  # older journal, netlink request (or an intent never confirmed)
+        ({"proto": "qbg", "via": "carrier pigeon"}, VIA_NETLINK),
+    ],
+)
+def test_transport_of_a_record(data: dict[str, str], want: str) -> None:
+    assert _transport(data) == want
+
+
+def test_association_after_a_reservation_keeps_its_transport() -> None:
+    """started begin's ASSOCIATE of a VSI reserved through the client interface goes the same way."""
+    assert _carried({"proto": "qbg", "vlan": 222, "hint": "to"}) == {"vlan": 222, "via": VIA_CLIF}
+    assert _carried({"proto": "qbh", "pf_ifname": "eth0", "vf": 3}) == {"pf_ifname": "eth0", "vf": 3}
