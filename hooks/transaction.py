@@ -146,7 +146,14 @@ def run_teardown(
             outcome = by_key.get(record.key, whole)
             if outcome is not None and outcome.ok:
                 gone.append(record)
-                log.info("torn down %s", record.kind, feature=feature.name, port=record.key, outcome="ok")
+                log.info(
+                    "torn down %s%s",
+                    record.kind,
+                    f": {outcome.note}" if outcome.note else "",
+                    feature=feature.name,
+                    port=record.key,
+                    outcome="ok",
+                )
             else:
                 cause = outcome.error.one_line() if outcome and outcome.error else "no outcome reported"
                 failed.append(record)

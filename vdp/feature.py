@@ -67,6 +67,8 @@ def _qbh_destination() -> int:
 
 #: Marks a failed request that never left the host, so its intent record can simply be dropped.
 _UNSENT = "_unsent"
+#: How a teardown was settled (for its log line; never journaled: the record goes).
+_HOW = "_how"
 _RECONNECT_RETRY = 0.5  # seconds between attempts while lldpad is not ready at reconnect
 
 
@@ -314,7 +316,10 @@ class VdpFeature(Feature):
         with client, _uplink_locks(sorted({r.ifname for r in requests}), ctx.deadline.at):
             answers = client.submit(requests, deadline=ctx.deadline.at)
         for record, answer in zip(plain, answers):
-            if answer.ok:
+            if answer.ok and request == DISASSOCIATE:
+                # What made it done: the switch's answer, or lldpad holding nothing for the VSI.
+                results[record.key] = (None, {_HOW: f"{answer.message} (netlink)"})
+            elif answer.ok:
                 results[record.key] = (None, {"vlan": answer.vlan} if answer.vlan is not None else {})
             elif answer.stuck:
                 results[record.key] = (self._stuck(record, request, ctx, ended=answer.stuck == "ended"), {})
@@ -410,6 +415,8 @@ class VdpFeature(Feature):
                 results[r.key] = (self._stuck(r, request, ctx), {})
             elif isinstance(reply, HookError):
                 results[r.key] = (reply, {_UNSENT: True} if isinstance(reply, clif.NotSent) else {})
+            elif reply.ok and request == DISASSOCIATE:
+                results[r.key] = (None, {_HOW: "disassociated, the switch confirmed (client interface)"})
             elif reply.ok:
                 learnt = {"hint": hint} if reply.vlan is None else {"vlan": reply.vlan, "hint": hint}
                 results[r.key] = (None, learnt)
@@ -479,7 +486,7 @@ class VdpFeature(Feature):
         from hooks.transaction import release_reason
 
         reason = release_reason(ctx.event.extra) if ctx.event.hook == ("release", "end") else "-"
-        note = "disassociated on {}"
+        note = "{} on {}"
         hint = "none"
         if reason == "migrated":
             # This is the source of a finished migration: the guest runs elsewhere and this host withdraws
@@ -487,9 +494,13 @@ class VdpFeature(Feature):
             # with (measured: see tests/lab/test_clif.py), so a switch never sees it from lldpad; a VSI the
             # switch already moved to the destination is one lldpad holds no more (done).
             hint = "from"
-            note = "disassociated on {} (the guest migrated: it runs on another host now)"
+            note = "{} on {} (the guest migrated: it runs on another host now)"
         results = self._send(records, DISASSOCIATE, ctx, hint=hint)
-        return [Outcome(r.key, results.get(r.key, (None, {}))[0], note.format(r.data["ifname"])) for r in records]
+        outcomes = []
+        for r in records:
+            error, learnt = results.get(r.key, (None, {}))
+            outcomes.append(Outcome(r.key, error, note.format(learnt.get(_HOW, "disassociated"), r.data["ifname"])))
+        return outcomes
 
     def declared(self, event: Event) -> list[tuple[str, str, Mapping[str, Any]]]:
         return [(p.key, "associate", _port_data(p, self._ifname(p))) for p in event.ports if p.kind in ("qbg", "qbh")]

@@ -67,6 +67,13 @@ __all__ = [
 
 LLDPAD_PID_FILE = "/var/run/lldpad.pid"  # what libvirt reads; per mount namespace
 
+#: A DISASSOCIATE is done when lldpad has dropped the VSI after sending it: it drops a VSI once the switch
+#: acknowledged the de-association (an unanswered one stays listed until lldpad gives up, then ENODEV).
+DISASSOCIATED = "disassociated: the switch answered and lldpad dropped the VSI"
+#: lldpad's authoritative "nothing to tear down": it refuses the DISASSOCIATE (EINVAL) and its table has no
+#: such VSI.
+NOTHING_HELD = "lldpad holds nothing for this VSI (EINVAL, not in its table)"
+
 _POLL_FIRST = 0.001  # first poll this long after the requests were acknowledged
 _POLL_GROWTH = 1.25  # then each interval this much longer ...
 _POLL_CAP = 0.100  # ... up to this (10 s at most ~120 polls; libvirt makes 80)
@@ -479,7 +486,7 @@ class LldpadClient(RouteSocket):
             got = []
         held = isinstance(got, list) and any(s.instance == p.req.instance for s in got)
         if not held:
-            p.result = VsiResult(p.req, True, None, 0, None, "not known to lldpad: already disassociated")
+            p.result = VsiResult(p.req, True, None, 0, None, NOTHING_HELD)
             return False
         vlan = None if p.resent else self._held_vlan(p.req, (ASSOCIATE, PREASSOCIATE_RR, PREASSOCIATE))
         if vlan is None or vlan == p.vlan:
@@ -654,7 +661,7 @@ class LldpadClient(RouteSocket):
         mine = [s for s in got if s.instance == req.instance]
         if req.request == DISASSOCIATE:
             # Done when the VSI has left lldpad's table (the first snapshots may still show it).
-            return VsiResult(req, True, None, 0, None, "disassociated") if not mine else None
+            return VsiResult(req, True, None, 0, None, DISASSOCIATED) if not mine else None
         if not mine:
             self._drain()
             final = self._finals.get(req.instance)

@@ -21,6 +21,7 @@ import pytest
 
 from tests.lab.harness.switchpeer import SwitchPeer
 from tests.lab.harness.vdplab import VdpLab
+from vdp.lldpad import DISASSOCIATED, NOTHING_HELD
 
 pytestmark = pytest.mark.lab
 
@@ -157,7 +158,7 @@ def test_associate_then_disassociate(lab: VdpLab) -> None:
 
     step = submit(lab, _req("up0", inst, DISASSOCIATE))
     assert step["results"][0]["ok"], step
-    assert step["results"][0]["message"] == "disassociated"
+    assert step["results"][0]["message"] == DISASSOCIATED
     assert str(inst) not in vdptool_vsis(lab, "up0")
     table = drive(lab, [{"op": "table", "ifname": "up0"}])["steps"][0]["table"]
     assert all(row[0] != str(inst) for row in table)
@@ -165,7 +166,7 @@ def test_associate_then_disassociate(lab: VdpLab) -> None:
     # Teardown is idempotent: lldpad answers EINVAL for an unknown VSI, the client calls that done.
     again = submit(lab, _req("up0", inst, DISASSOCIATE))["results"][0]
     assert again["ok"]
-    assert "already disassociated" in again["message"]
+    assert again["message"] == NOTHING_HELD
 
 
 def test_table_survives_lldpads_skip_after_a_finished_vsi(lab: VdpLab) -> None:
@@ -207,7 +208,7 @@ def test_teardown_of_an_unknown_vsi_next_to_known_ones(lab: VdpLab) -> None:
     unknown = _req("up0", uuid.uuid4(), DISASSOCIATE, mac="52:54:00:00:06:03", vlan=23)
     step = submit(lab, unknown, *[{**k, "request": DISASSOCIATE} for k in known[::-1]], deadline=5.0)
     assert [(r["ok"], r["message"]) for r in step["results"]] == [
-        (True, "not known to lldpad: already disassociated"), (True, "disassociated"), (True, "disassociated")]
+        (True, NOTHING_HELD), (True, DISASSOCIATED), (True, DISASSOCIATED)]
     assert step["ms"] < 1000, step["ms"]
 
 
@@ -448,7 +449,7 @@ def test_vlan_zero_association_reports_the_switchs_vlan(plab: PeerLab) -> None:
     table = drive(plab.lab, [{"op": "table", "ifname": "up0"}])["steps"][0]["table"]
     assert [str(inst), 0xFFFFFFFF, 0] in table  # not 5
     down = submit(plab.lab, _req("up0", inst, DISASSOCIATE, mac="52:54:00:00:05:02", vlan=0))["results"][0]
-    assert down["ok"] and down["message"] == "disassociated", down
+    assert down["ok"] and down["message"] == DISASSOCIATED, down
     assert str(inst) not in plab.peer.table()[plab.port]
     assert str(inst) not in vdptool_vsis(plab.lab, "up0")
     assert _modes(plab, inst) == [("assoc", 0), ("deassoc", 222)]

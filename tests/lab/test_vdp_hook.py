@@ -50,7 +50,10 @@ def _three_ports(required: bool | None = None) -> list[Port]:
     ]
 
 
-def test_fresh_start_associates_and_release_cleans_up(lab: VdpLab, host: HookHost) -> None:
+@pytest.mark.parametrize("reason", ["-", "destroyed", "shutdown", "crashed", "migrated", "saved", "daemon"])
+def test_fresh_start_associates_and_release_cleans_up(lab: VdpLab, host: HookHost, reason: str) -> None:
+    """``release end`` as libvirt 9.0 (``-``) and libvirt >= 10.5 (the shutoff reason) call it: the VSIs,
+    made over netlink, are torn down over netlink for every reason."""
     guest_uuid, xml = _guest(_three_ports())
     result = host.hook(xml, "prepare", "begin")
     assert (result.rc, result.stderr, result.stdout) == (0, "", b"")
@@ -62,15 +65,23 @@ def test_fresh_start_associates_and_release_cleans_up(lab: VdpLab, host: HookHos
     assert len(_table(lab, "up0")) == 2 and len(_table(lab, "up1")) == 1
     for _ in ("start", "started"):
         assert host.hook(xml, _, "begin").rc == 0
-    assert host.hook(xml, "stopped", "end").rc == 0
-    result = host.hook(xml, "release", "end")
+    assert host.hook(xml, "stopped", "end", reason).rc == 0
+    result = host.hook(xml, "release", "end", reason)
     assert result.rc == 0 and result.stderr == ""
+    assert result.seconds < 5  # exchange_timeout: nothing waited out
     assert host.journal(guest_uuid) is None
     assert _table(lab, "up0") == [] and _table(lab, "up1") == []
     assert host.state_files() == []
+    assert host.log_file.read_text().rstrip().endswith(f"released (libvirt's reason: {reason})")
 
 
-def test_incoming_migration_reserves_at_prepare_and_associates_at_started(lab: VdpLab, host: HookHost) -> None:
+@pytest.mark.parametrize("reason", ["-", "failed", "migrated", "destroyed"])
+def test_incoming_migration_reserves_at_prepare_and_associates_at_started(
+    lab: VdpLab, host: HookHost, reason: str
+) -> None:
+    """The VSIs of an incoming migration go through lldpad's client interface (migration hint): every
+    ``release end`` reason tears them down that way (``failed``: the migration's rollback; ``migrated``:
+    the guest left again)."""
     guest_uuid, xml = _guest(_three_ports())
     assert host.hook(xml, "migrate", "begin").rc == 0
     assert host.hook(xml, "prepare", "begin").rc == 0
@@ -82,7 +93,9 @@ def test_incoming_migration_reserves_at_prepare_and_associates_at_started(lab: V
     journal = host.journal(guest_uuid)
     assert journal is not None
     assert sorted((r["key"], r["kind"]) for r in journal["records"]) == [(mac, "associate") for mac in MACS]
-    assert host.hook(xml, "release", "end").rc == 0
+    assert {r["data"]["via"] for r in journal["records"]} == {"clif"}
+    result = host.hook(xml, "release", "end", reason)
+    assert (result.rc, result.stderr) == (0, "") and result.seconds < 5, result
     assert _table(lab, "up0") == [] and _table(lab, "up1") == []
     assert host.state_files() == []
 

@@ -122,8 +122,10 @@ def test_switch_refuses_one_of_three_required_ports(sw: SwitchLab, tmp_path: Pat
     result = host.hook(xml, "prepare", "begin")
     assert result.rc == 1, result
     assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n"), result.stderr
-    for word in ("vm", MACS[1], "insufficient resources"):
+    for word in ("vm", MACS[1], "insufficient resources", ": ASSOCIATE on up0: "):
         assert word in result.stderr, result.stderr
+    assert result.stderr.count(MACS[1]) == 1 and result.stderr.count("up0") == 1, result.stderr
+    print(result.stderr)
     time.sleep(0.2)
     assert not set(insts) & set(_switch_holds(sw)), sw.peer.table()
     assert not set(insts) & set(_lldpad_holds(sw))
