@@ -67,8 +67,13 @@ def _qbh_destination() -> int:
 
 #: Marks a failed request that never left the host, so its intent record can simply be dropped.
 _UNSENT = "_unsent"
+#: A request that got no answer within the exchange timeout (not journaled as such; see UNANSWERED).
+_UNANSWERED_NOW = "_unanswered_now"
 #: How a teardown was settled (for its log line; never journaled: the record goes).
 _HOW = "_how"
+#: Journaled in a record's data when a withdrawal went unanswered: [time, op] of the first such request.
+#: (A record's ``created`` is when its setup request went out: the unanswered one, if that was it.)
+UNANSWERED = "unanswered"
 _RECONNECT_RETRY = 0.5  # seconds between attempts while lldpad is not ready at reconnect
 
 
@@ -323,6 +328,8 @@ class VdpFeature(Feature):
                 results[record.key] = (None, {"vlan": answer.vlan} if answer.vlan is not None else {})
             elif answer.stuck:
                 results[record.key] = (self._stuck(record, request, ctx, ended=answer.stuck == "ended"), {})
+            elif answer.errno == -errno.ETIMEDOUT:
+                results[record.key] = (PeerRefused(answer.message), {_UNANSWERED_NOW: True})
             elif answer.errno == -errno.EPROTONOSUPPORT:  # no switch to ask yet (EVB not negotiated)
                 results[record.key] = (PeerUnavailable(answer.message), {})
             else:
@@ -336,12 +343,20 @@ class VdpFeature(Feature):
         from vdp import nlmsg, status
 
         instance = record.data.get("instance")
-        open_ = [r for r in ctx.journal.records if r.data.get("instance") == instance and r.state != "done"]
+        starts = []
+        for r in ctx.journal.records:
+            if r.data.get("instance") != instance:
+                continue
+            mark = r.data.get(UNANSWERED)
+            if isinstance(mark, list) and len(mark) == 2:
+                starts.append((float(mark[0]), str(mark[1])))
+            elif r.state != "done" and r.created:
+                starts.append((r.created, r.op))
         since = ""
-        if open_:
-            first = min(open_, key=lambda r: r.created)
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(first.created))
-            since = f" since {when} ({first.op})" if first.op else f" since {when}"
+        if starts:
+            at, op = min(starts)
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+            since = f" since {when} ({op})" if op else f" since {when}"
         ifname = record.data["ifname"]
         what = f"{nlmsg.REQUEST_NAMES.get(request, str(request))} on {ifname}"
         return PeerRefused(status.stuck_message(what, since=since, ended=ended, uplink=ifname))
@@ -413,8 +428,12 @@ class VdpFeature(Feature):
         for r, reply in zip(records, replies):
             if r.key in stuck:
                 results[r.key] = (self._stuck(r, request, ctx), {})
+            elif isinstance(reply, clif.NotSent):
+                results[r.key] = (reply, {_UNSENT: True})
+            elif type(reply) is DeadlineExceeded:  # the switch did not answer within the wait
+                results[r.key] = (reply, {_UNANSWERED_NOW: True})
             elif isinstance(reply, HookError):
-                results[r.key] = (reply, {_UNSENT: True} if isinstance(reply, clif.NotSent) else {})
+                results[r.key] = (reply, {})
             elif reply.ok and request == DISASSOCIATE:
                 results[r.key] = (None, {_HOW: "disassociated, the switch confirmed (client interface)"})
             elif reply.ok:
@@ -499,6 +518,9 @@ class VdpFeature(Feature):
         outcomes = []
         for r in records:
             error, learnt = results.get(r.key, (None, {}))
+            if learnt.get(_UNANSWERED_NOW) and UNANSWERED not in r.data:
+                # Saved with the record's pending state: a later refusal says since when lldpad waits.
+                r.data[UNANSWERED] = [time.time(), f"{ctx.event.op} {ctx.event.subop}"]
             outcomes.append(Outcome(r.key, error, note.format(learnt.get(_HOW, "disassociated"), r.data["ifname"])))
         return outcomes
 

@@ -109,7 +109,9 @@ class VsiResult:
     error_bits: int
     vlan: int | None
     message: str
-    errno: int = 0  # lldpad's refusal of the request itself (negative errno), 0 when it took it
+    #: lldpad's refusal of the request itself (negative errno), 0 when it took it; -ETIMEDOUT when no
+    #: answer came within the exchange timeout (lldpad or the switch silent; lldpad may still be waiting)
+    errno: int = 0
     #: lldpad refused because an earlier request for this VSI never got the switch's answer: "busy" (it
     #: still waits, EBUSY) or "ended" (it gave up, ENODEV); "" otherwise.  Not a statement about the switch.
     stuck: str = ""
@@ -361,7 +363,7 @@ class LldpadClient(RouteSocket):
             now = time.monotonic()
             for p in in_flight:
                 if end_of(p) <= now:
-                    p.result = _fail(p.req, self._silence(p, "answer"))
+                    p.result = _fail(p.req, self._silence(p, "answer"), -errno.ETIMEDOUT)
                     # A switch port that left one request unanswered is taken as silent: the uplink's
                     # other requests are not sent, so a silent switch costs one exchange timeout per
                     # call, not one per port (the feature's veto must come within the timeout).
@@ -436,7 +438,7 @@ class LldpadClient(RouteSocket):
             until = min(end_of(p) for p in waiting)
             if time.monotonic() >= until:
                 for p in [p for p in waiting if end_of(p) <= time.monotonic()]:
-                    p.result = _fail(p.req, self._silence(p, "acknowledge the request"))
+                    p.result = _fail(p.req, self._silence(p, "acknowledge the request"), -errno.ETIMEDOUT)
                     waiting.remove(p)
                 continue
             self._recv(until)  # acks land in self._acks (see _note)

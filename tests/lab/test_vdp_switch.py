@@ -602,6 +602,7 @@ def test_late_success_after_a_veto_is_drift_and_withdrawn_by_the_next_teardown(
         assert host.hook(xml, op, "begin").rc == 0
     vetoed = host.hook(xml, begin[-1], "begin")
     assert vetoed.rc == 1 and "no " in vetoed.stderr and "answer" in vetoed.stderr, vetoed
+    print(f"\n{how}: veto after {vetoed.seconds * 1000:.0f} ms: {vetoed.stderr.strip()}")
     assert [_seen(sw, i) for i in insts] == [[(mode, "hold")]] * 2
     assert [r[2] for r in _records(host, guest)] == ["pending", "pending"]
     journal = host.journal(guest)
@@ -613,6 +614,7 @@ def test_late_success_after_a_veto_is_drift_and_withdrawn_by_the_next_teardown(
         assert host.hook(xml, op, "begin").rc == 0
     retry = host.hook(xml, begin[-1], "begin")
     assert retry.rc == 1, retry
+    print(f"{how}: retry vetoed after {retry.seconds * 1000:.0f} ms: {retry.stderr.strip()}")
     assert "holds an unanswered request from the switch for this VSI since" in retry.stderr, retry.stderr
     assert since in retry.stderr, (since, retry.stderr)
     assert "retry in a moment" not in retry.stderr and "check the port's MAC" not in retry.stderr, retry.stderr
@@ -632,6 +634,7 @@ def test_late_success_after_a_veto_is_drift_and_withdrawn_by_the_next_teardown(
     sw.peer.control({})
     release = host.hook(xml, "release", "end", "failed" if how == "incoming" else "-")
     assert (release.rc, release.stderr) == (0, ""), release
+    print(f"{how}: status exit {status.returncode}; release end after the late SUCCESS {release.seconds * 1000:.0f} ms")
     assert host.journal(guest) is None, host.journal(guest)
     assert not set(insts) & set(_switch_holds(sw)), sw.peer.table()
     assert not set(insts) & set(_netlink_table(sw)) and not set(insts) & set(_lldpad_holds(sw))
@@ -665,14 +668,25 @@ def test_unanswered_disassociate_stays_pending_through_lldpads_enodev(sw: Switch
         return str(record["error"])
 
     assert "DISASSOCIATE on up0: no answer within 2.0 s" in cause(), cause()
+    print(f"\nrelease end, switch silent on DISASSOCIATE: {first.seconds * 1000:.0f} ms, pending: {cause()}")
     causes = set()
     while "gave up waiting" not in cause():
         assert time.monotonic() - started < 40, cause()
-        assert host.hook(xml, "release", "end", "destroyed").rc == 0
+        later = host.hook(xml, "release", "end", "destroyed")
+        assert later.rc == 0
+        if cause() not in causes:
+            took = f"{time.monotonic() - started:.1f} s: {later.seconds * 1000:.0f} ms"
+            print(f"release end after {took}, pending: {cause()}")
         causes.add(cause())
         time.sleep(1.0)
     assert "ENODEV" in cause() and "whether the switch holds the VSI is unknown" in cause()
     assert any("lldpad waits about 16 s" in c for c in causes), causes  # EBUSY on the way
+    # Since when: the unanswered request is the first release end's DISASSOCIATE, not the association.
+    journal = host.journal(guest)
+    assert journal is not None
+    at, op = journal["records"][0]["data"]["unanswered"]
+    assert op == "release end" and at > journal["records"][0]["created"]
+    assert f"since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(at))} (release end)" in cause(), cause()
     assert insts[0] in _switch_holds(sw)  # it does
     assert [m for m, _ in _seen(sw, insts[0])] == ["assoc", "deassoc"]
     # The switch answers at last: lldpad takes the late answer to the withdrawal it had given up on and
@@ -682,6 +696,7 @@ def test_unanswered_disassociate_stays_pending_through_lldpads_enodev(sw: Switch
     _wait(lambda: insts[0] not in _netlink_table(sw), 5, "lldpad forgot the VSI")
     last = host.hook(xml, "release", "end", "destroyed")
     assert (last.rc, last.stderr) == (0, ""), last
+    print(f"release end after the switch's late answer: {last.seconds * 1000:.0f} ms, done")
     assert host.journal(guest) is None, host.journal(guest)
     assert insts[0] not in _netlink_table(sw) and insts[0] not in _switch_holds(sw)
 
