@@ -338,8 +338,9 @@ class VdpFeature(Feature):
 
     def _stuck(self, record: Record, request: int, ctx: Context, *, ended: bool = False) -> HookError:
         """lldpad refused ``request`` because an earlier request for this VSI still lacks the switch's answer
-        (a silent or late switch): say so, and since when -- the oldest unconfirmed journal record of the
-        VSI is the request lldpad still holds."""
+        (a silent or late switch): say so, and since when -- the oldest of the VSI's unanswered withdrawals
+        (journaled as UNANSWERED) and unconfirmed setup requests (a record's creation) is the one lldpad
+        still holds."""
         from vdp import nlmsg, status
 
         instance = record.data.get("instance")

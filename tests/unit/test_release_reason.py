@@ -39,3 +39,17 @@ def test_association_after_a_reservation_keeps_its_transport() -> None:
     """started begin's ASSOCIATE of a VSI reserved through the client interface goes the same way."""
     assert _carried({"proto": "qbg", "vlan": 222, "hint": "to"}) == {"vlan": 222, "via": VIA_CLIF}
     assert _carried({"proto": "qbh", "pf_ifname": "eth0", "vf": 3}) == {"pf_ifname": "eth0", "vf": 3}
+
+
+def test_stuck_vsi_line_names_the_cause_once() -> None:
+    """The line for a request refused because lldpad still waits for the switch: request and uplink
+    once in the text (the hint's command names the uplink again, to be copied), since when, what to do."""
+    from vdp.status import stuck_message
+
+    busy = stuck_message("ASSOCIATE on up0", since=" since 2026-12-01 10:00:00 (prepare begin)", uplink="up0")
+    assert busy.startswith("ASSOCIATE on up0: lldpad still holds an unanswered request from the switch for this "
+                           "VSI since 2026-12-01 10:00:00 (prepare begin) (the switch is silent or slow")
+    assert "retry in a moment" not in busy and "metadata" not in busy
+    ended = stuck_message("DISASSOCIATE on up1", ended=True, uplink="up1")
+    assert "gave up waiting for it (ENODEV)" in ended and "whether the switch holds the VSI is unknown" in ended
+    assert "restart lldpad" in ended and "\n" not in busy + ended
