@@ -237,14 +237,13 @@ class VdpFeature(Feature):
         hint = "to" if ctx.incoming else "none"
         # Migration hints go only through lldpad's client interface, and only on VDP22 uplinks (asked once
         # per uplink); the transport is journaled with the intent, before anything is sent.
-        ifnames = {self._ifname(p) for p in ports if p.kind == "qbg"} if hint != "none" else set()
-        hinted = {i for i in ifnames if self._vdp22(i)}
-        items = []
-        for p in ports:
-            data = {**_port_data(p, self._ifname(p)), **_carried(before.get(p.key, {}))}
-            if p.kind == "qbg" and "via" not in data:
+        # A VSI lldpad already holds (the reservation before an association) keeps the way it was made.
+        items = [(p.key, kind, {**_port_data(p, self._ifname(p)), **_carried(before.get(p.key, {}))}) for p in ports]
+        new = {d["ifname"] for _, _, d in items if d["proto"] == "qbg" and "via" not in d} if hint != "none" else ()
+        hinted = {i for i in new if self._vdp22(i)}
+        for _, _, data in items:
+            if data["proto"] == "qbg" and "via" not in data:
                 data["via"] = VIA_CLIF if data["ifname"] in hinted else VIA_NETLINK
-            items.append((p.key, kind, data))
         records = ctx.intend_many(items)
         results = self._send(records, request, ctx, hint=hint)
         outcomes = []
