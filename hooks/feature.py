@@ -122,7 +122,9 @@ class Feature(abc.ABC):
     #: The name used in the config and in ``<vdp:feature name=...>``.
     name: ClassVar[str]
     #: Raw-bytes markers: the guest concerns this feature only if one occurs in the domain XML.
-    #: Our metadata namespace always counts.  Keep cheap: this runs for every guest on every event.
+    #: Our metadata namespace always counts.  Keep cheap: this runs for every guest on every event.  Select
+    #: only what the feature acts on: whatever matches pays the slow path on every event, and an XML error
+    #: vetoes only guests that some enabled feature wants.
     #: The entry's fast path knows only the namespace and the built-in features' markers (it runs before
     #: any feature is imported): a third-party feature is reached through the guest's <vdp:hooks> metadata.
     markers: ClassVar[tuple[bytes, ...]] = ()
@@ -137,7 +139,7 @@ class Feature(abc.ABC):
 
     @classmethod
     def wants(cls, raw: bytes) -> bool:
-        """The cheap test on the raw XML bytes."""
+        """The cheap test on the raw XML bytes (a feature may add cheap host-side facts, see ``markers``)."""
         return NAMESPACE.encode() in raw or any(marker in raw for marker in cls.markers)
 
     @abc.abstractmethod
