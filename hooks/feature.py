@@ -52,6 +52,8 @@ BUILTIN_FEATURES: Mapping[str, str] = {
     "links": "hooks.links:LinksFeature",
 }
 
+_OUR_NAMESPACE = (f'"{NAMESPACE}"'.encode(), f"'{NAMESPACE}'".encode())
+
 BEGIN_OPS = frozenset(
     {("migrate", "begin"), ("restore", "begin"), ("prepare", "begin"), ("start", "begin"), ("started", "begin")}
 )
@@ -140,7 +142,8 @@ class Feature(abc.ABC):
     @classmethod
     def wants(cls, raw: bytes) -> bool:
         """The cheap test on the raw XML bytes (a feature may add cheap host-side facts, see ``markers``)."""
-        return NAMESPACE.encode() in raw or any(marker in raw for marker in cls.markers)
+        # The URI with its quotes: "http://libvirt-vdp-hooks.org/xmlns/" is a near miss, not ours.
+        return any(ns in raw for ns in _OUR_NAMESPACE) or any(marker in raw for marker in cls.markers)
 
     @abc.abstractmethod
     def describe(self) -> str:
