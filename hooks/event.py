@@ -342,7 +342,8 @@ def _port(node: object, guest_uuid: uuid.UUID, interfaces: tuple[Interface, ...]
 
 
 def _fix_hint(guest: str) -> str:
-    return f"fix it with 'virsh metadata {guest} {NAMESPACE} --config --edit' or 'virsh edit {guest}'"
+    # virsh refuses --edit without --key ("namespace key is required when modifying metadata").
+    return f"fix it with 'virsh metadata {guest} {NAMESPACE} --key vdp --config --edit' or 'virsh edit {guest}'"
 
 
 def parse_event(argv: list[str], raw: bytes) -> Event:

@@ -390,7 +390,7 @@ def test_a_near_miss_namespace_is_warned_about(uri: str) -> None:
     assert not event.has_metadata and event.ports == ()
     (warning,) = event.warnings
     assert f"namespace '{uri}', which is not libvirt-vdp-hooks' '{NS}'" in warning
-    assert f"virsh metadata guest1 {NS} --config --edit" in warning
+    assert f"virsh metadata guest1 {NS} --key vdp --config --edit" in warning
 
 
 def test_a_foreign_namespace_is_no_near_miss() -> None:
@@ -434,7 +434,7 @@ def test_declaration_errors_say_how_to_fix_them() -> None:
     with pytest.raises(XmlError) as info:
         _event(hooks_md(port(MAC_A), port(MAC_A)))
     assert info.value.one_line().endswith(
-        f"-- fix it with 'virsh metadata guest1 {NS} --config --edit' or 'virsh edit guest1'"
+        f"-- fix it with 'virsh metadata guest1 {NS} --key vdp --config --edit' or 'virsh edit guest1'"
     )
 
 
