@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from hooks.errors import PeerUnavailable
+from hooks.errors import PeerUnavailable, XmlError
 from hooks.event import Interface, parse_xml
 from hooks.plain import field, plain
 
@@ -212,20 +212,20 @@ class NetworkPort:
 def resolve(iface: Interface, dirs: tuple[str, ...]) -> NetworkPort | None:
     """The port profile of ``iface`` (``type='network'``) on this host; None when it has none of ours.
 
-    Raises PeerUnavailable when the network is defined nowhere here or its definition is unusable, and
-    ValueError when libvirt itself would refuse the combination (the message says why)."""
+    A network defined nowhere here is none of ours either: libvirt refuses the guest itself, before
+    anything runs.  Raises PeerUnavailable when the definition is unusable, and ValueError when libvirt
+    would refuse the combination only once it allocates the port (the message says why)."""
     name = iface.network or ""
     path = definition_path(name, dirs)
     if path is None:
-        raise PeerUnavailable(
-            f"network '{name}' is not defined on this host (no {name}.xml in {' or '.join(dirs)})",
-            hint=f"define and start it here (virsh net-define, virsh net-start {name})",
-        )
+        return None
     try:
         with open(path, "rb") as fh:
             root: object = parse_xml(fh.read(), f"network definition {path}")
     except OSError as exc:
         raise PeerUnavailable(f"network '{name}': cannot read {path} ({exc.strerror})") from None
+    except XmlError as exc:  # libvirt wrote it: a broken file is a host problem, not the guest's
+        raise PeerUnavailable(exc.text, hint=f"check it with 'virsh net-dumpxml {name}'") from None
     if root.tag == "networkstatus":  # type: ignore[attr-defined]
         root = root.find("network")  # type: ignore[attr-defined]
     if root is None or root.tag != "network":  # type: ignore[attr-defined]
