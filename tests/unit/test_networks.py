@@ -219,7 +219,7 @@ def test_networks_without_our_port_profiles_are_not_ours(dirs: Dirs, forward: st
 def test_unusable_definitions_are_errors(dirs: Dirs) -> None:
     assert networks.resolve(_iface(net_interface(MAC_A, "nowhere")), dirs.dirs) is None  # libvirt says so
     (dirs.run / "broken.xml").write_text("<networkstatus><network>")
-    with pytest.raises(networks.PeerUnavailable, match="network definition .*broken.xml is not well-formed"):
+    with pytest.raises(networks.PeerUnavailable, match=r"network definition .*broken\.xml is not well-formed"):
         networks.resolve(_iface(net_interface(MAC_A, "broken")), dirs.dirs)
     incomplete = "<virtualport type='802.1Qbg'><parameters managerid='11'/></virtualport>"
     dirs.active("half", network_xml("half", virtualport=incomplete))
