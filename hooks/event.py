@@ -29,6 +29,7 @@ __all__ = [
     "PortSpec",
     "parse_event",
     "parse_xml",
+    "pci_address",
 ]
 
 #: Real domain XML is a few KiB; anything near this is an attack or a bug.
@@ -206,13 +207,13 @@ def _interfaces(root: object) -> tuple[Interface, ...]:
                 virtualport=MappingProxyType(dict(params.attrib)) if params is not None else MappingProxyType({}),
                 network=source.get("network") if source is not None and kind == "network" else None,
                 portgroup=source.get("portgroup") if source is not None and kind == "network" else None,
-                pci=_pci_address(address) if address is not None else None,
+                pci=pci_address(address) if address is not None else None,
             )
         )
     return tuple(found)
 
 
-def _pci_address(node: object) -> str | None:
+def pci_address(node: object) -> str | None:
     """``<address type='pci' domain='0x0000' bus='0x03' slot='0x10' function='0x2'/>`` -> "0000:03:10.2"."""
     get = node.get  # type: ignore[attr-defined]
     if get("type", "pci") != "pci":

@@ -142,7 +142,7 @@ class _Native:
     proto: str  # "qbg" or "qbh"
     uplinks: tuple[str, ...]  # interfaces to check (any of them may carry the port)
     where: str  # names the port in messages: interface type, network, portgroup
-    pci: str | None = None  # type='hostdev': the VF's PCI address
+    pci: tuple[str, ...] = ()  # VFs by PCI address (type='hostdev', or a network in forward mode hostdev)
     error: HookError | None = None  # known already (the network could not be resolved)
 
 
@@ -197,7 +197,9 @@ class VdpFeature(Feature):
                 proto = _PROFILES[i.virtualport_type]
                 found.append(_Native(i.mac, proto, (i.source_dev or "",), f"<interface type='direct'> ({proto})"))
             elif i.type == "hostdev" and i.virtualport_type == "802.1Qbh":
-                found.append(_Native(i.mac, "qbh", (), "<interface type='hostdev'> (qbh)", pci=i.pci or "?"))
+                found.append(
+                    _Native(i.mac, "qbh", (), f"<interface type='hostdev'> PCI {i.pci} (qbh)", pci=(i.pci or "?",))
+                )
             elif i.type == "network" and i.network:
                 native = self._network_port(i)
                 if native is not None:
@@ -223,6 +225,7 @@ class VdpFeature(Feature):
                         port.proto,
                         port.uplinks,
                         f"<interface type='network'> on {port.describe()} ({port.proto}, forward mode {port.mode})",
+                        pci=port.pci if port.proto == "qbh" else (),
                     )
                 )
         return self._resolved[iface.mac]
@@ -499,20 +502,22 @@ class VdpFeature(Feature):
                 outcomes.append(Outcome(p.key, error and _prefixed(where, error), note))
         for n in self._native(event):
             error = n.error
-            if error is None and n.pci is not None:
-                error = self._check_qbh_pci(n.pci)
+            for address in n.pci if error is None else ():
+                found = self._check_qbh_pci(address)
+                if found is not None:
+                    # A hostdev interface names its address already; a network's pool names the VF.
+                    error = _prefixed(n.where if address in n.where else f"{n.where}, VF {address}", found)
+                    break
+            # Every device libvirt may pick (it goes by connection count, never by link state).
             for ifname in n.uplinks if error is None else ():
                 found = verdict(n.proto, ifname)
                 if found is not None:
                     error = _prefixed(f"{n.where}, uplink {ifname}" if ifname else n.where, found)
                     break
-            if error is None and n.pci is None and not n.uplinks:
-                error = PeerUnavailable(
-                    f"{n.where}: no forward device to check",
-                    hint="give the network <forward dev=...> or <interface dev=...> devices",
-                )
-            checked = ", ".join(n.uplinks) if n.uplinks else f"PCI {n.pci}"
-            outcomes.append(Outcome(n.key, error, f"preflight of {n.where} on {checked} passed"))
+            checked = ", ".join([*n.uplinks, *(f"PCI {a}" for a in n.pci)])
+            # Nothing named to check: libvirt itself refuses such a network before anything runs.
+            note = f"preflight of {n.where} on {checked} passed" if checked else f"{n.where}: no device to check"
+            outcomes.append(Outcome(n.key, error, note))
         return outcomes
 
     def _check_uplink(self, proto: str, ifname: str) -> HookError | None:
@@ -570,10 +575,9 @@ class VdpFeature(Feature):
                 )
 
     def _check_qbh_pci(self, address: str) -> HookError | None:
-        """A ``type='hostdev'`` VF, named by PCI address: its PF must be here, up, and do port profiles."""
+        """A VF named by PCI address (``type='hostdev'``): its PF must be here, up, and do port profiles."""
         from vdp import qbh
 
-        where = f"<interface type='hostdev'> PCI {address} (qbh)"
         try:
             port = qbh.resolve_pci(address)
             problem = link_state(port.pf_ifname)
@@ -581,7 +585,7 @@ class VdpFeature(Feature):
                 raise PeerUnavailable(f"its PF: {problem}")
             self._check_qbh_port(port)
         except HookError as exc:
-            return _prefixed(where, exc)
+            return exc
         return None
 
     # ------------------------------------------------------------------------------------------ reconnect

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from hooks.errors import PeerUnavailable, XmlError
-from hooks.event import Interface, parse_xml
+from hooks.event import Interface, parse_xml, pci_address
 from hooks.plain import field, plain
 
 __all__ = [
@@ -79,6 +79,8 @@ def network_dirs(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
 def source_networks(raw: bytes) -> list[str]:
     """The names in ``<source network='N'>`` of the raw domain XML, by a byte scan (no parser)."""
     names: list[str] = []
+    if b" network=" not in raw:
+        return names
     start = 0
     while True:
         begin = raw.find(b"<source ", start)
@@ -198,6 +200,7 @@ class NetworkPort:
     uplinks: tuple[str, ...]  # forward devices libvirt may pick (interface names)
     virtualport: VirtualPort
     path: str  # the definition read
+    pci: tuple[str, ...] = ()  # forward mode hostdev: the VFs by PCI address ("0000:03:10.2")
 
     @property
     def proto(self) -> str:
@@ -254,6 +257,7 @@ def resolve(iface: Interface, dirs: tuple[str, ...]) -> NetworkPort | None:
             uplinks.append(dev)
     if not uplinks:
         uplinks = [p.get("dev") for p in forward.iterfind("pf") if p.get("dev")]
+    pci = [a for a in (pci_address(n) for n in forward.iterfind("address")) if a]
     missing = [a for a in _REQUIRED[merged.type] if a not in merged.params]
     if missing:
         raise ValueError(f"the merged <virtualport type='{merged.type}'> lacks {', '.join(missing)}")
@@ -264,4 +268,5 @@ def resolve(iface: Interface, dirs: tuple[str, ...]) -> NetworkPort | None:
         uplinks=tuple(uplinks),
         virtualport=merged,
         path=path,
+        pci=tuple(pci),
     )

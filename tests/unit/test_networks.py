@@ -318,3 +318,22 @@ def test_prepare_begin_leaves_network_ports_to_libvirt(hookenv: HookEnv, dirs: D
         "prepare", "begin", domain_xml(interfaces=[net_interface(MAC_A, "vdpnet")]), env=_vdp_env(hookenv, dirs)
     )
     assert result.returncode == 0  # preflight only: libvirt associates these ports itself
+
+
+def test_a_hostdev_network_checks_each_vf_of_its_pool(hookenv: HookEnv, dirs: Dirs) -> None:
+    """libvirt's hostdev.xml shape: VFs by PCI address, 802.1Qbh on the network (Cisco VM-FEX)."""
+    forward = (
+        "<forward mode='hostdev' managed='yes'><driver name='vfio'/>"
+        "<address type='pci' domain='0x00fe' bus='0x03' slot='0x10' function='0x1'/></forward>"
+    )
+    vport = "<virtualport type='802.1Qbh'><parameters profileid='pp-vlan-25'/></virtualport>"
+    dirs.active("vmfex", network_xml("vmfex", forward=forward, virtualport=vport))
+    port = networks.resolve(_iface(net_interface(MAC_A, "vmfex")), dirs.dirs)
+    assert port is not None and (port.mode, port.uplinks, port.pci) == ("hostdev", (), ("00fe:03:10.1",))
+    xml = domain_xml(interfaces=[net_interface(MAC_A, "vmfex")])
+    result = hookenv.run("migrate", "begin", xml, env=_vdp_env(hookenv, dirs))
+    assert result.returncode == 1
+    assert (
+        "<interface type='network'> on network 'vmfex' (no portgroup) (qbh, forward mode hostdev), VF 00fe:03:10.1: "
+        "PCI device 00fe:03:10.1 does not exist on this host" in result.err
+    ), result.err
