@@ -198,7 +198,9 @@ class VdpFeature(Feature):
                 found.append(_Native(i.mac, proto, (i.source_dev or "",), f"<interface type='direct'> ({proto})"))
             elif i.type == "hostdev" and i.virtualport_type == "802.1Qbh":
                 found.append(
-                    _Native(i.mac, "qbh", (), f"<interface type='hostdev'> PCI {i.pci} (qbh)", pci=(i.pci or "?",))
+                    _Native(
+                        i.mac, "qbh", (), f"<interface type='hostdev'> PCI {i.pci or '?'} (qbh)", pci=(i.pci or "?",)
+                    )
                 )
             elif i.type == "network" and i.network:
                 native = self._network_port(i)
@@ -207,28 +209,25 @@ class VdpFeature(Feature):
         return found
 
     def _network_port(self, iface: Interface) -> _Native | None:
-        if iface.mac not in self._resolved:
-            where = f"<interface type='network'> on network '{iface.network}'"
-            try:
-                port = networks.resolve(iface, networks.network_dirs())
-            except HookError as exc:
-                self._resolved[iface.mac] = _Native(iface.mac, "qbg", (), where, error=_prefixed(where, exc))
-            except ValueError as exc:
-                error = PeerRefused(f"{where}: {exc}", hint="libvirt refuses this too: fix the network or the guest")
-                self._resolved[iface.mac] = _Native(iface.mac, "qbg", (), where, error=error)
-            else:
-                self._resolved[iface.mac] = (
-                    None
-                    if port is None
-                    else _Native(
-                        iface.mac,
-                        port.proto,
-                        port.uplinks,
-                        f"<interface type='network'> on {port.describe()} ({port.proto}, forward mode {port.mode})",
-                        pci=port.pci if port.proto == "qbh" else (),
-                    )
+        if iface.mac in self._resolved:
+            return self._resolved[iface.mac]
+        where = f"<interface type='network'> on network '{iface.network}'"
+        native: _Native | None = None
+        try:
+            port = networks.resolve(iface, networks.network_dirs())
+        except HookError as exc:
+            native = _Native(iface.mac, "qbg", (), where, error=_prefixed(where, exc))
+        except ValueError as exc:
+            error = PeerRefused(f"{where}: {exc}", hint="libvirt refuses this too: fix the network or the guest")
+            native = _Native(iface.mac, "qbg", (), where, error=error)
+        else:
+            if port is not None:
+                where = f"<interface type='network'> on {port.describe()} ({port.proto}, forward mode {port.mode})"
+                native = _Native(
+                    iface.mac, port.proto, port.uplinks, where, pci=port.pci if port.proto == "qbh" else ()
                 )
-        return self._resolved[iface.mac]
+        self._resolved[iface.mac] = native
+        return native
 
     def targets(self, event: Event) -> list[str]:
         keys = [p.key for p in event.ports]
