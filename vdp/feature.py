@@ -39,7 +39,6 @@ from hooks.feature import CheckResult, Context, Feature, Outcome
 from hooks.journal import Record
 from hooks.links import link_state
 from hooks.plain import plain
-from vdp import networks
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
@@ -186,7 +185,13 @@ class VdpFeature(Feature):
     @classmethod
     def wants(cls, raw: bytes) -> bool:
         # type='network' guests only when one of their networks here carries a Qbg/Qbh virtualport.
-        return super().wants(raw) or networks.has_port_profile_network(raw, networks.network_dirs())
+        if super().wants(raw):
+            return True
+        if b" network=" not in raw:
+            return False
+        from vdp import networks  # ~1 ms: only for guests with a type='network' interface
+
+        return networks.has_port_profile_network(raw, networks.network_dirs())
 
     # ------------------------------------------------------------------------------------------ targets
     def _native(self, event: Event) -> list[_Native]:
@@ -211,6 +216,8 @@ class VdpFeature(Feature):
     def _network_port(self, iface: Interface) -> _Native | None:
         if iface.mac in self._resolved:
             return self._resolved[iface.mac]
+        from vdp import networks
+
         where = f"<interface type='network'> on network '{iface.network}'"
         native: _Native | None = None
         try:
