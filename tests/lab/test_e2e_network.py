@@ -135,7 +135,7 @@ def test_migration_to_b_is_vetoed_naming_network_portgroup_and_uplink(lab: E2ELa
         assert lab.a.domstate(guest.name).startswith("running")
         assert guest.name not in lab.b.domains()
         assert lab.switch_requests(since=since) == []
-        print(f"\nmigration vetoed at B ({how}) in {seconds:.2f} s: {reason[reason.find('libvirt-vdp-hooks:'):]}")
+        print(f"\nmigration vetoed at B ({how}) in {seconds:.2f} s: {reason[reason.find('libvirt-vdp-hooks:') :]}")
     finally:
         b.run(["ip", "link", "set", NO_EVB, "up"])
         define_network(lab, lab.b, network_xml(lab.b.uplink, port_profile=True))

@@ -420,7 +420,8 @@ def test_xml_errors_say_what_is_wrong_once_and_never_blame_the_metadata() -> Non
         b" " * (MAX_XML_BYTES + 1): "more than the 4194304 this hook reads",
         b"<domain><name>x</domain>": "Opening and ending tag mismatch: name line 1 and domain, line 1, column 25",
         b"<domain><name>\xff</name></domain>": "not valid UTF-8 (line 1, column 15)",
-        b"<a>" * 300 + b"</a>" * 300: "elements nested more than 256 deep (line 1, column 771)",
+        # (the column of the depth error differs between libxml2 versions)
+        b"<a>" * 300 + b"</a>" * 300: "elements nested more than 256 deep (line 1, column ",
     }
     for raw, needle in cases.items():
         with pytest.raises(XmlError) as info:
