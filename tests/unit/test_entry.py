@@ -291,6 +291,7 @@ def _vport_guest(vport: str) -> bytes:
 )
 def test_fast_path_selects_only_what_we_act_on(tmp_path: Path, xml: bytes, slow: bool) -> None:
     """openvswitch and midonet virtualports are none of ours; a near-miss namespace comes in to be warned about."""
+    assert _load_entry()._NEAR_MISS.decode() in hooks.NAMESPACE
     entry = _copy_tree(tmp_path / "src")
     (tmp_path / "src" / "hooks" / "__init__.py").write_text("raise ImportError('hooks/ must not be imported here')\n")
     result = HookEnv(tmp_path, entry=entry).run("migrate", "begin", xml)
