@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from hooks import __version__
 from hooks.config import CONFIG_PATH, Config, load_config, parse_seconds
-from hooks.errors import ConfigError, HookError
+from hooks.errors import ConfigError, HookError, XmlError
 from hooks.feature import CheckResult, Feature, feature_class, is_known_feature
 from hooks.journal import Journal
 from hooks.policy import clear_emergency, read_emergency, set_emergency
@@ -427,17 +427,29 @@ def _dry_run(args: argparse.Namespace, argv: list[str], raw: bytes) -> int:
 
     try:
         config = _load(args)
+        wanting = [f for f in _instances(config, config.features) if f.wants(raw)]
         event = parse_event(argv, raw)
+    except XmlError as exc:
+        # As the hook: unusable XML vetoes only a guest that an enabled feature wants.
+        if not wanting:
+            print(f"would proceed: {exc.one_line()}; ignored: nothing in this guest is for libvirt-vdp-hooks")
+            return EXIT_OK
+        print(f"would veto: {exc.one_line()}")
+        return EXIT_FAIL
     except HookError as exc:
         print(f"would veto: {exc.one_line()}")
         return EXIT_FAIL
     policy = Policy(config, event, read_emergency(state_dir()))
     print(f"guest {event.guest} {event.uuid}: {event.op} {event.subop}")
-    wanting = [f for f in _instances(config, config.features) if f.wants(raw)]
     print(f"features that want this guest: {', '.join(f.name for f in wanting) or 'none (fast path: exit 0)'}")
+    declared = {p.key for p in event.ports}
     for feature in wanting:
         acts = event.hook in feature.handles
         print(f"  {feature.name}: {'acts on' if acts else 'ignores'} {event.op} {event.subop}")
+        if acts:
+            for key in feature.targets(event):
+                if key not in declared:  # libvirt's own port profiles: checked before, never set up by us
+                    print(f"  port {key}: managed by libvirt; {feature.name} preflights it")
     for port in event.ports:
         owner = PORT_FEATURE.get(port.kind, "vdp")
         required = "required" if policy.required(owner, port) else "not required"

@@ -105,6 +105,7 @@ class Config:
     syslog: bool = True
     debug: bool = False
     uplinks: Mapping[str, str] = field(default_factory=dict)
+    uplink_lines: Mapping[str, int] = field(default_factory=dict)  # logical name -> its [uplinks] line
     raw_sections: Mapping[str, Mapping[str, tuple[str, int]]] = field(default_factory=dict)
 
     def where(self, line: int) -> str:
@@ -113,6 +114,12 @@ class Config:
     def uplink(self, name: str) -> str:
         """A logical uplink name -> this host's interface; an interface name maps to itself."""
         return self.uplinks.get(name, name)
+
+    def uplink_origin(self, name: str) -> str:
+        """Where ``name`` gets its interface, for messages: ``[uplinks] fabric-a = up0 (FILE:7)``."""
+        if name in self.uplinks:
+            return f"[uplinks] {name} = {self.uplinks[name]} ({self.where(self.uplink_lines.get(name, 0))})"
+        return f"not in [uplinks] of {self.path or 'the built-in defaults'}: taken as an interface name"
 
     def feature_settings(self, name: str, options: Mapping[str, Option]) -> dict[str, Any]:
         """Parse a feature's section against the options the feature declares (errors name file:line)."""
@@ -187,7 +194,9 @@ def load_config(path: str | None = None, *, known_features: Callable[[str], bool
         except ValueError as exc:
             raise ConfigError(f"{path}:{line}: [hooks] {key}: {exc}") from None
     uplinks: dict[str, str] = {}
+    uplink_lines: dict[str, int] = {}
     for key, (text_value, line) in sections.pop("uplinks", {}).items():
+        uplink_lines[key] = line
         if not text_value or len(text_value) > 15 or "/" in text_value or " " in text_value:
             raise ConfigError(f"{path}:{line}: [uplinks] {key} = '{text_value}' is not an interface name")
         uplinks[key] = text_value
@@ -198,6 +207,7 @@ def load_config(path: str | None = None, *, known_features: Callable[[str], bool
     config = Config(
         path=path,
         uplinks=MappingProxyType(uplinks),
+        uplink_lines=MappingProxyType(uplink_lines),
         raw_sections=MappingProxyType({k: MappingProxyType(v) for k, v in sections.items()}),
         **values,
     )

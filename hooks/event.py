@@ -28,6 +28,8 @@ __all__ = [
     "Interface",
     "PortSpec",
     "parse_event",
+    "parse_xml",
+    "pci_address",
 ]
 
 #: Real domain XML is a few KiB; anything near this is an attack or a bug.
@@ -62,18 +64,24 @@ def _q(tag: str) -> str:
 
 @plain(frozen=True)
 class Interface:
-    """One ``<interface>`` of the guest, as far as the hooks care."""
+    """One ``<interface>`` of the guest, as far as the hooks care.
+
+    ``virtualport_type`` is None without a ``<virtualport>``, "" for one without ``type=`` (a
+    ``type='network'`` interface may leave the type to its network)."""
 
     mac: str
     type: str
     source_dev: str | None
     virtualport_type: str | None
     virtualport: Mapping[str, str] = field(default_factory=dict)
+    network: str | None = None  # type='network': <source network=...>
+    portgroup: str | None = None  # type='network': <source portgroup=...>
+    pci: str | None = None  # type='hostdev': the PCI address of the VF, "0000:03:10.2"
 
     @property
     def libvirt_managed_profile(self) -> bool:
         """libvirt itself associates this port (``type='direct'`` + 802.1Qbg/Qbh ``<virtualport>``)."""
-        if self.virtualport_type is None:
+        if not self.virtualport_type:
             return False
         return self.type == "direct" or self.virtualport_type in _LIBVIRT_PORT_PROFILES
 
@@ -127,20 +135,38 @@ class Event:
         return None
 
 
-def _parse_xml(raw: bytes) -> object:
+#: For XML that libvirt would never send: the admin replaying a saved or hand-made file.
+_BAD_XML_HINT = "libvirt never sends such XML; if it came from 'vdp-hooks replay FILE', check FILE with xmllint"
+
+
+def parse_xml(raw: bytes, what: str = "domain XML") -> object:
+    """``raw`` parsed safely (no entities, DTDs or network; size and depth capped) -> the root element."""
     # Imported here: the entry's fast path must not pay for lxml.
     etree = import_lean("lxml.etree")  # without inspect and gzip: see hooks/leanimport.py
 
     if len(raw) > MAX_XML_BYTES:
-        raise XmlError(f"domain XML is {len(raw)} bytes, more than the {MAX_XML_BYTES} accepted")
+        raise XmlError(
+            f"{what} is {len(raw)} bytes, more than the {MAX_XML_BYTES} this hook reads",
+            hint="make it smaller (a long <description>, for example)",
+        )
     parser = etree.XMLParser(
         resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=True
     )
     try:
-        root = etree.fromstring(raw, parser)
+        return etree.fromstring(raw, parser)
     except etree.XMLSyntaxError as exc:
-        raise XmlError(f"domain XML on stdin is not well-formed: {exc}") from None
-    if root is None or root.tag != "domain":
+        # exc.msg carries the position once; str(exc) repeats it as "(<string>, line N)".
+        text = str(exc.msg or exc)
+        if text.startswith("Excessive depth in document"):
+            text = f"elements nested more than 256 deep ({text.rsplit(', ', 2)[-2]}, {text.rsplit(', ', 1)[-1]})"
+        elif "Invalid bytes in character encoding" in text or "not proper UTF-8" in text:
+            text = f"not valid UTF-8 (line {exc.lineno}, column {exc.position[1]})"
+        raise XmlError(f"{what} is not well-formed: {text}", hint=_BAD_XML_HINT) from None
+
+
+def _parse_xml(raw: bytes) -> object:
+    root = parse_xml(raw, "domain XML on stdin")
+    if root is None or root.tag != "domain":  # type: ignore[attr-defined]
         raise XmlError("stdin does not hold a <domain> document", hint="libvirt passes the domain XML on stdin")
     return root
 
@@ -167,19 +193,65 @@ def _interfaces(root: object) -> tuple[Interface, ...]:
         mac_node = node.find("mac")
         if mac_node is None or not mac_node.get("address"):
             continue  # libvirt always fills the MAC in; an interface without one cannot be ours
+        kind = node.get("type", "")
         source = node.find("source")
         vport = node.find("virtualport")
         params = vport.find("parameters") if vport is not None else None
+        address = source.find("address") if source is not None and kind == "hostdev" else None
         found.append(
             Interface(
                 mac=mac_node.get("address").lower(),
-                type=node.get("type", ""),
+                type=kind,
                 source_dev=source.get("dev") if source is not None else None,
-                virtualport_type=vport.get("type") if vport is not None else None,
+                virtualport_type=vport.get("type", "") if vport is not None else None,
                 virtualport=MappingProxyType(dict(params.attrib)) if params is not None else MappingProxyType({}),
+                network=source.get("network") if source is not None and kind == "network" else None,
+                portgroup=source.get("portgroup") if source is not None and kind == "network" else None,
+                pci=pci_address(address) if address is not None else None,
             )
         )
     return tuple(found)
+
+
+def pci_address(node: object) -> str | None:
+    """``<address type='pci' domain='0x0000' bus='0x03' slot='0x10' function='0x2'/>`` -> "0000:03:10.2"."""
+    get = node.get  # type: ignore[attr-defined]
+    if get("type", "pci") != "pci":
+        return None
+    try:
+        parts = [int(get(k, "0"), 0) for k in ("domain", "bus", "slot", "function")]
+    except ValueError:
+        return None
+    return "{:04x}:{:02x}:{:02x}.{:x}".format(*parts)
+
+
+def _tag_name(tag: str) -> str:
+    """An element's name for messages: ``<vdp:qbz>`` for ours (whatever prefix the XML used)."""
+    ns, _, local = tag[1:].partition("}") if tag.startswith("{") else ("", "", tag)
+    if ns == NAMESPACE:
+        return f"<vdp:{local}>"
+    return f"<{local} xmlns='{ns}'>" if ns else f"<{local}>"
+
+
+def _near_miss(uri: str) -> bool:
+    """A namespace that was surely meant to be ours: case, https, a trailing slash, spaces."""
+    loose = uri.strip().lower().rstrip("/")
+    if loose.startswith("https://"):
+        loose = "http://" + loose[len("https://") :]
+    return uri != NAMESPACE and loose == NAMESPACE
+
+
+def _near_miss_warnings(root: object) -> list[str]:
+    found = []
+    for node in root.iterfind("metadata/*"):  # type: ignore[attr-defined]
+        tag = node.tag if isinstance(node.tag, str) else ""
+        uri = tag[1:].partition("}")[0] if tag.startswith("{") else ""
+        if _near_miss(uri):
+            found.append(
+                f"<metadata> holds <{tag.partition('}')[2]}> in namespace '{uri}', which is not "
+                f"libvirt-vdp-hooks' '{NAMESPACE}' (namespaces must match exactly): its ports are ignored"
+            )
+    return found
 
 
 def _port(node: object, guest_uuid: uuid.UUID, interfaces: tuple[Interface, ...], warnings: list[str]) -> PortSpec:
@@ -206,16 +278,19 @@ def _port(node: object, guest_uuid: uuid.UUID, interfaces: tuple[Interface, ...]
 
     if not _MAC_RE.match(mac):
         return bad(f"{where}: mac must look like 52:54:00:aa:00:02")
-    iface = next((i for i in interfaces if i.mac == mac), None)
-    if iface is None:
+    same_mac = [i for i in interfaces if i.mac == mac]
+    if not same_mac:
         return bad(f"{where}: the guest has no <interface> with this MAC")
-    if iface.libvirt_managed_profile:
+    # Any interface with this MAC counts, wherever it stands: libvirt's own port must not be fought over.
+    managed = next((i for i in same_mac if i.libvirt_managed_profile), None)
+    if managed is not None:
         return bad(
-            f"{where}: this interface has a <virtualport type='{iface.virtualport_type}'> that libvirt "
-            "manages itself; remove one of the two"
+            f"{where}: an interface with this MAC has a <virtualport type='{managed.virtualport_type}'> that "
+            "libvirt manages itself; remove one of the two"
         )
+    iface = same_mac[0]
     if others:
-        names = ", ".join(sorted({str(c.tag) for c in others}))
+        names = ", ".join(sorted({_tag_name(str(c.tag)) for c in others}))
         return bad(f"{where}: unknown element(s) {names} (a newer libvirt-vdp-hooks?)")
     if len(kinds) != 1:
         return bad(f"{where}: needs exactly one <vdp:qbg> or <vdp:qbh> inside")
@@ -267,6 +342,11 @@ def _port(node: object, guest_uuid: uuid.UUID, interfaces: tuple[Interface, ...]
     )
 
 
+def _fix_hint(guest: str) -> str:
+    # virsh refuses --edit without --key ("namespace key is required when modifying metadata").
+    return f"fix it with 'virsh metadata {guest} {NAMESPACE} --key vdp --config --edit' or 'virsh edit {guest}'"
+
+
 def parse_event(argv: list[str], raw: bytes) -> Event:
     """Build the event from the hook's argv (without argv[0]) and the XML bytes from stdin."""
     if len(argv) < 3:
@@ -281,21 +361,22 @@ def parse_event(argv: list[str], raw: bytes) -> Event:
         raise XmlError(f"<uuid>{uuid_text[:60]}</uuid> is not a UUID", hint="libvirt always sets one") from None
     guest = (root.findtext("name") or name).strip()  # type: ignore[attr-defined]
     interfaces = _interfaces(root)
+    hint = _fix_hint(guest)
+    warnings: list[str] = [f"{w}; {hint}" for w in _near_miss_warnings(root)]
 
     hooks_nodes = root.findall(f"metadata/{_q('hooks')}")  # type: ignore[attr-defined]
     if not hooks_nodes:
-        return Event(guest, guest_uuid, op, subop, extra, interfaces, raw=raw)
+        return Event(guest, guest_uuid, op, subop, extra, interfaces, warnings=tuple(warnings), raw=raw)
     if len(hooks_nodes) > 1:
-        raise XmlError("more than one <vdp:hooks> element in <metadata>; libvirt keeps only the first")
+        raise XmlError("more than one <vdp:hooks> element in <metadata>; libvirt keeps only the first", hint=hint)
     top = hooks_nodes[0]
-    warnings: list[str] = []
     version_text = top.get("version", "1")
     try:
         version = int(version_text)
         if version < 1:
             raise ValueError
     except ValueError:
-        raise XmlError(f"<vdp:hooks version='{version_text}'>: version must be a positive integer") from None
+        raise XmlError(f"<vdp:hooks version='{version_text}'>: version must be a positive integer", hint=hint) from None
     if version > 1:
         warnings.append(f"<vdp:hooks version='{version}'> is newer than this host understands (1)")
 
@@ -309,21 +390,21 @@ def parse_event(argv: list[str], raw: bytes) -> Event:
             fname = node.get("name", "")
             where = f"<vdp:feature name='{fname}'>"
             if not fname:
-                raise XmlError(f"{where}: name= is missing")
+                raise XmlError(f"{where}: name= is missing", hint=hint)
             if fname in policy:
-                raise XmlError(f"{where} appears twice")
+                raise XmlError(f"{where} appears twice", hint=hint)
             try:
                 policy[fname] = _yes_no(node.get("required", "yes"), where, "required")
             except ValueError as exc:
-                raise XmlError(str(exc)) from None
+                raise XmlError(str(exc), hint=hint) from None
         elif node.tag == _q("port"):
             port = _port(node, guest_uuid, interfaces, warnings)
             if port.mac in seen:
-                raise XmlError(f"{port.where} is declared twice; declare each port once")
+                raise XmlError(f"{port.where} is declared twice; declare each port once", hint=hint)
             seen.add(port.mac)
             ports.append(port)
         else:
-            warnings.append(f"<vdp:hooks>: unknown element {node.tag} ignored")
+            warnings.append(f"<vdp:hooks>: unknown element {_tag_name(node.tag)} ignored")
     return Event(
         guest=guest,
         uuid=guest_uuid,

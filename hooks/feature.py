@@ -52,6 +52,8 @@ BUILTIN_FEATURES: Mapping[str, str] = {
     "links": "hooks.links:LinksFeature",
 }
 
+_OUR_NAMESPACE = (f'"{NAMESPACE}"'.encode(), f"'{NAMESPACE}'".encode())
+
 BEGIN_OPS = frozenset(
     {("migrate", "begin"), ("restore", "begin"), ("prepare", "begin"), ("start", "begin"), ("started", "begin")}
 )
@@ -122,7 +124,9 @@ class Feature(abc.ABC):
     #: The name used in the config and in ``<vdp:feature name=...>``.
     name: ClassVar[str]
     #: Raw-bytes markers: the guest concerns this feature only if one occurs in the domain XML.
-    #: Our metadata namespace always counts.  Keep cheap: this runs for every guest on every event.
+    #: Our metadata namespace always counts.  Keep cheap: this runs for every guest on every event.  Select
+    #: only what the feature acts on: whatever matches pays the slow path on every event, and an XML error
+    #: vetoes only guests that some enabled feature wants.
     #: The entry's fast path knows only the namespace and the built-in features' markers (it runs before
     #: any feature is imported): a third-party feature is reached through the guest's <vdp:hooks> metadata.
     markers: ClassVar[tuple[bytes, ...]] = ()
@@ -137,8 +141,9 @@ class Feature(abc.ABC):
 
     @classmethod
     def wants(cls, raw: bytes) -> bool:
-        """The cheap test on the raw XML bytes."""
-        return NAMESPACE.encode() in raw or any(marker in raw for marker in cls.markers)
+        """The cheap test on the raw XML bytes (a feature may add cheap host-side facts, see ``markers``)."""
+        # The URI with its quotes: "http://libvirt-vdp-hooks.org/xmlns/" is a near miss, not ours.
+        return any(ns in raw for ns in _OUR_NAMESPACE) or any(marker in raw for marker in cls.markers)
 
     @abc.abstractmethod
     def describe(self) -> str:

@@ -59,22 +59,32 @@ class LinksFeature(Feature):
     def describe(self) -> str:
         return "uplinks of declared ports exist and are up"
 
-    def _uplinks(self, event: Event) -> dict[str, list[str]]:
-        """interface -> keys of the ports that use it (host-wide required links count for every port)."""
-        wanted: dict[str, list[str]] = {}
+    def _uplinks(self, event: Event) -> dict[str, tuple[list[str], list[str]]]:
+        """interface -> (keys of the ports that use it, the logical uplink names that lead to it); the
+        host-wide required links count for every port."""
+        wanted: dict[str, tuple[list[str], list[str]]] = {}
         for port in event.ports:
             if port.uplink:
-                wanted.setdefault(self.config.uplink(port.uplink), []).append(port.key)
+                keys, names = wanted.setdefault(self.config.uplink(port.uplink), ([], []))
+                keys.append(port.key)
+                if port.uplink not in names:
+                    names.append(port.uplink)
         if event.ports:
             for ifname in self.settings["require"]:
-                wanted.setdefault(ifname, [])
+                wanted.setdefault(ifname, ([], []))
         return wanted
 
     def setup(self, event: Event, ctx: Context) -> list[Outcome]:
         outcomes = []
-        for ifname, keys in self._uplinks(event).items():
+        for ifname, (keys, names) in self._uplinks(event).items():
             problem = link_state(ifname)
-            error = PeerUnavailable(problem) if problem else None
+            error = None
+            if problem:
+                # Name the logical uplink and the config line that maps it: the guest's metadata says
+                # "fabric-a", the admin has to find out which interface that is here and why.
+                origin = "; ".join(f"uplink {n} ({self.config.uplink_origin(n)})" for n in names)
+                origin = origin or f"[links] require in {self.config.path or 'the built-in defaults'}"
+                error = PeerUnavailable(f"{origin}: {problem}")
             for key in keys or [None]:  # type: ignore[list-item]
                 outcomes.append(Outcome(key, error, f"uplink {ifname} up"))
         return outcomes
@@ -86,9 +96,8 @@ class LinksFeature(Feature):
         results = []
         for logical, ifname in sorted(self.config.uplinks.items()):
             problem = link_state(ifname)
-            results.append(
-                CheckResult(f"uplink {logical} -> {ifname} is up", "FAIL" if problem else "PASS", problem or "")
-            )
+            hint = f"{problem} ({self.config.uplink_origin(logical)})" if problem else ""
+            results.append(CheckResult(f"uplink {logical} -> {ifname} is up", "FAIL" if problem else "PASS", hint))
         for ifname in self.settings["require"]:
             problem = link_state(ifname)
             results.append(CheckResult(f"required link {ifname} is up", "FAIL" if problem else "PASS", problem or ""))

@@ -15,7 +15,7 @@ import uuid
 from hooks import STATE_DIR_DEFAULT
 from hooks.config import Config, load_config
 from hooks.deadline import Deadline
-from hooks.errors import ConfigError, HookError
+from hooks.errors import ConfigError, HookError, XmlError
 from hooks.event import PORT_FEATURE, Event, parse_event
 from hooks.feature import BEGIN_OPS, Feature, feature_class, is_known_feature
 from hooks.journal import Journal
@@ -172,7 +172,15 @@ def _release_by_uuid(raw: bytes, config: Config, elog: EventLog) -> None:
 def _run(argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elog: EventLog, stderr: IO[str]) -> int:
     # One deadline for the whole invocation: time spent waiting for the guest's lock counts too.
     deadline = Deadline(config.invocation_timeout)
-    event = parse_event(argv, raw)
+    try:
+        event = parse_event(argv, raw)
+    except XmlError as exc:
+        # Unusable XML vetoes only a guest that has something for an enabled feature (not, say, an
+        # openvswitch guest with a 5 MiB description that reached us through a near-miss namespace).
+        if hook in BEGIN_OPS and not _features(config, raw):
+            elog.warning("%s; ignored: nothing in this guest is for libvirt-vdp-hooks", exc.one_line(), outcome="ok")
+            return 0
+        raise
     elog = EventLog(elog.sink, guest=event.guest, uuid=str(event.uuid), op=" ".join(hook))
     store = Journal(state_dir())
     policy = Policy(config, event, read_emergency(store.state_dir))

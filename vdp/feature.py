@@ -12,8 +12,11 @@ release end            DISASSOCIATE what the journal holds and what the XML decl
 reconnect begin        GETLINK; re-associate what lldpad lost; never fails
 =====================  ==============================  ==========================================
 
-Interfaces libvirt manages itself (``type='direct'`` + ``<virtualport type='802.1Qbg|802.1Qbh'>``) get the
-preflight only, so a migration libvirt would fail at Finish, after the RAM transfer, is refused up front.
+Ports libvirt manages itself get the preflight only, so a migration libvirt would fail at Finish, after
+the RAM transfer, is refused up front: ``type='direct'`` with ``<virtualport type='802.1Qbg|802.1Qbh'>``
+(uplink: the source device), ``type='network'`` whose network or portgroup carries such a virtualport
+(``vdp.networks``; uplinks: the network's forward devices), and ``type='hostdev'`` with an 802.1Qbh
+virtualport (the VF's PF must do port profiles).
 
 Wire clients (``vdp.lldpad``, ``vdp.clif``, ``vdp.qbh``) are imported only when a request is due: the
 class itself must stay cheap to import because the framework loads it for every guest that has metadata.
@@ -35,6 +38,7 @@ from hooks.event import Event, Interface, PortSpec
 from hooks.feature import CheckResult, Context, Feature, Outcome
 from hooks.journal import Record
 from hooks.links import link_state
+from hooks.plain import plain
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
@@ -154,11 +158,37 @@ def _port_data(port: PortSpec, ifname: str) -> dict[str, Any]:
     return data
 
 
+_PROFILES = {"802.1Qbg": "qbg", "802.1Qbh": "qbh"}
+
+
+@plain(frozen=True)
+class _Native:
+    """A port libvirt associates itself, for the preflight: what to check and how to name it."""
+
+    key: str  # the interface's MAC
+    proto: str  # "qbg" or "qbh"
+    uplinks: tuple[str, ...]  # interfaces to check (any of them may carry the port)
+    where: str  # names the port in messages: interface type, network, portgroup
+    pci: tuple[str, ...] = ()  # VFs by PCI address (type='hostdev', or a network in forward mode hostdev)
+    error: HookError | None = None  # known already (the network could not be resolved)
+
+
+def _prefixed(where: str, error: HookError) -> HookError:
+    """``error`` with ``where`` in front (same class and hint), so a veto names the port's whole path."""
+    return type(error)(f"{where}: {error.text}", hint=error.hint_text)
+
+
 class VdpFeature(Feature):
     """802.1Qbg (VDP through lldpad) and 802.1Qbh (port profiles through the kernel)."""
 
     name = "vdp"
-    markers = (b"<virtualport",)
+    # Only the port profiles we act on: openvswitch and midonet virtualports are none of ours.
+    markers = (
+        b"<virtualport type='802.1Qbg'",
+        b"<virtualport type='802.1Qbh'",
+        b'<virtualport type="802.1Qbg"',
+        b'<virtualport type="802.1Qbh"',
+    )
     handles = frozenset(
         {("migrate", "begin"), ("restore", "begin"), ("prepare", "begin"), ("started", "begin"), ("reconnect", "begin")}
     )
@@ -173,18 +203,71 @@ class VdpFeature(Feature):
         "host_uuid": Option(str, "", "host UUID sent with 802.1Qbh requests (default: found like libvirt)"),
     }
 
+    def __init__(self, config: Any, settings: Mapping[str, Any]) -> None:
+        super().__init__(config, settings)
+        self._resolved: dict[str, _Native | None] = {}  # type='network' ports by MAC, resolved once
+
     def describe(self) -> str:
         return "802.1Qbg VDP through lldpad, 802.1Qbh port profiles through the kernel"
 
+    @classmethod
+    def wants(cls, raw: bytes) -> bool:
+        # type='network' guests only when one of their networks here carries a Qbg/Qbh virtualport.
+        if super().wants(raw):
+            return True
+        if b" network=" not in raw:
+            return False
+        from vdp import networks  # ~1 ms: only for guests with a type='network' interface
+
+        return networks.has_port_profile_network(raw, networks.network_dirs())
+
     # ------------------------------------------------------------------------------------------ targets
-    @staticmethod
-    def _native(event: Event) -> list[Interface]:
-        return [i for i in event.interfaces if i.virtualport_type in ("802.1Qbg", "802.1Qbh") and i.type == "direct"]
+    def _native(self, event: Event) -> list[_Native]:
+        """The ports libvirt associates itself, each with what to check (resolved once per invocation)."""
+        found = []
+        for i in event.interfaces:
+            if i.type == "direct" and i.virtualport_type in _PROFILES:
+                proto = _PROFILES[i.virtualport_type]
+                found.append(_Native(i.mac, proto, (i.source_dev or "",), f"<interface type='direct'> ({proto})"))
+            elif i.type == "hostdev" and i.virtualport_type == "802.1Qbh":
+                found.append(
+                    _Native(
+                        i.mac, "qbh", (), f"<interface type='hostdev'> PCI {i.pci or '?'} (qbh)", pci=(i.pci or "?",)
+                    )
+                )
+            elif i.type == "network" and i.network:
+                native = self._network_port(i)
+                if native is not None:
+                    found.append(native)
+        return found
+
+    def _network_port(self, iface: Interface) -> _Native | None:
+        if iface.mac in self._resolved:
+            return self._resolved[iface.mac]
+        from vdp import networks
+
+        where = f"<interface type='network'> on network '{iface.network}'"
+        native: _Native | None = None
+        try:
+            port = networks.resolve(iface, networks.network_dirs())
+        except HookError as exc:
+            native = _Native(iface.mac, "qbg", (), where, error=_prefixed(where, exc))
+        except ValueError as exc:
+            error = PeerRefused(f"{where}: {exc}", hint="libvirt refuses this too: fix the network or the guest")
+            native = _Native(iface.mac, "qbg", (), where, error=error)
+        else:
+            if port is not None:
+                where = f"<interface type='network'> on {port.describe()} ({port.proto}, forward mode {port.mode})"
+                native = _Native(
+                    iface.mac, port.proto, port.uplinks, where, pci=port.pci if port.proto == "qbh" else ()
+                )
+        self._resolved[iface.mac] = native
+        return native
 
     def targets(self, event: Event) -> list[str]:
         keys = [p.key for p in event.ports]
         if event.hook in _PREFLIGHT:
-            keys += [i.mac for i in self._native(event)]
+            keys += [n.key for n in self._native(event)]
         return keys
 
     def _ifname(self, port: PortSpec) -> str:
@@ -531,17 +614,38 @@ class VdpFeature(Feature):
     def _preflight(self, event: Event) -> list[Outcome]:
         """Cheap host-side checks before anything is reserved; one verdict per uplink, reused per port."""
         verdicts: dict[tuple[str, str], HookError | None] = {}
-        outcomes = []
-        wanted = [(p.key, p.kind, self._ifname(p)) for p in event.ports if p.kind in ("qbg", "qbh")]
-        wanted += [
-            (i.mac, "qbg" if i.virtualport_type == "802.1Qbg" else "qbh", i.source_dev or "")
-            for i in self._native(event)
-        ]
-        for key, proto, ifname in wanted:
+
+        def verdict(proto: str, ifname: str) -> HookError | None:
             if (proto, ifname) not in verdicts:
                 verdicts[(proto, ifname)] = self._check_uplink(proto, ifname)
-            error = verdicts[(proto, ifname)]
-            outcomes.append(Outcome(key, error, f"preflight {proto} on {ifname} passed"))
+            return verdicts[(proto, ifname)]
+
+        outcomes = []
+        for p in event.ports:
+            if p.kind in ("qbg", "qbh"):
+                ifname = self._ifname(p)
+                error = verdict(p.kind, ifname)
+                where = f"uplink {p.uplink} ({self.config.uplink_origin(p.uplink or '')})"
+                note = f"preflight {p.kind} on {ifname} passed"
+                outcomes.append(Outcome(p.key, error and _prefixed(where, error), note))
+        for n in self._native(event):
+            error = n.error
+            for address in n.pci if error is None else ():
+                found = self._check_qbh_pci(address)
+                if found is not None:
+                    # A hostdev interface names its address already; a network's pool names the VF.
+                    error = _prefixed(n.where if address in n.where else f"{n.where}, VF {address}", found)
+                    break
+            # Every device libvirt may pick (it goes by connection count, never by link state).
+            for ifname in n.uplinks if error is None else ():
+                found = verdict(n.proto, ifname)
+                if found is not None:
+                    error = _prefixed(f"{n.where}, uplink {ifname}" if ifname else n.where, found)
+                    break
+            checked = ", ".join([*n.uplinks, *(f"PCI {a}" for a in n.pci)])
+            # Nothing named to check: libvirt itself refuses such a network before anything runs.
+            note = f"preflight of {n.where} on {checked} passed" if checked else f"{n.where}: no device to check"
+            outcomes.append(Outcome(n.key, error, note))
         return outcomes
 
     def _check_uplink(self, proto: str, ifname: str) -> HookError | None:
@@ -586,13 +690,31 @@ class VdpFeature(Feature):
     def _check_qbh(self, ifname: str) -> None:
         from vdp import qbh
 
-        port = qbh.resolve_port(ifname)
+        self._check_qbh_port(qbh.resolve_port(ifname))
+
+    def _check_qbh_port(self, port: Any) -> None:
+        from vdp import qbh
+
         with qbh.QbhClient(dest_pid=_qbh_destination(), exchange_timeout=self.config.exchange_timeout) as client:
             if not client.supports_port_profiles(port):
                 raise PeerRefused(
-                    f"{ifname} cannot do 802.1Qbh port profiles (its driver has no port-profile support)",
+                    f"{port.describe()} cannot do 802.1Qbh port profiles (its driver has no port-profile support)",
                     hint="use a Cisco VIC (enic) or another adapter whose driver implements port profiles",
                 )
+
+    def _check_qbh_pci(self, address: str) -> HookError | None:
+        """A VF named by PCI address (``type='hostdev'``): its PF must be here, up, and do port profiles."""
+        from vdp import qbh
+
+        try:
+            port = qbh.resolve_pci(address)
+            problem = link_state(port.pf_ifname)
+            if problem:
+                raise PeerUnavailable(f"its PF: {problem}")
+            self._check_qbh_port(port)
+        except HookError as exc:
+            return exc
+        return None
 
     # ------------------------------------------------------------------------------------------ reconnect
     def _reconnect(self, ctx: Context) -> list[Outcome]:

@@ -37,6 +37,7 @@ Where it differs, and why:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -80,6 +81,7 @@ __all__ = [
     "host_uuid",
     "kernel_errno_message",
     "libvirt_host_uuid",
+    "resolve_pci",
     "resolve_port",
     "response_message",
 ]
@@ -273,6 +275,42 @@ def resolve_port(ifname: str, *, sysfs: str = SYSFS) -> QbhPort:
         )
     pf = pf_names[0]
     return QbhPort(ifname, pf, _ifindex_of(pf, sysfs), vf_number)
+
+
+def resolve_pci(address: str, *, sysfs: str = SYSFS) -> QbhPort:
+    """Where requests for the VF at PCI ``address`` ("0000:03:10.2", a ``type='hostdev'`` interface) go.
+
+    The VF is usually bound to vfio-pci and has no network interface: its PF is the network interface of
+    ``/sys/bus/pci/devices/ADDR/physfn``, its number the N of the PF's ``virtfnN`` link to it (as libvirt
+    finds them for hostdev port profiles).  ``ifname`` is the VF's own interface if it has one, else the
+    PF's.  Raises PeerUnavailable when the device is not here or is no SR-IOV VF."""
+    dev = os.path.join(sysfs, "bus", "pci", "devices", address)
+    if "/" in address or not os.path.isdir(dev):
+        raise PeerUnavailable(f"PCI device {address} does not exist on this host", hint="check lspci and the guest")
+    physfn = os.path.join(dev, "physfn")
+    if not os.path.exists(physfn):
+        raise PeerUnavailable(
+            f"PCI device {address} is not an SR-IOV VF (no physfn)",
+            hint="802.1Qbh on a hostdev interface needs a VF of a port-profile capable adapter",
+        )
+    pf_dev = os.path.realpath(physfn)
+    vf_dev = os.path.realpath(dev)
+    vf_number = None
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(pf_dev):
+            m = re.fullmatch(r"virtfn(\d+)", entry)
+            if m and os.path.realpath(os.path.join(pf_dev, entry)) == vf_dev:
+                vf_number = int(m.group(1))
+    pf_names = sorted(os.listdir(os.path.join(pf_dev, "net"))) if os.path.isdir(os.path.join(pf_dev, "net")) else []
+    if vf_number is None or len(pf_names) != 1:
+        raise PeerUnavailable(
+            f"PCI device {address}: its PF {os.path.basename(pf_dev)} "
+            + ("does not list it (no virtfnN link)" if vf_number is None else "has no single network interface here"),
+            hint="the PF needs its driver loaded and must be in this network namespace",
+        )
+    own = sorted(os.listdir(os.path.join(dev, "net"))) if os.path.isdir(os.path.join(dev, "net")) else []
+    pf = pf_names[0]
+    return QbhPort(own[0] if own else pf, pf, _ifindex_of(pf, sysfs), vf_number)
 
 
 def _check_sysfs_view(ifname: str, base: str) -> None:

@@ -183,7 +183,12 @@ def test_uplinks_map_logical_names_for_the_links_feature(hookenv: HookEnv) -> No
     hookenv.write_config(features="links", extra="[uplinks]\nfabric-a = vhnosuch0\n")
     result = hookenv.run("migrate", "begin", xml)
     assert result.returncode == 1
-    assert f"port {MAC_A}: feature links: interface vhnosuch0 does not exist on this host" in result.err
+    # The message names the logical uplink and the [uplinks] line that maps it here.
+    line = next(n for n, text in enumerate(hookenv.config.read_text().splitlines(), 1) if text.startswith("fabric-a"))
+    assert (
+        f"port {MAC_A}: feature links: uplink fabric-a ([uplinks] fabric-a = vhnosuch0 ({hookenv.config}:{line})): "
+        "interface vhnosuch0 does not exist on this host" in result.err
+    ), result.err
 
 
 def test_someone_elses_broken_package_metadata_is_one_clean_line(hookenv: HookEnv, tmp_path: Path) -> None:

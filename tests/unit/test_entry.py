@@ -34,6 +34,7 @@ from tests.unit.conftest import (
     check_contract,
     domain_xml,
     hooks_md,
+    interface,
     port,
 )
 
@@ -259,3 +260,60 @@ def test_odd_argv_never_breaks_the_contract(tmp_path_factory: pytest.TempPathFac
     hook = tuple(args[1:3]) if len(args) >= 3 else ("", "")
     if hook not in BEGIN_HOOKS:
         assert result.returncode == 0, (args, result.err)
+
+
+# ------------------------------------------------------------------------------------------ what takes the slow path
+_IFID = "09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f"
+
+
+def _vport_guest(vport: str) -> bytes:
+    return domain_xml(interfaces=[interface(MAC_A, virtualport=vport)])
+
+
+@pytest.mark.parametrize(
+    ("xml", "slow"),
+    [
+        (
+            _vport_guest(f"<virtualport type='openvswitch'><parameters interfaceid='{_IFID}'/></virtualport>"),
+            False,
+        ),
+        (
+            _vport_guest(f"<virtualport type='midonet'><parameters interfaceid='{_IFID}'/></virtualport>"),
+            False,
+        ),
+        (_vport_guest("<virtualport type='802.1Qbg'/>"), True),
+        (_vport_guest('<virtualport type="802.1Qbh"/>'), True),
+        (
+            domain_xml(metadata=hooks_md(port(MAC_A)).replace(hooks.NAMESPACE, "https://Libvirt-VDP-Hooks.org/xmlns")),
+            True,
+        ),
+    ],
+)
+def test_fast_path_selects_only_what_we_act_on(tmp_path: Path, xml: bytes, slow: bool) -> None:
+    """openvswitch and midonet virtualports are none of ours; a near-miss namespace comes in to be warned about."""
+    assert _load_entry()._NEAR_MISS.decode() in hooks.NAMESPACE
+    entry = _copy_tree(tmp_path / "src")
+    (tmp_path / "src" / "hooks" / "__init__.py").write_text("raise ImportError('hooks/ must not be imported here')\n")
+    result = HookEnv(tmp_path, entry=entry).run("migrate", "begin", xml)
+    assert result.returncode == (1 if slow else 0), result.err
+
+
+def test_network_guests_take_the_slow_path_only_for_a_network_with_our_port_profile(tmp_path: Path) -> None:
+    entry = _copy_tree(tmp_path / "src")
+    (tmp_path / "src" / "hooks" / "__init__.py").write_text("raise ImportError('hooks/ must not be imported here')\n")
+    nets = tmp_path / "networks"
+    nets.mkdir()
+    (nets / "lan.xml").write_text("<network><name>lan</name><forward mode='nat'/></network>")
+    (nets / "fabric.xml").write_text(
+        "<network><name>fabric</name><forward mode='vepa' dev='eth1'/><virtualport type='802.1Qbg'>"
+        "<parameters managerid='11' typeid='1193047' typeidversion='2'/></virtualport></network>"
+    )
+    env = HookEnv(tmp_path, entry=entry)
+
+    def run(network: str) -> int:
+        nic = f"<interface type='network'><mac address='{MAC_A}'/><source network='{network}'/></interface>"
+        xml = domain_xml(interfaces=[nic])
+        return env.run("migrate", "begin", xml, env=env.env(VDP_HOOKS_NETWORK_DIRS=str(nets))).returncode
+
+    assert run("lan") == 0 and run("nowhere") == 0  # fast path: the broken code is never reached
+    assert run("fabric") == 1  # slow path

@@ -5,7 +5,11 @@ and odd XML that must never produce a traceback, stdout, or an exit code libvirt
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +25,8 @@ from tests.unit.conftest import (
     MAC_B,
     MAC_C,
     NS,
+    PLUGINS,
+    REPO,
     HookEnv,
     check_contract,
     domain_xml,
@@ -341,7 +347,142 @@ def test_unknown_element_in_a_port_is_an_error_only_when_required(hookenv: HookE
     result = hookenv.run("prepare", "begin", xml)
     assert result.returncode == code
     if code:
-        assert f"<vdp:port mac='{MAC_A}'>: unknown element(s) {{{NS}}}lag" in result.err
+        assert f"<vdp:port mac='{MAC_A}'>: unknown element(s) <vdp:lag> (a newer" in result.err
     else:
         assert [e["keys"] for e in hookenv.events("setup")] == [[MAC_B], [MAC_B]]
         assert "unknown element(s)" in hookenv.hook_log()
+
+
+# ------------------------------------------------------------------------------------------ interfaces libvirt manages
+def test_network_interface_keeps_network_portgroup_and_a_typeless_virtualport() -> None:
+    xml = """
+    <interface type='network'>
+      <mac address='52:54:00:aa:00:02'/>
+      <source network='vepa-net' portgroup='alice'/>
+      <virtualport>
+        <parameters instanceid='09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f'/>
+      </virtualport>
+      <model type='virtio'/>
+    </interface>"""
+    iface = _event("", interfaces=[xml]).interfaces[0]
+    assert (iface.type, iface.network, iface.portgroup, iface.virtualport_type) == ("network", "vepa-net", "alice", "")
+    assert not iface.libvirt_managed_profile  # the type comes from the network, looked up by the feature
+
+
+_NATIVE = interface(MAC_A, type="direct", source="eno1", virtualport="<virtualport type='802.1Qbg'/>")
+
+
+@pytest.mark.parametrize("order", ["plain first", "native first"])
+def test_a_mac_shared_with_a_libvirt_managed_interface_is_refused_in_any_order(order: str) -> None:
+    plain = interface(MAC_A)
+    ifaces = [plain, _NATIVE] if order == "plain first" else [_NATIVE, plain]
+    error = _one_port_error(hooks_md(port(MAC_A)), interfaces=ifaces)
+    assert "<virtualport type='802.1Qbg'> that libvirt manages itself" in error
+
+
+# ------------------------------------------------------------------------------------------ near-miss namespaces
+@pytest.mark.parametrize(
+    "uri",
+    [NS + "/", NS.replace("http://", "https://"), "http://Libvirt-VDP-Hooks.org/xmlns", "HTTPS://LIBVIRT-VDP-HOOKS.ORG/XMLNS/"],
+)
+def test_a_near_miss_namespace_is_warned_about(uri: str) -> None:
+    event = _event(hooks_md(port(MAC_A)).replace(NS, uri))
+    assert not event.has_metadata and event.ports == ()
+    (warning,) = event.warnings
+    assert f"namespace '{uri}', which is not libvirt-vdp-hooks' '{NS}'" in warning
+    assert f"virsh metadata guest1 {NS} --key vdp --config --edit" in warning
+
+
+def test_a_foreign_namespace_is_no_near_miss() -> None:
+    assert _event(hooks_md(port(MAC_A)).replace(NS, "http://example.org/libvirt-vdp-hooks")).warnings == ()
+
+
+@pytest.mark.parametrize("hook", [("migrate", "begin"), ("prepare", "begin"), ("started", "begin"), ("release", "end")])
+def test_a_near_miss_namespace_is_logged_on_every_event(hookenv: HookEnv, hook: tuple[str, str]) -> None:
+    xml = domain_xml(metadata=hooks_md(port(MAC_A, required="yes")).replace(NS, NS + "/"))
+    assert hookenv.run(*hook, xml).returncode == 0  # nothing of ours: the port is not ours to require
+    assert f"namespace '{NS}/', which is not libvirt-vdp-hooks'" in hookenv.hook_log()
+
+
+def test_a_near_miss_namespace_is_shown_by_replay_dry_run(hookenv: HookEnv, tmp_path: Path) -> None:
+    saved = tmp_path / "guest.xml"
+    saved.write_bytes(domain_xml(metadata=hooks_md(port(MAC_A)).replace(NS, NS.replace("http:", "https:"))))
+    env = hookenv.env(PYTHONPATH=f"{REPO}{os.pathsep}{PLUGINS}")
+    argv = [sys.executable, "-m", "hooks.cli", "replay", str(saved), "prepare", "begin", "--dry-run"]
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "warning: <metadata> holds <hooks> in namespace 'https://libvirt-vdp-hooks.org/xmlns'" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------ messages
+def test_xml_errors_say_what_is_wrong_once_and_never_blame_the_metadata() -> None:
+    cases = {
+        b" " * (MAX_XML_BYTES + 1): "more than the 4194304 this hook reads",
+        b"<domain><name>x</domain>": "Opening and ending tag mismatch: name line 1 and domain, line 1, column 25",
+        b"<domain><name>\xff</name></domain>": "not valid UTF-8 (line 1, column 15)",
+        # (the column of the depth error differs between libxml2 versions)
+        b"<a>" * 300 + b"</a>" * 300: "elements nested more than 256 deep (line 1, column ",
+    }
+    for raw, needle in cases.items():
+        with pytest.raises(XmlError) as info:
+            parse_event(ARGV, raw)
+        line = info.value.one_line()
+        assert needle in line, line
+        assert "<metadata>" not in line and "(<string>, line" not in line, line
+
+
+def test_declaration_errors_say_how_to_fix_them() -> None:
+    with pytest.raises(XmlError) as info:
+        _event(hooks_md(port(MAC_A), port(MAC_A)))
+    assert info.value.one_line().endswith(
+        f"-- fix it with 'virsh metadata guest1 {NS} --key vdp --config --edit' or 'virsh edit guest1'"
+    )
+
+
+def test_unknown_elements_are_named_with_our_prefix() -> None:
+    md = hooks_md(port(MAC_A, body=QBG + "<vdp:qbz/>"), port(MAC_B), prefix="hk").replace(
+        "</hk:hooks>", "<hk:future/><x:other xmlns:x='http://example.org/x'/></hk:hooks>"
+    )
+    event = _event(md)
+    assert "unknown element(s) <vdp:qbz> (a newer" in (event.ports[0].error or "")
+    assert "<vdp:hooks>: unknown element <vdp:future> ignored" in event.warnings
+    assert "<vdp:hooks>: unknown element <other xmlns='http://example.org/x'> ignored" in event.warnings
+
+
+# ------------------------------------------------------------------------------------------ not ours: never vetoed
+@pytest.mark.parametrize("vport", ["<virtualport type='openvswitch'/>", "<virtualport type='midonet'/>"])
+def test_a_huge_guest_that_is_not_ours_is_never_vetoed(hookenv: HookEnv, vport: str) -> None:
+    """5 MiB of <description>, over the size cap: an openvswitch/midonet guest never reaches our code, and one
+    that does (a near-miss namespace sends it to the slow path, to be warned about) is not vetoed either."""
+    big = domain_xml(interfaces=[interface(MAC_A, virtualport=vport)]).replace(
+        b"<memory", b"<description>" + b"x" * (5 << 20) + b"</description><memory", 1
+    )
+    for hook in [("migrate", "begin"), ("prepare", "begin"), ("release", "end")]:
+        assert hookenv.run(*hook, big).returncode == 0
+    assert hookenv.hook_log() == "", "the fast path: nothing ran"
+    near = big.replace(b"<memory", f"<metadata><v:hooks xmlns:v='{NS}/'/></metadata><memory".encode(), 1)
+    assert hookenv.run("prepare", "begin", near).returncode == 0
+    assert "more than the 4194304 this hook reads" in hookenv.hook_log()
+    assert "ignored: nothing in this guest is for libvirt-vdp-hooks" in hookenv.hook_log()
+
+
+def test_replay_dry_run_shows_libvirt_managed_ports_and_ignores_xml_errors_of_guests_not_ours(
+    hookenv: HookEnv, tmp_path: Path
+) -> None:
+    hookenv.write_config(features="vdp", vdp_required=None)
+    env = hookenv.env(PYTHONPATH=f"{REPO}{os.pathsep}{PLUGINS}")
+
+    def dry_run(xml: bytes, op: str = "migrate") -> subprocess.CompletedProcess[str]:
+        saved = tmp_path / "guest.xml"
+        saved.write_bytes(xml)
+        argv = [sys.executable, "-m", "hooks.cli", "replay", str(saved), op, "begin", "--dry-run"]
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
+
+    native = dry_run(domain_xml(interfaces=[_NATIVE]))
+    assert native.returncode == 0 and f"port {MAC_A}: managed by libvirt; vdp preflights it" in native.stdout
+    big = b"<description>" + b"x" * (5 << 20) + b"</description><memory"
+    ovs = domain_xml(interfaces=[interface(MAC_A, virtualport="<virtualport type='openvswitch'/>")])
+    result = dry_run(ovs.replace(b"<memory", big, 1))
+    assert result.returncode == 0 and "would proceed:" in result.stdout, result.stdout
+    result = dry_run(domain_xml(interfaces=[_NATIVE]).replace(b"<memory", big, 1))
+    assert result.returncode == 1 and "would veto:" in result.stdout

@@ -384,7 +384,8 @@ class LibvirtHost:
 
 @dataclasses.dataclass
 class Nic:
-    """A guest NIC: ``kind='ethernet'`` (a tap, needs nothing) or ``'direct'`` (macvtap on ``dev``)."""
+    """A guest NIC: ``kind='ethernet'`` (a tap, needs nothing), ``'direct'`` (macvtap on ``dev``) or
+    ``'network'`` (a libvirt network ``network``, optionally its ``portgroup``)."""
 
     mac: str
     kind: str = "ethernet"
@@ -392,6 +393,8 @@ class Nic:
     mode: str = "vepa"
     virtualport: str | None = None  # raw <virtualport> XML
     model: str = "virtio"
+    network: str | None = None
+    portgroup: str | None = None
 
     def xml(self) -> str:
         inner = [f"<mac address={quoteattr(self.mac)}/>", f"<model type={quoteattr(self.model)}/>"]
@@ -399,6 +402,11 @@ class Nic:
             if not self.dev:
                 raise ValueError("a direct NIC needs dev")
             inner.insert(1, f"<source dev={quoteattr(self.dev)} mode={quoteattr(self.mode)}/>")
+        if self.kind == "network":
+            if not self.network:
+                raise ValueError("a network NIC needs network")
+            group = f" portgroup={quoteattr(self.portgroup)}" if self.portgroup else ""
+            inner.insert(1, f"<source network={quoteattr(self.network)}{group}/>")
         if self.virtualport:
             inner.append(self.virtualport)
         body = "\n      ".join(inner)
