@@ -853,6 +853,10 @@ def _lifecycle(v1: str, v2: str, scratch: str) -> int:
         step("upgrade keeps the link", os.path.islink(link) and os.readlink(link) == ENTRY)
         step("upgrade keeps the journal", (journal / "kept-by-upgrade.test").exists())
         step("upgrade keeps the foreign hook", foreign.exists())
+        step("upgrade leaves no AppArmor checksum behind",
+             not os.path.exists("/run/libvirt-vdp-hooks.apparmor-before-upgrade"))
+        proc = sh(LAUNCHER, "--version")
+        step("--version shows the package version", proc.stdout.strip() == "vdp-hooks 0.1.0+1", proc.stdout)
         (journal / "kept-by-upgrade.test").unlink()
 
         proc = _dpkg(["-r", NAME])
@@ -874,10 +878,18 @@ def _lifecycle(v1: str, v2: str, scratch: str) -> int:
         step("foreign 50-vdp-hooks kept", link.is_file() and "admin's own" in link.read_text())
         link.unlink()
 
+        # enable on a host without /etc/libvirt/hooks: purge removes what it created.
+        shutil.rmtree(hooks)
+        proc = _dpkg(["-i", v1])
+        step("reinstall v1 without a hooks directory", proc.returncode == 0, proc.stderr[-500:])
+        proc = sh(LAUNCHER, "enable")
+        step("enable creates hooks/qemu.d", proc.returncode == 0 and link.is_symlink(), proc.stderr[-300:])
         held = sorted(os.listdir(journal)) if journal.is_dir() else []
         proc = _dpkg(["--purge", NAME])
         step("purge", proc.returncode == 0, proc.stderr[-500:])
         step("purge removes the conffile", not os.path.exists(CONFIG))
+        step("purge removes the directories enable created", not hooks.exists(),
+             repr(sorted(os.listdir(hooks))) if hooks.exists() else "")
         # An empty state directory goes; one that still holds something (state of running guests) stays.
         step("purge: state dir gone only if empty", journal.exists() == bool(held), repr(held))
         step("not installed", _dpkg_status() in ("not-installed", ""), _dpkg_status())
