@@ -22,7 +22,6 @@ import pytest
 from tests.lab.harness import capture
 from tests.lab.harness.libvirt import LIBVIRTD, LibvirtHost, guest_xml, migrate
 from tests.lab.harness.netns import Netns, unique_suffix
-from tests.lab.harness.vdplab import VdpLab
 
 pytestmark = [
     pytest.mark.libvirt,
@@ -226,14 +225,6 @@ def test_netns_whose_setup_fails_is_deleted() -> None:
         # an interface name longer than IFNAMSIZ: the kernel refuses it
         Netns(name, setup=lambda ns: ns.run(["ip", "link", "add", "x" * 20, "type", "dummy"]))
     assert name not in _netns_names()
-
-
-def test_vdp_lab_whose_setup_fails_leaves_no_namespace(tmp_path: Path) -> None:
-    """The switch and host namespaces exist when the uplink veth cannot be made: all are deleted."""
-    suffix = unique_suffix()
-    with pytest.raises(subprocess.CalledProcessError):
-        VdpLab(tmp_path, {"h": ["uplink-name-too-long"]}, suffix=suffix)
-    assert not [n for n in _netns_names() if suffix in n]
 
 
 def test_libvirt_host_whose_setup_fails_leaves_no_namespace(tmp_path: Path) -> None:
