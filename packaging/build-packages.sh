@@ -9,8 +9,8 @@
 # test uses it), e.g. 0.1.0+1; the default is setup.cfg's version.
 #
 # The sources are the files git knows (tracked, or untracked and not ignored), so build products, venvs
-# and lab state never end up in a package; outside a git checkout, the whole tree minus build/, dist/,
-# .venv/, __pycache__/ and *.egg-info.  Work happens under build/packages/ (ignored by git), or --workdir.
+# and lab state never end up in a package; outside a git checkout (or without git), the whole tree minus
+# what .gitignore names.  Work happens under build/packages/ (ignored by git), or --workdir.
 # The RPM's source tarball (NAME-VERSION.tar.gz, also in dist/) is made from those staged sources before
 # anything is built in them.
 #
@@ -101,8 +101,10 @@ if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
           done' sh \
         | cpio --null -pdm --quiet "$SRC"
 else
-    tar -C "$ROOT" --exclude=./build --exclude=./dist --exclude=./.git --exclude=./.venv \
-        --exclude=__pycache__ --exclude='*.egg-info' -cf - . | tar -C "$SRC" -xf -
+    # Without git (e.g. a tree with no git installed): everything but what .gitignore names.
+    tar -C "$ROOT" --exclude=./build --exclude=./dist --exclude=./.git --exclude=./.venv --exclude=./lab-state \
+        --exclude=.pybuild --exclude=__pycache__ --exclude='*.egg-info' --exclude='*.pyc' --exclude=.pytest_cache \
+        --exclude=.mypy_cache --exclude=.ruff_cache --exclude=.hypothesis -cf - . | tar -C "$SRC" -xf -
 fi
 # The source tarball, from the staged sources as they are now (the DEB build below writes .pybuild/,
 # build/, *.egg-info and debian/ into them).
