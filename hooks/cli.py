@@ -93,10 +93,16 @@ def _daemon() -> tuple[str, int | None]:
     return ("libvirtd", None)
 
 
-def _reload_hint(daemon: str, pid: int | None) -> str:
-    if os.path.isdir("/run/systemd/system"):
-        return f"systemctl reload {daemon}"
-    return f"kill -HUP {pid}" if pid else f"reload {daemon} (SIGHUP) once it runs"
+def _reload_hint(daemon: str, pid: int | None, systemd: bool | None = None) -> str:
+    """What to do so that the daemon sees a newly enabled hook.
+
+    libvirt looks for hooks when it starts and when it reloads (SIGHUP).  A daemon that is not running
+    (a socket-activated one exits when idle) has nothing to reload: its next start reads the hook."""
+    if pid is None:
+        return f"nothing to reload: {daemon} is not running, and its next start reads the hook"
+    if systemd is None:
+        systemd = os.path.isdir("/run/systemd/system")
+    return f"run 'systemctl reload {daemon}'" if systemd else f"run 'kill -HUP {pid}' ({daemon})"
 
 
 def _libvirt_has_qemu_d() -> bool:
@@ -112,35 +118,79 @@ def _libvirt_has_qemu_d() -> bool:
     return True
 
 
-APPARMOR_LOCAL = "/etc/apparmor.d/local/usr.sbin.libvirtd"
 APPARMOR_INCLUDE = "include if exists <abstractions/libvirt-vdp-hooks>"
+#: libvirt's daemon profiles and their files: Debian's monolithic libvirtd (profile "libvirtd", named
+#: "/usr/sbin/libvirtd" before libvirt 7.x) and the modular virtqemud profile that libvirt upstream ships.
+APPARMOR_PROFILES = (
+    (("libvirtd", "/usr/sbin/libvirtd"), "usr.sbin.libvirtd"),
+    (("virtqemud", "/usr/sbin/virtqemud"), "usr.sbin.virtqemud"),
+)
+# An include of our abstraction that AppArmor acts on: "#include" is its old include syntax, but
+# "# include" (or anything after a "#" that is not "#include") is a comment.
+_APPARMOR_INCLUDES_US = re.compile(
+    r"^[ \t]*#?include[ \t]+(?:if[ \t]+exists[ \t]+)?<abstractions/libvirt-vdp-hooks>", re.MULTILINE
+)
+
+
+def _read(root: str, path: str) -> str:
+    try:
+        with open(os.path.join(root, path.lstrip("/")), encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return ""
 
 
 def apparmor_problem(root: str = "/") -> str | None:
-    """Why an AppArmor-confined libvirtd could not run the hook, or None.
+    """Why an AppArmor-confined libvirtd or virtqemud could not run the hook, or None.
 
-    Debian's libvirtd profile may execute only what lies under /etc/libvirt/hooks/, and AppArmor checks
-    the target of our enable link (/usr/libexec/...): without the shipped abstraction included in the
-    profile's local file, every guest start would fail.  Reads sysfs and the local file only."""
-
-    def read(path: str) -> str:
-        try:
-            with open(os.path.join(root, path.lstrip("/")), encoding="utf-8", errors="replace") as fh:
-                return fh.read()
-        except OSError:
-            return ""
-
-    if read("/sys/module/apparmor/parameters/enabled").strip() != "Y":
+    Their profiles may execute only what lies under /etc/libvirt/hooks/, and AppArmor checks the target
+    of our enable link (/usr/libexec/...): without the shipped abstraction included in the profile's
+    local file, every guest start would fail.  Reads sysfs and the local files only."""
+    if _read(root, "/sys/module/apparmor/parameters/enabled").strip() != "Y":
         return None
-    confined = any(
-        line.split(" ")[0] in ("libvirtd", "/usr/sbin/libvirtd", "virtqemud") and "(enforce)" in line
-        for line in read("/sys/kernel/security/apparmor/profiles").splitlines()
-    )
-    if not confined or "abstractions/libvirt-vdp-hooks" in read(APPARMOR_LOCAL):
+    enforced = {
+        line.split(" ")[0]
+        for line in _read(root, "/sys/kernel/security/apparmor/profiles").splitlines()
+        if line.endswith("(enforce)")
+    }
+    missing = []
+    for names, profile in APPARMOR_PROFILES:
+        local = f"/etc/apparmor.d/local/{profile}"
+        if enforced.intersection(names) and not _APPARMOR_INCLUDES_US.search(_read(root, local)):
+            missing.append(f"echo '{APPARMOR_INCLUDE}' >> {local}; apparmor_parser -r /etc/apparmor.d/{profile}")
+    if not missing:
         return None
-    return (
-        f"libvirtd is confined by AppArmor and may not execute the hook: echo '{APPARMOR_INCLUDE}' >> "
-        f"{APPARMOR_LOCAL}; apparmor_parser -r /etc/apparmor.d/usr.sbin.libvirtd"
+    return "libvirt's daemon is confined by AppArmor and may not execute the hook: " + "; ".join(missing)
+
+
+SELINUX_MODULE = "/usr/share/selinux/packages/libvirt-vdp-hooks/libvirt_vdp_hooks.pp"
+
+
+def selinux_check(daemon: str, root: str = "/") -> CheckResult:
+    """Whether SELinux lets the daemon's domain run the hook fully (packaging/selinux/).
+
+    Monolithic libvirtd runs as virtd_t, an unconfined domain in Fedora's policy; virtqemud runs as
+    virtqemud_t, which may not talk to lldpad's client socket nor manage the admin's journal files
+    without our module.  Reads selinuxfs, /etc/selinux/config and the module store only."""
+    what = "SELinux lets the daemon run the hook"
+    enforce = _read(root, "/sys/fs/selinux/enforce").strip()
+    if enforce not in ("0", "1"):
+        return CheckResult(f"{what} (SELinux is off)", "PASS")
+    mode = "enforcing" if enforce == "1" else "permissive"
+    if daemon != "virtqemud":
+        return CheckResult(f"{what} ({mode}; {daemon} runs unconfined: nothing needed)", "PASS")
+    policy = re.search(r"^SELINUXTYPE=(\S+)", _read(root, "/etc/selinux/config"), re.MULTILINE)
+    store = os.path.join(root, "var/lib/selinux", policy.group(1) if policy else "targeted", "active/modules")
+    try:
+        loaded = any(os.path.isdir(os.path.join(store, p, "libvirt_vdp_hooks")) for p in os.listdir(store))
+    except OSError:
+        loaded = False
+    if loaded:
+        return CheckResult(f"{what} ({mode}; module libvirt_vdp_hooks loaded)", "PASS")
+    return CheckResult(
+        f"{what} ({mode}; module libvirt_vdp_hooks loaded)",
+        "FAIL" if mode == "enforcing" else "WARN",
+        f"virtqemud_t may not talk to lldpad's client socket: semodule -i {SELINUX_MODULE}",
     )
 
 
@@ -224,8 +274,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     confinement = apparmor_problem()
     report.line(
         "HOOKS",
-        CheckResult("AppArmor lets libvirtd run the hook", "FAIL" if confinement else "PASS", confinement or ""),
+        CheckResult("AppArmor lets libvirt run the hook", "FAIL" if confinement else "PASS", confinement or ""),
     )
+    report.line("HOOKS", selinux_check(_daemon()[0]))
     emergency = read_emergency(sdir)
     if emergency is not None:
         left = int(emergency.until - time.time())
@@ -320,6 +371,30 @@ def _hook_link(hooks_dir: str) -> str:
     return os.path.join(hooks_dir, "qemu.d", HOOK_NAME)
 
 
+#: In the hooks directory: the directories that ``enable`` created, one absolute path a line, so that the
+#: package's purge (DEB postrm, RPM %postun) removes them when empty and leaves the ones that were there.
+CREATED_RECORD = ".vdp-hooks-created"
+
+
+def _make_dirs(hooks_dir: str, target: str) -> None:
+    """Create target (hooks_dir or below it) and its missing parents, noting each one created."""
+    missing = []
+    path = os.path.abspath(target)
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for path in reversed(missing):
+        os.mkdir(path, 0o755)
+    hooks_dir = os.path.abspath(hooks_dir)
+    ours = [p for p in reversed(missing) if p == hooks_dir or p.startswith(hooks_dir + os.sep)]
+    if ours:
+        with open(os.path.join(hooks_dir, CREATED_RECORD), "a", encoding="utf-8") as fh:
+            fh.write("".join(p + "\n" for p in ours))
+
+
 def cmd_enable(args: argparse.Namespace) -> int:
     try:
         config = _load(args)
@@ -335,24 +410,19 @@ def cmd_enable(args: argparse.Namespace) -> int:
     if confinement:
         print(f"vdp-hooks: not enabled: {confinement}", file=sys.stderr)
         return EXIT_FAIL
-    if _libvirt_has_qemu_d():
-        link = _hook_link(args.hooks_dir)
-        os.makedirs(os.path.dirname(link), mode=0o755, exist_ok=True)
-    else:
-        link = os.path.join(args.hooks_dir, "qemu")
+    link = _hook_link(args.hooks_dir) if _libvirt_has_qemu_d() else os.path.join(args.hooks_dir, "qemu")
     if os.path.islink(link) and os.path.realpath(link) == os.path.realpath(entry):
         print(f"already enabled: {link} -> {entry}")
         return EXIT_OK
     if os.path.lexists(link):
         print(f"vdp-hooks: not enabled: {link} exists and is not ours; move it aside or merge by hand", file=sys.stderr)
         return EXIT_FAIL
+    _make_dirs(args.hooks_dir, os.path.dirname(link))
     os.symlink(entry, link)
     daemon, pid = _daemon()
     print(f"enabled: {link} -> {entry}")
-    print(
-        f"libvirt finds new hooks when it starts or reloads: run '{_reload_hint(daemon, pid)}' "
-        "(running guests are not affected)"
-    )
+    hint = _reload_hint(daemon, pid)
+    print(f"libvirt finds new hooks when it starts or reloads: {hint} (running guests are not affected)")
     return EXIT_OK
 
 
@@ -499,7 +569,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="domain XML (virsh dumpxml GUEST > FILE)")
     p.add_argument("op", help="operation, e.g. prepare, release, migrate")
     p.add_argument("subop", help="sub-operation, e.g. begin, end")
-    p.add_argument("extra", nargs="?", default="-", help="extra argument (default -)")
+    p.add_argument(
+        "extra",
+        nargs="?",
+        default="-",
+        help="libvirt's last argument: '-' (the default, as libvirt < 10.5 passes it) or the shutoff reason "
+        "libvirt >= 10.5 passes to release end, e.g. migrated, destroyed, shutdown",
+    )
     p.add_argument("--name", help="guest name (default: <name> from the XML)")
     p.add_argument(
         "--dry-run", action="store_true", help="show what would be done and what is required; change nothing"

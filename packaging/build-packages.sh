@@ -1,19 +1,23 @@
 #!/bin/sh
 # Build the libvirt-vdp-hooks distribution packages from this source tree into dist/.
 #
-#   packaging/build-packages.sh [--deb] [--rpm] [--lint] [--version VERSION] [--outdir DIR] [--workdir DIR]
+#   packaging/build-packages.sh [--deb] [--rpm] [--lint] [--no-check] [--version VERSION] [--outdir DIR]
+#                               [--workdir DIR]
 #
-# Without --deb/--rpm both are built.  --lint runs lintian / rpmlint on the results (non-zero exit on
+# Without --deb/--rpm both are built.  --no-check skips the RPM's %check (the unit tests, ~1 min).  --lint runs lintian / rpmlint on the results (non-zero exit on
 # any error or warning not overridden).  --version builds another version of the same tree (the upgrade
 # test uses it), e.g. 0.1.0+1; the default is setup.cfg's version.
 #
 # The sources are the files git knows (tracked, or untracked and not ignored), so build products, venvs
-# and lab state never end up in a package; outside a git checkout, the whole tree minus build/ and dist/.
-# Work happens under build/packages/ (ignored by git), or --workdir.
+# and lab state never end up in a package; outside a git checkout (or without git), the whole tree minus
+# what .gitignore names.  Work happens under build/packages/ (ignored by git), or --workdir.
+# The RPM's source tarball (NAME-VERSION.tar.gz, also in dist/) is made from those staged sources before
+# anything is built in them.
 #
 # DEB: dpkg-buildpackage -us -uc -b, with packaging/debian copied to the staged tree's debian/.
-# RPM: rpmbuild -bb --nodeps with the few Fedora macros this machine lacks defined on the command line
-#      (see packaging/README.md; a real Fedora/EPEL build uses python3-rpm-macros / systemd-rpm-macros).
+# RPM: rpmbuild -ba --nodeps (binary and source RPM) with the few Fedora macros this machine lacks defined
+#      on the command line (see packaging/README.md; a real Fedora/EPEL build uses python3-rpm-macros /
+#      systemd-rpm-macros).
 set -eu
 
 # Distribution builds use the distribution's interpreter and tools, never a python3 from a venv or pyenv
@@ -29,16 +33,18 @@ VERSION=
 DO_DEB=
 DO_RPM=
 LINT=
+NOCHECK=
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --deb) DO_DEB=yes ;;
         --rpm) DO_RPM=yes ;;
         --lint) LINT=yes ;;
+        --no-check) NOCHECK=--nocheck ;;
         --version) VERSION=$2; shift ;;
         --outdir) OUTDIR=$2; shift ;;
         --workdir) WORK=$2; shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "build-packages.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -89,11 +95,23 @@ mkdir -p "$SRC"
 cd "$ROOT"
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     git ls-files -z --cached --others --exclude-standard \
-        | xargs -0 sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh \
+        | xargs -0 sh -c 'for f; do
+              case "$f" in .pybuild/*|build/*|dist/*|*.egg-info/*|*/__pycache__/*) continue ;; esac
+              [ -e "$f" ] && printf "%s\0" "$f"
+          done' sh \
         | cpio --null -pdm --quiet "$SRC"
 else
-    tar -C "$ROOT" --exclude=./build --exclude=./dist --exclude=./.git -cf - . | tar -C "$SRC" -xf -
+    # Without git (e.g. a tree with no git installed): everything but what .gitignore names.
+    tar -C "$ROOT" --exclude=./build --exclude=./dist --exclude=./.git --exclude=./.venv --exclude=./lab-state \
+        --exclude=.pybuild --exclude=__pycache__ --exclude='*.egg-info' --exclude='*.pyc' --exclude=.pytest_cache \
+        --exclude=.mypy_cache --exclude=.ruff_cache --exclude=.hypothesis -cf - . | tar -C "$SRC" -xf -
 fi
+# The source tarball, from the staged sources as they are now (the DEB build below writes .pybuild/,
+# build/, *.egg-info and debian/ into them).
+TARBALL=$WORK/$NAME-$VERSION.tar.gz
+tar -C "$WORK" --owner=0 --group=0 --numeric-owner -czf "$TARBALL" "$NAME-$VERSION"
+# "vdp-hooks --version" shows the version the package is built as (the RPM's %install does the same).
+sed -i "s/^__version__ = .*/__version__ = \"$VERSION\"/" "$SRC/hooks/__init__.py"
 
 if [ -n "$DO_DEB" ]; then
     need dpkg-buildpackage dh dh_python3
@@ -121,18 +139,18 @@ if [ -n "$DO_DEB" ]; then
 fi
 
 if [ -n "$DO_RPM" ]; then
-    need rpmbuild
+    need rpmbuild checkmodule semodule_package
     TOP=$WORK/rpm
     mkdir -p "$TOP/SOURCES" "$TOP/SPECS"
-    rm -rf "$SRC/debian"
-    tar -C "$WORK" -czf "$TOP/SOURCES/$NAME-$VERSION.tar.gz" "$NAME-$VERSION"
+    cp "$TARBALL" "$TOP/SOURCES/"
+    cp "$TARBALL" "$OUTDIR/"
     # Version: of the spec follows --version (a rebuild of the same tree); the spec's own is setup.cfg's.
     sed "s/^Version:\(  *\).*/Version:\1$VERSION/" "$ROOT/packaging/rpm/$NAME.spec" > "$TOP/SPECS/$NAME.spec"
     # __os_install_post: of the brp scripts only brp-compress (man pages) matters for this noarch package,
     # and it needs bash (Fedora's /bin/sh; Debian's is dash, so its "#!/bin/sh" fails there).
     # Stand-ins for macros that Fedora's python3-rpm-macros, python-srpm-macros and systemd-rpm-macros
     # define (not packaged for Debian).  Same meaning, simpler bodies; see packaging/README.md.
-    rpmbuild -bb --nodeps \
+    rpmbuild -ba --nodeps $NOCHECK \
         --define "_topdir $TOP" \
         --define "__python3 /usr/bin/python3" \
         --define "python3 /usr/bin/python3" \
@@ -146,10 +164,21 @@ if [ -n "$DO_RPM" ]; then
         --define "__os_install_post /bin/bash /usr/lib/rpm/brp-compress %{_prefix}" \
         "$TOP/SPECS/$NAME.spec"
     rpm=$(find "$TOP/RPMS" -name "$NAME-*.noarch.rpm" | head -n 1)
-    cp "$rpm" "$OUTDIR/"
-    echo "built $OUTDIR/$(basename "$rpm")"
+    srpm=$(find "$TOP/SRPMS" -name "$NAME-*.src.rpm" | head -n 1)
+    cp "$rpm" "$srpm" "$OUTDIR/"
+    echo "built $OUTDIR/$(basename "$rpm") $OUTDIR/$(basename "$srpm")"
     if [ -n "$LINT" ]; then
-        need rpmlint
-        rpmlint -c "$ROOT/packaging/rpm/rpmlint.toml" -r "$ROOT/packaging/rpm/$NAME.rpmlintrc" "$TOP/SPECS/$NAME.spec" "$rpm"
+        # RPMLINT: another rpmlint to try (e.g. a newer one from a venv); the default is the system's.
+        RPMLINT=${RPMLINT:-rpmlint}
+        need "$RPMLINT"
+        # The project's filters, plus those only this rpmlint version needs (newer versions report a
+        # filter that matched nothing as an error, so no file may hold another version's filters).
+        rpmlintrc=$WORK/$NAME.rpmlintrc
+        cp "$ROOT/packaging/rpm/$NAME.rpmlintrc" "$rpmlintrc"
+        series=$("$RPMLINT" --version 2>/dev/null | sed -n 's/^\([0-9]*\.[0-9]*\).*/\1/p' | head -n 1)
+        if [ -f "$ROOT/packaging/rpm/rpmlint-$series.rpmlintrc" ]; then
+            cat "$ROOT/packaging/rpm/rpmlint-$series.rpmlintrc" >> "$rpmlintrc"
+        fi
+        "$RPMLINT" -c "$ROOT/packaging/rpm/rpmlint.toml" -r "$rpmlintrc" "$TOP/SPECS/$NAME.spec" "$rpm" "$srpm"
     fi
 fi

@@ -831,8 +831,16 @@ class VdpFeature(Feature):
             results.append(CheckResult("liblldp_clif.so.1 loads", "WARN", "install lldpad (needed for 802.1Qbg)"))
         pid = lldpad.find_lldpad_pid()
         if pid is None:
-            # A host with only 802.1Qbh ports needs no lldpad; the preflight vetoes guests that do.
-            results.append(CheckResult("lldpad is running", "WARN", "start lldpad if guests here use 802.1Qbg"))
+            # A host with only 802.1Qbh ports needs no lldpad; the preflight vetoes guests that do, so
+            # where ports are required by default that is a failure waiting for the next guest.
+            if self.config.feature_required(self.name):
+                hint = (
+                    f"start lldpad: 802.1Qbg ports are required here ([{self.name}] required), "
+                    "so every guest with one is refused"
+                )
+                results.append(CheckResult("lldpad is running", "FAIL", hint))
+            else:
+                results.append(CheckResult("lldpad is running", "WARN", "start lldpad if guests here use 802.1Qbg"))
             return results
         results.append(CheckResult(f"lldpad is running (pid {pid})", "PASS"))
         for logical, ifname in sorted(self.config.uplinks.items()):

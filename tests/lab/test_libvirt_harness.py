@@ -1,13 +1,16 @@
-"""The libvirt lab harness: two real libvirtd 9.0 + QEMU (TCG) hosts, hooks, live migration, veto.
+"""The libvirt lab harness: two real libvirtd + QEMU (TCG) hosts, hooks, live migration, veto.
 
 Hook calls are read from a log the hook scripts themselves append to (not from the harness), guest
 placement from ``virsh list`` / ``virsh domstate``, clean-up from /proc and ``ip netns list``.
+libvirt >= 10.5 passes the shutoff reason as the last argument of ``release end`` (9.0 passes ``-``):
+the expected calls follow the version of the libvirtd that runs here.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -26,6 +29,19 @@ pytestmark = [
 ]
 
 VETO_MESSAGE = "vdph-test: port profile refused by the switch"
+
+
+def _libvirt_version() -> tuple[int, int]:
+    out = subprocess.run([LIBVIRTD, "--version"], capture_output=True, text=True, check=False).stdout
+    match = re.search(r"(\d+)\.(\d+)", out)
+    assert match, f"cannot read the version from {LIBVIRTD} --version: {out!r}"
+    return int(match.group(1)), int(match.group(2))
+
+
+def release(guest: str, reason: str) -> str:
+    """The ``release end`` call libvirt makes here: since 10.5 with the shutoff reason (virDomainShutoffReason
+    as a string: migrated, failed, destroyed, ...), before that with ``-``."""
+    return f"{guest} release end {reason if _libvirt_version() >= (10, 5) else '-'}"
 
 LOG_HOOK = """#!/bin/sh
 # Test hook: log argv (libvirt gives the domain XML on stdin: drain it).
@@ -138,7 +154,7 @@ def test_live_migration_hook_sequences(lab: Lab) -> None:
     assert lab.hook_calls("B") == [
         "g1 migrate begin -", "g1 prepare begin -", "g1 start begin -", "g1 started begin -",
     ]
-    assert lab.hook_calls("A") == ["g1 stopped end -", "g1 release end -"]
+    assert lab.hook_calls("A") == ["g1 stopped end -", release("g1", "migrated")]
     assert "g1" in b.guests() and "g1" not in a.guests()
     assert _state(b, "g1") == "running"
 
@@ -161,7 +177,7 @@ def test_prepare_hook_failure_vetoes_migration(lab: Lab) -> None:
     assert _state(a, "g2") == "running"
     assert lab.hook_calls("A") == []
     assert lab.hook_calls("B") == [
-        "g2 migrate begin -", "g2 prepare begin -", "g2 stopped end -", "g2 release end -",
+        "g2 migrate begin -", "g2 prepare begin -", "g2 stopped end -", release("g2", "failed"),
     ]
 
 
@@ -198,6 +214,27 @@ def test_close_leaves_nothing(tmp_path: Path) -> None:
     assert name not in names.split()
 
 
+def _netns_names() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def test_netns_whose_setup_fails_is_deleted() -> None:
+    name = f"vhf{unique_suffix()}"
+    with pytest.raises(subprocess.CalledProcessError):
+        # an interface name longer than IFNAMSIZ: the kernel refuses it
+        Netns(name, setup=lambda ns: ns.run(["ip", "link", "add", "x" * 20, "type", "dummy"]))
+    assert name not in _netns_names()
+
+
+def test_libvirt_host_whose_setup_fails_leaves_no_namespace(tmp_path: Path) -> None:
+    name = f"F{unique_suffix()}"
+    prefix = f"lv{name[:6]}"
+    with pytest.raises(FileNotFoundError):
+        LibvirtHost(name, None, tmp_path, etc_files={"vdp-hooks.conf": tmp_path / "no-such-file"})
+    assert not [n for n in _netns_names() if n.startswith(prefix)]
+
+
 def test_hook_added_later_runs_only_after_reload(tmp_path: Path) -> None:
     """LAB.md: with no hook at daemon start, a script added to qemu.d/ runs only after SIGHUP."""
     log = tmp_path / "late.log"
@@ -219,7 +256,7 @@ def test_hook_added_later_runs_only_after_reload(tmp_path: Path) -> None:
     assert [c for c in calls if c.startswith("before ")] == []
     assert calls == [
         "after prepare begin -", "after start begin -", "after started begin -", "after stopped end -",
-        "after release end -",
+        release("after", "destroyed"),
     ]
 
 

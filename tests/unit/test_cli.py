@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -167,15 +168,18 @@ def test_enable_refuses_a_broken_config(hookenv: HookEnv, hooks_dir: Path) -> No
 
 # ------------------------------------------------------------------------------------------ emergency
 def test_emergency_for_a_while_then_off(hookenv: HookEnv) -> None:
+    """Active while it lasts, gone once it expired or was ended.  No step depends on how fast this machine
+    is: the active part uses an hour, the expiry part waits until a one-second override has surely ended."""
     hookenv.write_config(rec1={"fail": MAC_A})
     xml = domain_xml(metadata=hooks_md(port(MAC_A)))
     assert hookenv.run("prepare", "begin", xml).returncode == 1
-    result = cli(hookenv, "emergency", "--for", "1s", "--reason", "rack 4 on fire")
+    result = cli(hookenv, "emergency", "--for", "1h", "--reason", "rack 4 on fire")
     assert result.returncode == 0 and "emergency override until" in result.stdout
     assert "active until" in cli(hookenv, "emergency").stdout
     assert json.loads(cli(hookenv, "status", "--json").stdout)["emergency"]["reason"] == "rack 4 on fire"
     assert hookenv.run("prepare", "begin", xml).returncode == 0
     assert "emergency override active (rack 4 on fire)" in hookenv.hook_log()
+    assert cli(hookenv, "emergency", "--for", "1s").returncode == 0  # replaces the hour
     time.sleep(1.2)
     assert hookenv.run("prepare", "begin", xml).returncode == 1, "expired"
     assert "no emergency override" in cli(hookenv, "emergency").stdout
@@ -240,44 +244,185 @@ def test_replay_uses_the_guest_uuid_from_the_file(hookenv: HookEnv, tmp_path: Pa
     assert hookenv.journal(gid) is not None
 
 
-# --- AppArmor: a confined libvirtd may not execute the hook unless the abstraction is included -----------
-def _apparmor_root(tmp_path: Path, *, enabled: str, profiles: str, local: str | None) -> str:
-    from hooks.cli import APPARMOR_LOCAL
+# --- AppArmor: a confined libvirtd or virtqemud may not execute the hook unless the abstraction is included --
+LIBVIRTD_LOCAL = "etc/apparmor.d/local/usr.sbin.libvirtd"
+VIRTQEMUD_LOCAL = "etc/apparmor.d/local/usr.sbin.virtqemud"
+INCLUDE = "include if exists <abstractions/libvirt-vdp-hooks>\n"
 
+
+def _write_tree(root: Path, files: dict[str, str]) -> str:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return str(root)
+
+
+def _apparmor_root(tmp_path: Path, *, enabled: str, profiles: str, local: dict[str, str]) -> str:
     files = {
         "sys/module/apparmor/parameters/enabled": enabled,
         "sys/kernel/security/apparmor/profiles": profiles,
+        **local,
     }
-    if local is not None:
-        files[APPARMOR_LOCAL.lstrip("/")] = local
-    for rel, text in files.items():
-        path = tmp_path / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return str(tmp_path)
+    return _write_tree(tmp_path, files)
 
 
 @pytest.mark.parametrize(
-    ("enabled", "profiles", "local", "problem"),
+    ("enabled", "profiles", "local", "needs"),
     [
-        ("Y\n", "libvirtd (enforce)\n", "", True),
-        ("Y\n", "libvirtd (enforce)\n", None, True),
-        ("Y\n", "libvirtd (enforce)\n", "include if exists <abstractions/libvirt-vdp-hooks>\n", False),
-        ("Y\n", "libvirtd (complain)\n", "", False),
-        ("Y\n", "/usr/sbin/dnsmasq (enforce)\n", "", False),
-        ("N\n", "libvirtd (enforce)\n", "", False),
+        ("Y\n", "libvirtd (enforce)\n", {LIBVIRTD_LOCAL: ""}, ["usr.sbin.libvirtd"]),
+        ("Y\n", "libvirtd (enforce)\n", {}, ["usr.sbin.libvirtd"]),
+        ("Y\n", "/usr/sbin/libvirtd (enforce)\n", {}, ["usr.sbin.libvirtd"]),  # the profile's older name
+        ("Y\n", "libvirtd (enforce)\n", {LIBVIRTD_LOCAL: INCLUDE}, []),
+        ("Y\n", "libvirtd (enforce)\n", {LIBVIRTD_LOCAL: "#include <abstractions/libvirt-vdp-hooks>\n"}, []),
+        ("Y\n", "libvirtd (enforce)\n", {LIBVIRTD_LOCAL: "# " + INCLUDE}, ["usr.sbin.libvirtd"]),  # commented out
+        ("Y\n", "libvirtd (enforce)\n", {LIBVIRTD_LOCAL: "#\t" + INCLUDE}, ["usr.sbin.libvirtd"]),
+        ("Y\n", "libvirtd (enforce)\n", {VIRTQEMUD_LOCAL: INCLUDE}, ["usr.sbin.libvirtd"]),  # the other profile's
+        # upstream's modular layout: virtqemud has its own profile and local file
+        ("Y\n", "virtqemud (enforce)\n", {LIBVIRTD_LOCAL: INCLUDE}, ["usr.sbin.virtqemud"]),
+        ("Y\n", "virtqemud (enforce)\n", {VIRTQEMUD_LOCAL: INCLUDE}, []),
+        ("Y\n", "libvirtd (enforce)\nvirtqemud (enforce)\n", {}, ["usr.sbin.libvirtd", "usr.sbin.virtqemud"]),
+        ("Y\n", "libvirtd (complain)\n", {}, []),
+        ("Y\n", "/usr/sbin/dnsmasq (enforce)\n", {}, []),
+        ("N\n", "libvirtd (enforce)\n", {}, []),
     ],
 )
-def test_apparmor_problem(tmp_path: Path, enabled: str, profiles: str, local: str | None, problem: bool) -> None:
+def test_apparmor_problem(tmp_path: Path, enabled: str, profiles: str, local: dict[str, str], needs: list[str]) -> None:
     from hooks.cli import apparmor_problem
 
     found = apparmor_problem(_apparmor_root(tmp_path, enabled=enabled, profiles=profiles, local=local))
-    assert (found is not None) == problem
-    if found:
-        assert "include if exists <abstractions/libvirt-vdp-hooks>" in found and "apparmor_parser -r" in found
+    if not needs:
+        assert found is None
+        return
+    assert found is not None
+    for profile in needs:
+        assert f"echo '{INCLUDE.strip()}' >> /etc/apparmor.d/local/{profile}" in found
+        assert f"apparmor_parser -r /etc/apparmor.d/{profile}" in found
+    assert found.count("apparmor_parser -r") == len(needs)
 
 
 def test_apparmor_absent_is_no_problem(tmp_path: Path) -> None:
     from hooks.cli import apparmor_problem
 
     assert apparmor_problem(str(tmp_path)) is None
+
+
+# --- SELinux: virtqemud_t needs the shipped policy module, libvirtd's virtd_t nothing -----------------------
+def _selinux_root(tmp_path: Path, enforce: str | None, module: bool) -> str:
+    files = {"etc/selinux/config": "SELINUX=enforcing\nSELINUXTYPE=targeted\n"}
+    if enforce is not None:
+        files["sys/fs/selinux/enforce"] = enforce
+    if module:
+        files["var/lib/selinux/targeted/active/modules/400/libvirt_vdp_hooks/cil"] = "(x)"
+    else:
+        files["var/lib/selinux/targeted/active/modules/100/virt/cil"] = "(x)"
+    return _write_tree(tmp_path, files)
+
+
+@pytest.mark.parametrize(
+    ("enforce", "daemon", "module", "verdict", "shown"),
+    [
+        (None, "virtqemud", False, "PASS", "SELinux is off"),
+        ("1", "libvirtd", False, "PASS", "enforcing; libvirtd runs unconfined"),
+        ("1", "virtqemud", True, "PASS", "enforcing; module libvirt_vdp_hooks loaded"),
+        ("1", "virtqemud", False, "FAIL", "enforcing"),
+        ("0", "virtqemud", False, "WARN", "permissive"),
+    ],
+)
+def test_selinux_check(
+    tmp_path: Path, enforce: str | None, daemon: str, module: bool, verdict: str, shown: str
+) -> None:
+    from hooks.cli import SELINUX_MODULE, selinux_check
+
+    result = selinux_check(daemon, _selinux_root(tmp_path, enforce, module))
+    assert result.verdict == verdict and shown in result.what, result
+    if verdict != "PASS":
+        assert f"semodule -i {SELINUX_MODULE}" in result.hint
+
+
+def test_check_has_the_confinement_lines(hookenv: HookEnv, hooks_dir: Path) -> None:
+    hookenv.write_config(features="rec1")
+    out = cli(hookenv, "--hooks-dir", str(hooks_dir), "check").stdout
+    assert "Checking AppArmor lets libvirt run the hook" in out
+    assert "Checking SELinux lets the daemon run the hook" in out
+
+
+# --- the reload that enable prints -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("daemon", "pid", "systemd", "hint"),
+    [
+        ("libvirtd", 1234, True, "run 'systemctl reload libvirtd'"),
+        ("virtqemud", 99, True, "run 'systemctl reload virtqemud'"),
+        ("libvirtd", 1234, False, "run 'kill -HUP 1234' (libvirtd)"),
+        # socket-activated and exited when idle, or simply stopped: its next start reads the hook
+        ("virtqemud", None, True, "nothing to reload: virtqemud is not running, and its next start reads the hook"),
+        ("libvirtd", None, False, "nothing to reload: libvirtd is not running, and its next start reads the hook"),
+    ],
+)
+def test_reload_hint(daemon: str, pid: int | None, systemd: bool, hint: str) -> None:
+    from hooks.cli import _reload_hint
+
+    assert _reload_hint(daemon, pid, systemd) == hint
+
+
+# --- enable remembers the directories it created (the package's purge removes them) ------------------------
+def test_enable_lists_only_the_directories_it_created(hookenv: HookEnv, tmp_path: Path) -> None:
+    hooks_dir = tmp_path / "etc" / "hooks"
+    assert cli(hookenv, "--hooks-dir", str(hooks_dir), "enable").returncode == 0
+    record = hooks_dir / ".vdp-hooks-created"
+    assert record.read_text().splitlines() == [str(hooks_dir), str(hooks_dir / "qemu.d")]
+    assert cli(hookenv, "--hooks-dir", str(hooks_dir), "disable").returncode == 0
+    assert cli(hookenv, "--hooks-dir", str(hooks_dir), "enable").returncode == 0
+    assert record.read_text().splitlines() == [str(hooks_dir), str(hooks_dir / "qemu.d")], "nothing new created"
+
+    existing = tmp_path / "other" / "hooks"
+    (existing / "qemu.d").mkdir(parents=True)
+    assert cli(hookenv, "--hooks-dir", str(existing), "enable").returncode == 0
+    assert not (existing / ".vdp-hooks-created").exists(), "both directories were there before"
+
+
+# --- lldpad missing: a failure where 802.1Qbg ports are required by default --------------------------------
+def _check_without_lldpad(hookenv: HookEnv, hooks_dir: Path) -> subprocess.CompletedProcess[str]:
+    """vdp-hooks check in a network namespace of its own, where no lldpad runs (its pid file is accepted
+    only for an lldpad in our namespace, and its client socket is an abstract one: per namespace)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a network namespace without lldpad")
+    env = hookenv.env(PYTHONPATH=f"{REPO}{os.pathsep}{PLUGINS}")
+    return subprocess.run(
+        ["unshare", "--net", sys.executable, "-m", "hooks.cli", "--hooks-dir", str(hooks_dir), "check"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(hookenv.root),
+        timeout=120,
+        check=False,
+    )
+
+
+def test_check_fails_without_lldpad_when_ports_are_required(hookenv: HookEnv, hooks_dir: Path) -> None:
+    hookenv.write_config(features="vdp", vdp_required=None)  # the default: required
+    result = _check_without_lldpad(hookenv, hooks_dir)
+    line = next((x for x in result.stdout.splitlines() if "lldpad is running" in x), "")
+    assert ": FAIL" in line and "[vdp] required" in line, result.stdout + result.stderr
+    assert result.returncode == 1
+
+
+def test_check_warns_without_lldpad_when_ports_are_optional(hookenv: HookEnv, hooks_dir: Path) -> None:
+    hookenv.write_config(features="vdp", vdp_required="no")
+    result = _check_without_lldpad(hookenv, hooks_dir)
+    line = next((x for x in result.stdout.splitlines() if "lldpad is running" in x), "")
+    assert ": WARN" in line, result.stdout + result.stderr
+
+
+# --- replay: libvirt's two styles of release end ----------------------------------------------------------
+@pytest.mark.parametrize("extra", [[], ["-"], ["migrated"], ["destroyed"], ["from snapshot"]])
+def test_replay_release_end_in_both_styles(hookenv: HookEnv, tmp_path: Path, extra: list[str]) -> None:
+    """libvirt < 10.5 passes '-', 10.5+ the shutoff reason: either way the teardown runs."""
+    saved = tmp_path / "guest1.xml"
+    saved.write_bytes(domain_xml(metadata=hooks_md(port(MAC_A))))
+    assert cli(hookenv, "replay", str(saved), "prepare", "begin").returncode == 0
+    assert hookenv.records(GID)
+    result = cli(hookenv, "replay", str(saved), "release", "end", *extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"guest1 release end {extra[0] if extra else '-'}: exit 0" in result.stdout
+    assert hookenv.journal(GID) is None, "torn down"

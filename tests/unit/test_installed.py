@@ -4,6 +4,7 @@ script and the entry, run from outside the source tree, find the installed packa
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,7 +54,8 @@ def test_installed_package_is_outside_the_source_tree() -> None:
 def test_console_script_runs_the_installed_code(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "vdp-hooks"
     proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, cwd=tmp_path, check=False)
-    assert proc.returncode == 0 and proc.stdout.startswith("vdp-hooks ")
+    version = re.search(r"^version *= *(\S+)", (REPO / "setup.cfg").read_text(), re.M)
+    assert version and proc.returncode == 0 and proc.stdout.strip() == f"vdp-hooks {version.group(1)}"
     proc = subprocess.run(
         [str(script), "check"], capture_output=True, text=True, cwd=tmp_path, env=_env(tmp_path), check=False
     )

@@ -36,7 +36,7 @@ HOOK_LINK = "/etc/libvirt/hooks/qemu.d/50-vdp-hooks"
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 DEB_TOOLS = ("dpkg-buildpackage", "dpkg-deb", "dh", "dh_python3", "dpkg-parsechangelog")
-RPM_TOOLS = ("rpmbuild", "rpm")
+RPM_TOOLS = ("rpmbuild", "rpm", "rpm2cpio", "cpio", "checkmodule", "semodule_package")
 
 
 def _missing(tools: tuple[str, ...]) -> list[str]:
@@ -50,20 +50,21 @@ def _missing_deb_tools() -> list[str]:
     return missing
 
 
-def _run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=SYSTEM_PATH + ":" + os.environ.get("PATH", ""))
+def _run(cmd: list[str], env_extra: dict[str, str] | None = None, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PATH=SYSTEM_PATH + ":" + os.environ.get("PATH", ""), **(env_extra or {}))
     return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, **kwargs)  # type: ignore[call-overload]
 
 
 def _build(kind: str, workdir: Path, version: str | None = None) -> Path:
-    """Build one package with the project's script; the path of the result."""
+    """Build one package with the project's script; the path of the result (build output in build.log)."""
     outdir = workdir / "out"
     cmd = ["sh", str(BUILD), f"--{kind}", "--workdir", str(workdir), "--outdir", str(outdir)]
     if version:
         cmd += ["--version", version]
-    proc = _run(cmd, cwd=ROOT, timeout=600)
+    proc = _run(cmd, cwd=ROOT, timeout=900)
+    (workdir / "build.log").write_text(proc.stdout + proc.stderr)
     assert proc.returncode == 0, f"build-packages.sh --{kind} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    found = sorted(outdir.glob("*.deb" if kind == "deb" else "*.rpm"))
+    found = sorted(outdir.glob("*.deb" if kind == "deb" else "*.noarch.rpm"))
     assert len(found) == 1, f"expected one package in {outdir}, found {found}"
     return found[0]
 
@@ -277,9 +278,8 @@ def test_rpm_config_and_dependencies(rpm: Path) -> None:
     assert re.search(r"^\S*n\S* /etc/libvirt/vdp-hooks\.conf$", flags, re.M), "config must be noreplace"
     assert re.search(r"^\S*g\S* /run/libvirt/vdp-hooks$", flags, re.M), "state dir: %ghost"
     requires = _run(["rpm", "-qpR", str(rpm)]).stdout.splitlines()
-    assert "python3 >= 3.9" in requires
-    assert "python3-lxml" in requires
-    assert any(r.startswith("python3-pyroute2") for r in requires)
+    abi = [r for r in requires if r.startswith("python(abi) = ")]
+    assert abi and tuple(int(x) for x in abi[0].split(" = ")[1].split(".")) >= (3, 9), requires
     assert not [r for r in requires if r.startswith("lldpad")]
     assert _run(["rpm", "-qp", "--recommends", str(rpm)]).stdout.split() == ["lldpad"]
     arch = _run(["rpm", "-qp", "--qf", "%{ARCH}", str(rpm)]).stdout
@@ -414,12 +414,18 @@ def test_man_page_documents_every_cli_command() -> None:
 
 # ---------------------------------------------------------------------------------- security modules
 def test_selinux_module_compiles(tmp_path: Path) -> None:
-    if shutil.which("checkmodule", path=SYSTEM_PATH) is None:
-        pytest.skip("checkmodule missing (apt-get install checkpolicy)")
-    out = tmp_path / "libvirt_vdp_hooks.mod"
-    proc = _run(["checkmodule", "-M", "-m", "-o", str(out), str(ROOT / "packaging/selinux/libvirt_vdp_hooks.te")])
+    """The module source (.te rules, .fc file contexts) builds into a loadable policy package, as the RPM's
+    %build does."""
+    missing = _missing(("checkmodule", "semodule_package"))
+    if missing:
+        pytest.skip(f"{', '.join(missing)} missing (apt-get install checkpolicy semodule-utils)")
+    src = ROOT / "packaging/selinux"
+    mod, pp = tmp_path / "libvirt_vdp_hooks.mod", tmp_path / "libvirt_vdp_hooks.pp"
+    proc = _run(["checkmodule", "-M", "-m", "-o", str(mod), str(src / "libvirt_vdp_hooks.te")])
     assert proc.returncode == 0, proc.stderr
-    assert out.stat().st_size > 0
+    proc = _run(["semodule_package", "-o", str(pp), "-m", str(mod), "-f", str(src / "libvirt_vdp_hooks.fc")])
+    assert proc.returncode == 0, proc.stderr
+    assert b"/usr/libexec/libvirt-vdp-hooks/qemu" in pp.read_bytes()
 
 
 def test_apparmor_abstraction_compiles_into_libvirtd_profile(tmp_path: Path) -> None:
@@ -437,6 +443,288 @@ def test_apparmor_abstraction_compiles_into_libvirtd_profile(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr
     assert "/usr/libexec/libvirt-vdp-hooks/qemu rix," in proc.stdout
     assert "network netlink dgram," in proc.stdout
+
+
+# ------------------------------------------------------------------------------------- build environment
+def _control_build_depends() -> list[str]:
+    control = (ROOT / "packaging/debian/control").read_text()
+    field = re.search(r"^Build-Depends:(.*?)^\S", control, re.M | re.S)
+    assert field, "no Build-Depends in debian/control"
+    names = [re.sub(r"\s*\(.*?\)", "", d).strip() for d in field.group(1).split(",")]
+    return [n for n in names if n]
+
+
+def test_ci_installs_everything_the_package_builds_need() -> None:
+    """dpkg-checkbuilddeps also requires build-essential of every build; the RPM %build needs checkpolicy's
+    checkmodule and semodule-utils' semodule_package.  A fresh machine has none of them."""
+    listed = {
+        line.strip() for line in (ROOT / ".ci/apt-packages").read_text().splitlines() if not line.startswith("#")
+    }
+    provided = {"debhelper-compat": "debhelper"}  # a virtual package of debhelper
+    wanted = {provided.get(d, d) for d in _control_build_depends()}
+    wanted |= {"build-essential", "checkpolicy", "semodule-utils", "rpm", "cpio", "lintian", "rpmlint", "man-db"}
+    assert not sorted(wanted - listed), f"missing from .ci/apt-packages: {sorted(wanted - listed)}"
+
+
+def test_versions_agree() -> None:
+    """One version everywhere a user or a package manager reads one."""
+    setup_cfg = re.search(r"^version *= *(\S+)", (ROOT / "setup.cfg").read_text(), re.M)
+    module = re.search(r'^__version__ = "([^"]+)"', (ROOT / "hooks/__init__.py").read_text(), re.M)
+    changelog = re.match(r"\S+ \(([^)]+)\)", (ROOT / "packaging/debian/changelog").read_text())
+    spec = re.search(r"^Version:\s*(\S+)", (ROOT / f"packaging/rpm/{NAME}.spec").read_text(), re.M)
+    man = re.search(r'^\.TH .* "libvirt-vdp-hooks (\S+)"', (ROOT / "packaging/man/vdp-hooks.8").read_text(), re.M)
+    found = {k: m.group(1) if m else None for k, m in
+             {"setup.cfg": setup_cfg, "hooks": module, "changelog": changelog, "spec": spec, "man": man}.items()}
+    assert len(set(found.values())) == 1 and None not in found.values(), found
+
+
+def _run_version(private: Path, launcher: Path, tmp_path: Path) -> str:
+    """What the packaged launcher prints for --version, pointed at the extracted private directory."""
+    relocated = tmp_path / "vdp-hooks-relocated"
+    relocated.write_text(launcher.read_text().replace(f'"{PRIVATE}"', repr(str(private))))
+    proc = _run(["/usr/bin/python3", "-I", str(relocated), "--version"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_deb_launcher_shows_the_package_version(deb: Path, tmp_path: Path) -> None:
+    _run(["dpkg-deb", "-x", str(deb), str(tmp_path)]).check_returncode()
+    version = _run(["dpkg-deb", "--field", str(deb), "Version"]).stdout.strip()
+    shown = _run_version(tmp_path / PRIVATE.lstrip("/"), tmp_path / LAUNCHER.lstrip("/"), tmp_path)
+    assert shown == f"vdp-hooks {version}"
+
+
+def test_packaged_code_writes_no_bytecode_at_run_time(deb: Path, tmp_path: Path) -> None:
+    """A root hook must not leave __pycache__ files that no package owns in the private directory: the
+    DEB's py3compile and the RPM's build compile it; the entry and the launcher never write there."""
+    _run(["dpkg-deb", "-x", str(deb), str(tmp_path)]).check_returncode()
+    private = tmp_path / PRIVATE.lstrip("/")
+    assert not list(private.rglob("*.pyc")), "the DEB itself ships no byte-code"
+    relocated_entry = tmp_path / "entry"
+    relocated_entry.write_text((tmp_path / ENTRY.lstrip("/")).read_text().replace(f'"{PRIVATE}"', repr(str(private))))
+    relocated_entry.chmod(0o755)
+    xml = "<domain><name>g</name><uuid>8d6bcd3c-0c3f-4b38-b3b8-5c2e1c8f9a02</uuid><devices><interface>" \
+          "<virtualport type='802.1Qbh'/></interface></devices></domain>"
+    env = {"PATH": SYSTEM_PATH, "VDP_HOOKS_STATE_DIR": str(tmp_path / "state"),
+           "VDP_HOOKS_CONFIG": str(tmp_path / "none.conf")}
+    proc = subprocess.run([str(relocated_entry), "g", "release", "end", "-"], input=xml, capture_output=True,
+                          text=True, env=env, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    _run_version(private, tmp_path / LAUNCHER.lstrip("/"), tmp_path)
+    assert not list(private.rglob("__pycache__")), "the packaged entry or launcher wrote byte-code"
+
+
+# ------------------------------------------------------------------------------------- RPM as Fedora takes it
+def _rpm_query(path: Path, *args: str) -> str:
+    proc = _run(["rpm", "-qp", *args, str(path)])
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_rpm_requires_the_interpreter_its_bytecode_is_for(rpm: Path) -> None:
+    """Byte-code compiled for one Python and a python(abi) requirement naming the same one; the libraries
+    as python3dist() (the code is not in sitelib, so rpm's generator cannot find them)."""
+    requires = _rpm_query(rpm, "-R").splitlines()
+    files = _rpm_query(rpm, "-l").splitlines()
+    tags = {f"{f.group(1)}.{f.group(2)}" for f in (re.search(r"\.cpython-(\d)(\d+)", p) for p in files) if f}
+    assert len(tags) == 1, f"byte-code for more than one (or no) Python: {tags}"
+    assert f"python(abi) = {tags.pop()}" in requires, requires
+    assert "python3dist(lxml)" in requires
+    assert "python3dist(pyroute2) >= 0.7" in requires
+    assert not [r for r in requires if r.startswith(("python3-", "python3 "))], "python3dist(), not package names"
+
+
+def test_rpm_build_ran_check_and_the_srpm_builds_from_a_clean_tarball(rpm: Path) -> None:
+    workdir = rpm.parent.parent
+    log = (workdir / "build.log").read_text()
+    assert re.search(r"^\d+ passed", log, re.M), "the unit tests did not run in %check"
+    (srpm,) = rpm.parent.glob("*.src.rpm")
+    build_requires = _rpm_query(srpm, "-R").splitlines()
+    for wanted in ("python3-devel", "systemd-rpm-macros", "checkpolicy", "python3dist(pytest)"):
+        assert wanted in build_requires, f"BuildRequires: {wanted} missing ({build_requires})"
+    (tarball,) = rpm.parent.glob(f"{NAME}-*.tar.gz")
+    assert f"{tarball.name}\n" in _rpm_query(srpm, "-l")
+    with tarfile.open(tarball) as tar:
+        names = tar.getnames()
+    top = tarball.name[: -len(".tar.gz")]
+    assert all(n == top or n.startswith(top + "/") for n in names)
+    relative = [n[len(top) + 1 :] for n in names if n != top]
+    products = re.compile(r"^(\.pybuild|build|dist|debian|\.venv)(/|$)|(^|/)__pycache__(/|$)|\.egg-info")
+    leftovers = [n for n in relative if products.search(n)]
+    assert not leftovers, f"build products in the source tarball: {leftovers[:10]}"
+    tracked = _run(["git", "ls-files"], cwd=ROOT).stdout.split()
+    if tracked:  # a git checkout: every tracked file is in the tarball
+        assert not sorted(set(tracked) - set(relative) - _deleted_in_tree())
+
+
+def _deleted_in_tree() -> set[str]:
+    return set(_run(["git", "ls-files", "--deleted"], cwd=ROOT).stdout.split())
+
+
+# Directories of the base system: owned by Fedora's filesystem, man-pages or systemd packages.
+BASE_DIRS = {"/etc", "/run", "/usr", "/usr/sbin", "/usr/libexec", "/usr/lib", "/usr/lib/tmpfiles.d", "/usr/share",
+             "/usr/share/doc", "/usr/share/licenses", "/usr/share/man", "/usr/share/man/man5",
+             "/usr/share/man/man8", "/usr/share/selinux", "/usr/share/selinux/packages"}
+
+
+def test_rpm_owns_every_directory_it_creates(rpm: Path) -> None:
+    listing = _rpm_query(rpm, "--qf", "[%{FILEMODES:perms} %{FILENAMES}\\n]").splitlines()
+    paths = {line.split(" ", 1)[1]: line.split(" ", 1)[0] for line in listing}
+    dirs = {p for p, perms in paths.items() if perms.startswith("d")}
+    unowned = sorted({os.path.dirname(p) for p in paths} - dirs - BASE_DIRS)
+    assert not unowned, f"directories the RPM puts files in but does not own: {unowned}"
+    assert {"/etc/libvirt", "/run/libvirt", "/run/libvirt/vdp-hooks", PRIVATE} <= dirs
+
+
+def test_rpm_ships_the_selinux_module_and_the_package_version(rpm: Path, tmp_path: Path) -> None:
+    cpio = subprocess.run(["rpm2cpio", str(rpm)], capture_output=True, check=True).stdout
+    subprocess.run(["cpio", "-idm", "--quiet"], input=cpio, cwd=tmp_path, check=True)
+    module = tmp_path / "usr/share/selinux/packages" / NAME / "libvirt_vdp_hooks.pp"
+    assert module.stat().st_size > 0
+    version = _rpm_query(rpm, "--qf", "%{VERSION}")
+    shown = _run_version(tmp_path / PRIVATE.lstrip("/"), tmp_path / LAUNCHER.lstrip("/"), tmp_path)
+    assert shown == f"vdp-hooks {version}"
+
+
+# ------------------------------------------------------------------------- purge removes what enable made
+def _purge_scripts(rpm_path: Path | None) -> dict[str, tuple[str, str]]:
+    """The scripts that run on purge / erase, with the argument they get then."""
+    scripts = {"deb-postrm": ((ROOT / "packaging/debian/libvirt-vdp-hooks.postrm").read_text(), "purge")}
+    if rpm_path is not None:
+        scripts["rpm-postun"] = (_rpm_query(rpm_path, "--qf", "%{POSTUN}"), "0")
+    return scripts
+
+
+@pytest.mark.parametrize("kind", ["deb-postrm", "rpm-postun"])
+@pytest.mark.parametrize("hooks_existed", [False, True])
+def test_purge_removes_the_directories_enable_created(kind: str, hooks_existed: bool, tmp_path: Path,
+                                                      request: pytest.FixtureRequest) -> None:
+    """enable (the real CLI) creates what is missing and lists it; purge removes exactly that, when empty."""
+    rpm_path = request.getfixturevalue("rpm") if kind == "rpm-postun" and not _missing(RPM_TOOLS) else None
+    scripts = _purge_scripts(rpm_path)
+    if kind not in scripts:
+        pytest.skip("rpm is missing: cannot read the %postun of the RPM")
+    script, arg = scripts[kind]
+    etc = tmp_path / "etc-libvirt"
+    hooks_dir = etc / "hooks"
+    etc.mkdir()
+    if hooks_existed:
+        hooks_dir.mkdir()
+    conf = tmp_path / "vdp-hooks.conf"
+    conf.write_text("[hooks]\nfeatures = links\nsyslog = no\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), VDP_HOOKS_CONFIG=str(conf), VDP_HOOKS_STATE_DIR=str(tmp_path / "st"))
+    proc = subprocess.run([sys.executable, "-m", "hooks.cli", "--hooks-dir", str(hooks_dir), "enable"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (hooks_dir / "qemu.d" / "50-vdp-hooks").unlink()  # what the removal (prerm / %preun) does first
+    path = tmp_path / f"{kind}.sh"
+    relocated = script.replace("/etc/libvirt", str(etc)).replace("/run/libvirt/vdp-hooks", str(tmp_path / "st"))
+    path.write_text(relocated.replace("#DEBHELPER#", ""))
+    assert _run(["sh", str(path), arg]).returncode == 0
+    assert not (hooks_dir / "qemu.d").exists()
+    assert hooks_dir.is_dir() == hooks_existed, "a hooks directory that was there before enable stays"
+    assert etc.is_dir()
+
+
+def test_purge_keeps_created_directories_that_hold_something(tmp_path: Path) -> None:
+    etc = tmp_path / "etc-libvirt"
+    qemu_d = etc / "hooks" / "qemu.d"
+    qemu_d.mkdir(parents=True)
+    (etc / "hooks" / ".vdp-hooks-created").write_text(f"{etc / 'hooks'}\n{qemu_d}\n")
+    (qemu_d / "10-other").write_text("#!/bin/sh\n")
+    script = (ROOT / "packaging/debian/libvirt-vdp-hooks.postrm").read_text().replace("/etc/libvirt", str(etc))
+    path = tmp_path / "postrm"
+    path.write_text(script.replace("/run/libvirt/vdp-hooks", str(tmp_path / "st")).replace("#DEBHELPER#", ""))
+    assert _run(["sh", str(path), "purge"]).returncode == 0
+    assert (qemu_d / "10-other").exists()
+    assert not (etc / "hooks" / ".vdp-hooks-created").exists()
+
+
+# -------------------------------------------------------------------- AppArmor reload on upgrade (DEB)
+def _apparmor_upgrade(tmp_path: Path, *, change: bool, local: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """preinst upgrade, the new abstraction unpacked, postinst configure OLD: what apparmor_parser got.
+
+    The kernel here has no AppArmor, so apparmor_parser is a stand-in that records its arguments; sysfs
+    and /etc/apparmor.d are scratch copies."""
+    root = tmp_path / "root"
+    aa = root / "etc/apparmor.d"
+    (aa / "abstractions").mkdir(parents=True)
+    (aa / "local").mkdir()
+    for profile in ("usr.sbin.libvirtd", "usr.sbin.virtqemud"):
+        (aa / profile).write_text(f"profile {profile} {{}}\n")
+        (aa / "local" / profile).write_text(local)
+    abstraction = aa / "abstractions/libvirt-vdp-hooks"
+    abstraction.write_text((ROOT / "packaging/apparmor/libvirt-vdp-hooks").read_text())
+    sysfs = root / "sys/module/apparmor/parameters"
+    sysfs.mkdir(parents=True)
+    (sysfs / "enabled").write_text("Y\n")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    calls = tmp_path / "calls"
+    parser = bindir / "apparmor_parser"
+    parser.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    parser.chmod(0o755)
+
+    def script(name: str) -> Path:
+        text = (ROOT / f"packaging/debian/libvirt-vdp-hooks.{name}").read_text().replace("#DEBHELPER#", "")
+        for path in ("/etc/apparmor.d", "/sys/module/apparmor", "/run/libvirt-vdp-hooks", "/etc/libvirt"):
+            text = text.replace(path, str(root) + path)
+        out = tmp_path / name
+        out.write_text(text)
+        return out
+
+    (root / "run").mkdir()
+    env = dict(os.environ, PATH=f"{bindir}:{SYSTEM_PATH}")
+    pre = subprocess.run(["sh", str(script("preinst")), "upgrade", "0.1.0"], env=env, capture_output=True,
+                         text=True, check=False)
+    assert pre.returncode == 0, pre.stderr
+    if change:
+        abstraction.write_text(abstraction.read_text() + "  /usr/share/libvirt-vdp-hooks/new r,\n")
+    post = subprocess.run(["sh", str(script("postinst")), "configure", "0.1.0"], env=env, capture_output=True,
+                          text=True, check=False)
+    assert not list((root / "run").iterdir()), "the saved checksum is removed"
+    return post, calls.read_text() if calls.exists() else ""
+
+
+INCLUDE = "include if exists <abstractions/libvirt-vdp-hooks>\n"
+
+
+@pytest.mark.parametrize(
+    ("change", "local", "reloaded"),
+    [
+        (True, INCLUDE, True),
+        (True, "#include <abstractions/libvirt-vdp-hooks>\n", True),  # AppArmor's old include syntax
+        (False, INCLUDE, False),  # the abstraction did not change: nothing to reload
+        (True, "", False),  # not included: the profiles do not use it
+        (True, "# include if exists <abstractions/libvirt-vdp-hooks>\n", False),  # commented out
+    ],
+)
+def test_deb_upgrade_reloads_the_profiles_that_include_a_changed_abstraction(
+    tmp_path: Path, change: bool, local: str, reloaded: bool
+) -> None:
+    post, calls = _apparmor_upgrade(tmp_path, change=change, local=local)
+    assert post.returncode == 0, post.stderr
+    if reloaded:
+        reloads = sorted(line.split()[-1].rsplit("/", 1)[1] for line in calls.splitlines() if line.startswith("-r "))
+        assert reloads == ["usr.sbin.libvirtd", "usr.sbin.virtqemud"], calls
+        assert "reloaded" in post.stderr
+    else:
+        assert calls == ""
+
+
+# ------------------------------------------------------------------------------------------- man page
+def test_man_page_renders_every_command_on_its_own_tag_line(tmp_path: Path) -> None:
+    """Each command's synopsis line, options included, is one tag line; its text starts below it."""
+    if shutil.which("man", path=SYSTEM_PATH) is None:
+        pytest.skip("man missing (apt-get install man-db)")
+    proc = _run(["man", "-l", str(ROOT / "packaging/man/vdp-hooks.8")],
+                env_extra={"LC_ALL": "C", "MANWIDTH": "200", "MAN_KEEP_FORMATTING": ""})
+    assert proc.returncode == 0, proc.stderr
+    lines = [re.sub(r".\x08", "", line) for line in proc.stdout.splitlines()]
+    tags = {line.strip().split(" ")[0]: line.strip() for line in lines if re.match(r"^ {7}[a-z]", line)}
+    assert tags.get("emergency") == "emergency [--for DURATION] [--reason TEXT] [--off]", tags.get("emergency")
+    assert tags.get("check") == "check [-q]"
+    assert tags.get("replay", "").startswith("replay FILE OP SUBOP [EXTRA]")
 
 
 # --------------------------------------------------------------------------------- real install (root)
@@ -565,6 +853,10 @@ def _lifecycle(v1: str, v2: str, scratch: str) -> int:
         step("upgrade keeps the link", os.path.islink(link) and os.readlink(link) == ENTRY)
         step("upgrade keeps the journal", (journal / "kept-by-upgrade.test").exists())
         step("upgrade keeps the foreign hook", foreign.exists())
+        step("upgrade leaves no AppArmor checksum behind",
+             not os.path.exists("/run/libvirt-vdp-hooks.apparmor-before-upgrade"))
+        proc = sh(LAUNCHER, "--version")
+        step("--version shows the package version", proc.stdout.strip() == "vdp-hooks 0.1.0+1", proc.stdout)
         (journal / "kept-by-upgrade.test").unlink()
 
         proc = _dpkg(["-r", NAME])
@@ -586,10 +878,18 @@ def _lifecycle(v1: str, v2: str, scratch: str) -> int:
         step("foreign 50-vdp-hooks kept", link.is_file() and "admin's own" in link.read_text())
         link.unlink()
 
+        # enable on a host without /etc/libvirt/hooks: purge removes what it created.
+        shutil.rmtree(hooks)
+        proc = _dpkg(["-i", v1])
+        step("reinstall v1 without a hooks directory", proc.returncode == 0, proc.stderr[-500:])
+        proc = sh(LAUNCHER, "enable")
+        step("enable creates hooks/qemu.d", proc.returncode == 0 and link.is_symlink(), proc.stderr[-300:])
         held = sorted(os.listdir(journal)) if journal.is_dir() else []
         proc = _dpkg(["--purge", NAME])
         step("purge", proc.returncode == 0, proc.stderr[-500:])
         step("purge removes the conffile", not os.path.exists(CONFIG))
+        step("purge removes the directories enable created", not hooks.exists(),
+             repr(sorted(os.listdir(hooks))) if hooks.exists() else "")
         # An empty state directory goes; one that still holds something (state of running guests) stays.
         step("purge: state dir gone only if empty", journal.exists() == bool(held), repr(held))
         step("not installed", _dpkg_status() in ("not-installed", ""), _dpkg_status())

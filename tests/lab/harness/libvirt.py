@@ -127,13 +127,13 @@ class LibvirtHost:
         self.capcache_hit: bool | None = None
         self.extra_links: list[str] = []  # veth ends made by link_hosts(), deleted on close
         self.migration_addr: str | None = None
-        self._prepare()
-        if start:
-            try:
+        try:
+            self._prepare()
+            if start:
                 self.start(timeout=start_timeout)
-            except BaseException:
-                self.close()
-                raise
+        except BaseException:
+            self.close()  # also deletes the netns it made: a failed set-up leaves nothing
+            raise
 
     # -- layout -------------------------------------------------------------------------------
 

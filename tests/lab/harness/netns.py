@@ -12,7 +12,7 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = ["Daemon", "Netns", "unique_suffix", "veth_pair"]
@@ -28,12 +28,21 @@ def _ip(*args: str) -> None:
 
 
 class Netns:
-    """A network namespace made by this lab; deleted on close (with every interface still inside it)."""
+    """A network namespace made by this lab; deleted on close (with every interface still inside it).
 
-    def __init__(self, name: str) -> None:
+    ``setup`` (optional) finishes it (links, addresses); when that or bringing ``lo`` up fails, the
+    namespace is deleted before the error propagates: a lab whose set-up fails leaves no namespace."""
+
+    def __init__(self, name: str, setup: Callable[[Netns], object] | None = None) -> None:
         self.name = name
         _ip("netns", "add", name)
-        self.run(["ip", "link", "set", "lo", "up"])
+        try:
+            self.run(["ip", "link", "set", "lo", "up"])
+            if setup is not None:
+                setup(self)
+        except BaseException:
+            self.close()
+            raise
 
     def argv(self, argv: Sequence[str]) -> list[str]:
         """``argv`` prefixed to run inside this namespace."""
