@@ -106,13 +106,16 @@ def test_journal_always_parses_while_written_and_killed(tmp_path: Path) -> None:
         assert gj.records
 
 
-def test_unreadable_journal_is_kept_aside_and_vetoes_begin(hookenv: HookEnv) -> None:
+def test_unreadable_journal_is_quarantined_and_vetoes_begin_once(hookenv: HookEnv) -> None:
     gid = uuid.uuid4()
     hookenv.state.mkdir(mode=0o700)
     (hookenv.state / f"{gid}.json").write_text('{"version": 1, "records": [')
     result = hookenv.run("prepare", "begin", _xml(gid))
-    assert result.returncode == 1 and "is unreadable" in result.err and "moved to" in result.err
-    assert list(hookenv.state.glob(f"{gid}.json.broken.*"))
+    assert result.returncode == 1 and "is not JSON" in result.err and "moved to" in result.err
+    assert "starting the guest again proceeds" in result.err
+    (moved,) = hookenv.state.glob(f"{gid}.json.quarantined.corrupt.*")
+    assert moved.name in result.err and moved.read_text() == '{"version": 1, "records": ['
+    assert hookenv.run("prepare", "begin", _xml(gid)).returncode == 0  # the retry proceeds
     assert hookenv.run("release", "end", _xml(gid)).returncode == 0
 
 
@@ -122,6 +125,8 @@ def test_journal_from_another_format_version(hookenv: HookEnv) -> None:
     (hookenv.state / f"{gid}.json").write_text('{"version": 99, "records": []}')
     result = hookenv.run("prepare", "begin", _xml(gid))
     assert result.returncode == 1 and "format version 99" in result.err and "finish the upgrade" in result.err
+    assert list(hookenv.state.glob(f"{gid}.json.quarantined.version.*"))
+    assert hookenv.run("prepare", "begin", _xml(gid)).returncode == 0
     assert hookenv.run("release", "end", _xml(gid)).returncode == 0
 
 
