@@ -60,7 +60,8 @@ def _features(
             if name in config.features and name not in extra_names and not cls.wants(raw):
                 continue
             bad: list[ConfigError] = []
-            found.append(cls(config, config.feature_settings(name, cls.options, errors=bad if config.lenient else None)))
+            settings = config.feature_settings(name, cls.options, errors=bad if config.lenient else None)
+            found.append(cls(config, settings))
             for problem in bad:
                 if log is not None:
                     log.error("%s; using its built-in default", problem.one_line(), feature=name, outcome="error")
@@ -134,7 +135,8 @@ def run(argv: list[str], raw: bytes, *, stderr: IO[str] = sys.stderr, started: f
     config_problems: list[ConfigError] = []
     try:
         # Operations that must not fail take what is usable in a broken file (bad lines -> defaults).
-        config: Config | None = load_config(known_features=is_known_feature, errors=config_problems if never_fail else None)
+        lenient = config_problems if never_fail else None
+        config: Config | None = load_config(known_features=is_known_feature, errors=lenient)
     except ConfigError as exc:
         config = None
         config_error: ConfigError | None = exc

@@ -48,6 +48,11 @@ def _valid_doc(path: Path) -> dict[str, object]:
     return json.loads(path.read_text())
 
 
+def _one_record(**fields: object) -> str:
+    record = {"id": 1, "feature": "rec1", "key": MAC_A, "kind": "a", "data": {}, **fields}
+    return json.dumps({"version": 1, "records": [record]})
+
+
 #: name -> (quarantine reason, how to spoil the journal file)
 SPOILERS = {
     "corrupt": ("corrupt", lambda p: p.write_bytes(b"\x00\xff garbage \x1b")),
@@ -57,26 +62,12 @@ SPOILERS = {
     "list": ("shape", lambda p: p.write_text("[]")),
     "records-strings": ("shape", lambda p: p.write_text(json.dumps({"version": 1, "records": ["x", "y"]}))),
     "records-not-list": ("shape", lambda p: p.write_text(json.dumps({"version": 1, "records": {"a": 1}}))),
-    "id-string": (
-        "shape",
-        lambda p: p.write_text(
-            json.dumps({"version": 1, "records": [{"id": "1", "feature": "rec1", "key": MAC_A, "kind": "a", "data": {}}]})
-        ),
-    ),
-    "data-list": (
-        "shape",
-        lambda p: p.write_text(
-            json.dumps({"version": 1, "records": [{"id": 1, "feature": "rec1", "key": MAC_A, "kind": "a", "data": []}]})
-        ),
-    ),
-    "unknown-field": (
-        "shape",
-        lambda p: p.write_text(
-            json.dumps(
-                {"version": 1, "records": [{"id": 1, "feature": "rec1", "key": "k", "kind": "a", "data": {}, "x": 1}]}
-            )
-        ),
-    ),
+    "id-string": ("shape", lambda p: p.write_text(_one_record(id="1"))),
+    "id-bool": ("shape", lambda p: p.write_text(_one_record(id=True))),
+    "data-list": ("shape", lambda p: p.write_text(_one_record(data=[]))),
+    "unknown-field": ("shape", lambda p: p.write_text(_one_record(x=1))),
+    "unknown-state": ("shape", lambda p: p.write_text(_one_record(state="maybe"))),
+    "missing-key": ("shape", lambda p: p.write_text(json.dumps({"version": 1, "records": [{"id": 1}]}))),
     "next-id-string": ("shape", lambda p: p.write_text(json.dumps({**_valid_doc(p), "next_id": "7"}))),
     "incoming-string": ("shape", lambda p: p.write_text(json.dumps({**_valid_doc(p), "incoming": "yes"}))),
 }
