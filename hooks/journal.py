@@ -300,7 +300,8 @@ def _load(path: str, guest_uuid: uuid.UUID, guest: str, *, quarantine: bool = Tr
 
 
 def open_lock(path: str) -> int:
-    """Open (creating if needed) a lock file for ``flock``; -1 if the directory allows neither.
+    """Open (creating if needed) a lock file for ``flock``; ``-errno`` if the directory allows neither
+    (read-only and no such file yet, full, missing).
 
     A symlink in its place is moved aside (quarantined) and replaced.  On a read-only file system an
     existing lock file still locks (``flock`` works on a read-only descriptor).
@@ -316,13 +317,13 @@ def open_lock(path: str) -> int:
             try:
                 return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
             except OSError:
-                return -1
+                return -(exc.errno or errno.EIO)
         if stat.S_ISREG(os.fstat(fd).st_mode):
             return fd
         os.close(fd)  # a fifo or device in its place: move it aside too
         with contextlib.suppress(OSError):
             _quarantine(path, "not-a-file")
-    return -1
+    return -errno.ELOOP
 
 
 def _pid_alive(pid: int) -> bool:
@@ -377,8 +378,8 @@ class Journal:
             if fd < 0:
                 if not lenient:
                     raise JournalError(
-                        f"cannot create lock file {lock_path} in the state directory",
-                        hint="check that it is writable and not full",
+                        f"cannot create lock file {lock_path}: {os.strerror(-fd)}",
+                        hint="the state directory must be writable and not full",
                     )
                 break
             try:

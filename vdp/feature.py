@@ -80,7 +80,7 @@ def _uplink_locks(ifnames: Sequence[str], deadline: float) -> Iterator[None]:
     fds = []
     try:
         for ifname in ifnames:  # sorted by the caller: no lock-order deadlock between processes
-            # -1: a read-only or full state directory; a teardown must still go out, unserialised.
+            # < 0: a read-only or full state directory; a teardown must still go out, unserialised.
             fd = open_lock(os.path.join(state_dir(), f"uplink-{ifname}.lock"))
             if fd < 0:
                 continue

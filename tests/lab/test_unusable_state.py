@@ -228,7 +228,7 @@ def _full(out: Path) -> str:
     return f"""
         state="$1"; shift
         snap=$(mktemp -d)
-        cp -a "$state"/*.json "$snap"/
+        for f in "$state"/*.json; do if [ -e "$f" ]; then cp -a "$f" "$snap"/; fi; done
         mount -t tmpfs -o size=64k,nr_inodes=16,mode=0700 tmpfs "$state"
         cp -a "$snap"/. "$state"/
         dd if=/dev/zero of="$state/filler" bs=4k 2>/dev/null || true
@@ -310,3 +310,39 @@ def test_release_with_an_unreadable_config_tears_down_the_journal(sw: Lab, tmp_p
     _record("unreadable config", result, "built-in defaults, tore down from the journal", _afterwards(sw, host, guest))
     host.config.write_text(good)
     _prepare_works_again(sw, host, guest)
+
+
+@pytest.mark.parametrize("kind", ["read-only", "full"])
+def test_prepare_in_an_unusable_state_directory_vetoes_cleanly(sw: Lab, tmp_path: Path, kind: str) -> None:
+    """A begin operation must journal intent before a request goes out: it vetoes, with a line that names
+    the directory, and nothing reaches the switch."""
+    host = HookHost(sw.lab, "host", tmp_path, uplinks=UPLINKS)
+    host.state_dir.mkdir(mode=0o700)
+    guest = _guest()
+    _private_mount(host, READ_ONLY if kind == "read-only" else _full(tmp_path / "full-after"))
+    result = host.hook(guest.xml, "prepare", "begin")
+    host.runner = lambda argv, **kw: sw.lab.run_in_host("host", argv, **kw)
+    assert result.rc == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("libvirt-vdp-hooks: guest vm: "), result.stderr
+    assert str(host.state_dir) in result.stderr and "Error" not in result.stderr
+    cause = "Read-only file system" if kind == "read-only" else "No space left on device"
+    assert cause in result.stderr
+    assert not set(guest.instances) & (_switch_holds(sw) | _lldpad_holds(sw))
+    _record(f"prepare begin, {kind} state dir", result, f"vetoed: cannot create lock file: {cause}",
+            _afterwards(sw, host, guest))
+    _prepare_works_again(sw, host, guest)
+
+
+def test_uplink_lock_that_is_a_symlink_is_moved_aside(sw: Lab, tmp_path: Path) -> None:
+    host = HookHost(sw.lab, "host", tmp_path, uplinks=UPLINKS)
+    host.state_dir.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    host.state_dir.joinpath("uplink-up0.lock").symlink_to(victim)
+    guest = _guest()
+    result = host.hook(guest.xml, "prepare", "begin")
+    assert (result.rc, result.stderr) == (0, ""), "no ELOOP veto"
+    assert victim.read_text() == "untouched"
+    assert list(host.state_dir.glob("uplink-up0.lock.quarantined.symlink.*"))
+    assert host.hook(guest.xml, "release", "end").rc == 0
+    assert not set(guest.instances) & (_switch_holds(sw) | _lldpad_holds(sw))

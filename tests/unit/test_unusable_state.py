@@ -218,3 +218,16 @@ def test_guest_name_with_newlines_cannot_forge_log_lines(hookenv: HookEnv) -> No
     assert lines and all(line[:4].isdigit() and " [" in line for line in lines), lines
     assert not any("guest=forged" in line and "guest=vm\\n" not in line for line in lines)
     assert any("guest=vm\\n2026" in line for line in lines)
+
+
+def test_reconnect_with_a_malformed_journal_quarantines_and_verifies_from_the_xml(hookenv: HookEnv) -> None:
+    hookenv.write_config(rec1={"ops": "prepare, reconnect"}, rec2={"ops": "prepare, reconnect"})
+    gid = uuid.uuid4()
+    assert hookenv.run("prepare", "begin", _xml(gid)).returncode == 0
+    (hookenv.state / f"{gid}.json").write_text("{not json")
+    result = hookenv.run("reconnect", "begin", _xml(gid))
+    assert (result.returncode, result.stderr) == (0, b"")  # a failing reconnect would kill the guest
+    assert list(hookenv.state.glob(f"{gid}.json.quarantined.corrupt.*"))
+    assert [e["op"] for e in hookenv.events("setup")] == ["prepare begin", "prepare begin"] + ["reconnect begin"] * 2
+    assert len(hookenv.records(gid)) == 4  # journaled afresh from the XML
+    assert hookenv.run("release", "end", _xml(gid)).returncode == 0
