@@ -434,8 +434,10 @@ class Journal:
         except OSError:
             return
         for name in names:
-            head, sep, pid = name.rpartition(".tmp.")
-            if sep and head.startswith(prefix) and pid.isdigit() and not _pid_alive(int(pid)):
+            if not name.startswith(prefix) or ".tmp." not in name:
+                continue
+            pid = name.rpartition(".tmp.")[2]
+            if pid.isdigit() and not _pid_alive(int(pid)):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(self.state_dir, name))
 
