@@ -66,7 +66,7 @@ def _features(
                 if log is not None:
                     log.error("%s; using its built-in default", problem.one_line(), feature=name, outcome="error")
         except ConfigError as exc:
-            if name in config.features:
+            if name in config.features and not config.lenient:
                 raise
             # Journaled by a feature that is no longer installed: the others still tear down their part.
             if log is not None:
@@ -281,7 +281,8 @@ def _run(
         event = _usable(event, elog, policy)
         with store.open(event.uuid, event.guest, timeout=deadline.remaining(), lenient=True) as gj:
             _report_opened(gj, elog)
-            run_verify(event, _features(config, raw), config=config, journal=gj, log=elog, deadline=deadline)
+            features = _features(config, raw, log=elog)
+            run_verify(event, features, config=config, journal=gj, log=elog, deadline=deadline)
         return 0
 
     if hook == ("release", "end"):

@@ -231,3 +231,13 @@ def test_reconnect_with_a_malformed_journal_quarantines_and_verifies_from_the_xm
     assert [e["op"] for e in hookenv.events("setup")] == ["prepare begin", "prepare begin"] + ["reconnect begin"] * 2
     assert len(hookenv.records(gid)) == 4  # journaled afresh from the XML
     assert hookenv.run("release", "end", _xml(gid)).returncode == 0
+
+
+def test_release_with_a_feature_that_cannot_be_loaded_tears_down_the_others(hookenv: HookEnv) -> None:
+    gid, _path = _started(hookenv)
+    hookenv.write_config(features="rec1, nosuchfeature, rec2", rec1=DECLARED, rec2=DECLARED)
+    assert hookenv.run("prepare", "begin", _xml(gid)).returncode == 1  # begin ops refuse the config
+    result = hookenv.run("release", "end", _xml(gid))
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert _torn_down(hookenv) == EVERY_PORT
+    assert "nosuchfeature" in hookenv.hook_log()
