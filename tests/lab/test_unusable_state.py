@@ -171,6 +171,15 @@ SPOILERS: dict[str, tuple[str, Callable[[Path], object]]] = {
 }
 
 
+def test_baseline_release_with_a_healthy_journal(sw: Lab, tmp_path: Path) -> None:
+    """The reference for the table's times: the same guest, nothing spoiled."""
+    host, guest = _started(sw, tmp_path)
+    result = host.hook(guest.xml, "release", "end")
+    assert (result.rc, result.stderr) == (0, "")
+    assert not set(guest.instances) & (_switch_holds(sw) | _lldpad_holds(sw))
+    _record("baseline: healthy journal", result, "tore down from the journal", _afterwards(sw, host, guest))
+
+
 @pytest.mark.parametrize("case", list(SPOILERS))
 def test_release_with_a_malformed_journal_tears_down_what_the_xml_declares(sw: Lab, tmp_path: Path, case: str) -> None:
     reason, spoil = SPOILERS[case]
