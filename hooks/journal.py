@@ -236,10 +236,11 @@ def _parse(raw: bytes, path: str, guest_uuid: uuid.UUID, guest: str) -> GuestJou
         raise _Unusable("corrupt", f"is not JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise _Unusable("shape", f"holds a JSON {type(doc).__name__}, not an object")
-    if doc.get("version") != FORMAT_VERSION:
+    version = doc.get("version")
+    if version != FORMAT_VERSION or isinstance(version, bool):  # JSON true == 1 in Python
         raise _Unusable(
             "version",
-            f"has format version {doc.get('version')!r}, this code reads {FORMAT_VERSION} "
+            f"has format version {version!r}, this code reads {FORMAT_VERSION} "
             "(if an upgrade of libvirt-vdp-hooks is under way, finish the upgrade)",
         )
     raw_records = doc.get("records", [])

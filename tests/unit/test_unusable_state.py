@@ -59,6 +59,7 @@ SPOILERS = {
     "truncated": ("corrupt", lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])),
     "empty": ("corrupt", lambda p: p.write_bytes(b"")),
     "version": ("version", lambda p: p.write_text(json.dumps({**_valid_doc(p), "version": 99}))),
+    "version-true": ("version", lambda p: p.write_text(json.dumps({**_valid_doc(p), "version": True}))),
     "list": ("shape", lambda p: p.write_text("[]")),
     "records-strings": ("shape", lambda p: p.write_text(json.dumps({"version": 1, "records": ["x", "y"]}))),
     "records-not-list": ("shape", lambda p: p.write_text(json.dumps({"version": 1, "records": {"a": 1}}))),
