@@ -14,11 +14,27 @@ import contextlib
 import os
 import time
 
-__all__ = ["DEBUG", "ERROR", "INFO", "WARNING", "EventLog", "Sink", "setup_logging"]
+__all__ = ["DEBUG", "ERROR", "INFO", "WARNING", "EventLog", "Sink", "escape", "setup_logging"]
 
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 _NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARNING", ERROR: "ERROR"}
 _FIELDS = ("guest", "uuid", "op", "feature", "port", "outcome", "ms")
+
+
+def escape(text: str) -> str:
+    """``text`` with every non-printable character (newline, CR, ESC, NUL, U+2028, ...) written as
+    ``\\n``/``\\xNN``/``\\uNNNN``: a guest name or an XML attribute must not start a forged log line."""
+    if text.isprintable():  # the common case, checked in C
+        return text
+    return "".join(c if c.isprintable() else _ESCAPES.get(c) or _hex(c) for c in text)
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _hex(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 class Sink:
@@ -40,6 +56,7 @@ class Sink:
     def emit(self, level: int, text: str) -> None:
         if level < self.level:
             return
+        text = escape(text)  # one fact, one line, whatever a guest's name or an error text holds
         if self._syslog is not None:
             priority = {
                 DEBUG: self._syslog.LOG_DEBUG,

@@ -3,22 +3,30 @@
 Returns the exit code and writes at most one line to ``stderr`` (the veto reason libvirt shows).  For the
 operations after which libvirt would kill or abandon a running guest (``reconnect begin``, ``stopped end``,
 ``release end``) every failure is logged and the result is 0.
+
+Unusable state never means "do nothing" for those operations: a broken config counts line by line (bad
+lines take the built-in defaults, good ``[uplinks]`` lines still map), and the journal is opened leniently
+(a malformed file is quarantined, a read-only or full state directory only costs the journaling, which is
+logged), so ``release end`` still tears down every port the XML declares.  A begin operation that finds a
+malformed journal vetoes once, saying where the file went; the retry starts from a fresh journal.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
+import time
 import uuid
 
 from hooks import STATE_DIR_DEFAULT
 from hooks.config import Config, load_config
 from hooks.deadline import Deadline
-from hooks.errors import ConfigError, HookError, XmlError
+from hooks.errors import ConfigError, HookError, JournalError, XmlError
 from hooks.event import PORT_FEATURE, Event, parse_event
 from hooks.feature import BEGIN_OPS, Feature, feature_class, is_known_feature
-from hooks.journal import Journal
+from hooks.journal import GuestJournal, Journal
 from hooks.log import EventLog, setup_logging
 from hooks.plain import replace
 from hooks.policy import Policy, read_emergency
@@ -51,9 +59,14 @@ def _features(
             # A feature with journal records is needed whatever the XML says now (metadata removed at run time).
             if name in config.features and name not in extra_names and not cls.wants(raw):
                 continue
-            found.append(cls(config, config.feature_settings(name, cls.options)))
+            bad: list[ConfigError] = []
+            settings = config.feature_settings(name, cls.options, errors=bad if config.lenient else None)
+            found.append(cls(config, settings))
+            for problem in bad:
+                if log is not None:
+                    log.error("%s; using its built-in default", problem.one_line(), feature=name, outcome="error")
         except ConfigError as exc:
-            if name in config.features:
+            if name in config.features and not config.lenient:
                 raise
             # Journaled by a feature that is no longer installed: the others still tear down their part.
             if log is not None:
@@ -110,12 +123,20 @@ def _fallback_uuid(raw: bytes) -> uuid.UUID | None:
         return None
 
 
-def run(argv: list[str], raw: bytes, *, stderr: IO[str] = sys.stderr) -> int:
-    """The hook's decision for ``argv`` (NAME OP SUBOP EXTRA) and the domain XML ``raw``."""
+def run(argv: list[str], raw: bytes, *, stderr: IO[str] = sys.stderr, started: float | None = None) -> int:
+    """The hook's decision for ``argv`` (NAME OP SUBOP EXTRA) and the domain XML ``raw``.
+
+    ``started``: ``time.monotonic()`` when the process started (the entry takes it first thing): the
+    invocation deadline counts from there, so imports and reading stdin are inside it.
+    """
+    started = time.monotonic() if started is None else started
     hook = (argv[1], argv[2]) if len(argv) >= 3 else ("", "")
     never_fail = hook in NEVER_FAIL
+    config_problems: list[ConfigError] = []
     try:
-        config = load_config(known_features=is_known_feature)
+        # Operations that must not fail take what is usable in a broken file (bad lines -> defaults).
+        lenient = config_problems if never_fail else None
+        config: Config | None = load_config(known_features=is_known_feature, errors=lenient)
     except ConfigError as exc:
         config = None
         config_error: ConfigError | None = exc
@@ -128,16 +149,18 @@ def run(argv: list[str], raw: bytes, *, stderr: IO[str] = sys.stderr) -> int:
         sink = setup_logging(syslog=base.syslog, log_file="", debug=base.debug)
     guest = argv[0] if argv else "?"
     elog = EventLog(sink, guest=guest, uuid=str(_fallback_uuid(raw) or "-"), op=" ".join(hook))
+    for problem in config_problems:
+        elog.error("%s; going on with the built-in default there", problem.one_line(), outcome="error")
     try:
         if config is None:
             assert config_error is not None
             raise config_error
-        return _run(argv, raw, hook, config, elog, stderr)
+        return _run(argv, raw, hook, config, elog, stderr, started)
     except HookError as exc:
         if never_fail or hook not in BEGIN_OPS:
             elog.error("%s (ignored: this operation must not fail)", exc.one_line(), outcome="error")
-            if never_fail and hook == ("release", "end") and config is not None:
-                _release_by_uuid(raw, config, elog)
+            if hook == ("release", "end") and config is not None:
+                _release_by_uuid(raw, config, elog, started)
             return 0
         elog.error("%s", exc.one_line(), outcome="veto")
         print(" ".join(f"libvirt-vdp-hooks: guest {guest}: {exc.one_line()}".split()), file=stderr)
@@ -145,6 +168,8 @@ def run(argv: list[str], raw: bytes, *, stderr: IO[str] = sys.stderr) -> int:
     except Exception as exc:
         elog.exception("unexpected error: %s", exc, outcome="error")
         if never_fail or hook not in BEGIN_OPS:
+            if hook == ("release", "end") and config is not None:
+                _release_by_uuid(raw, config, elog, started)
             return 0
         text = (
             f"libvirt-vdp-hooks: guest {guest}: internal error {type(exc).__name__}: {exc} "
@@ -154,24 +179,61 @@ def run(argv: list[str], raw: bytes, *, stderr: IO[str] = sys.stderr) -> int:
         return 1
 
 
-def _release_by_uuid(raw: bytes, config: Config, elog: EventLog) -> None:
-    """``release end`` with unparsable XML: still tear down what the journal holds for this UUID."""
+def _release_by_uuid(raw: bytes, config: Config, elog: EventLog, started: float) -> None:
+    """``release end`` that failed before teardown (unparsable XML, ...): still tear down what the journal
+    holds for this UUID."""
     guest_uuid = _fallback_uuid(raw)
     if guest_uuid is None:
         return
     event = Event(guest="?", uuid=guest_uuid, op="release", subop="end", extra="-", raw=raw)
+    deadline = Deadline(0, at=started + config.invocation_timeout)
     try:
-        with Journal(state_dir()).open(guest_uuid, "?") as gj:
+        with Journal(state_dir()).open(guest_uuid, "?", timeout=deadline.remaining(), lenient=True) as gj:
+            _report_opened(gj, elog)
             names = tuple(sorted({r.feature for r in gj.records}))
             features = [f for f in _features(config, raw, names, elog) if f.name in names]
-            release(event, features, config=config, journal=gj, log=elog)
-    except HookError as exc:
-        elog.error("release from journal failed: %s", exc.one_line(), outcome="pending")
+            release(event, features, config=config, journal=gj, log=elog, deadline=deadline)
+            _report_unsaved(gj, elog)
+    except Exception as exc:  # the last resort of an operation that must not fail
+        text = exc.one_line() if isinstance(exc, HookError) else f"{type(exc).__name__}: {exc}"
+        elog.error("release from journal failed: %s", text, outcome="pending")
 
 
-def _run(argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elog: EventLog, stderr: IO[str]) -> int:
-    # One deadline for the whole invocation: time spent waiting for the guest's lock counts too.
-    deadline = Deadline(config.invocation_timeout)
+def _report_opened(gj: GuestJournal, elog: EventLog) -> None:
+    """Say what a lenient open had to give up (never-fail operations go on regardless)."""
+    if gj.quarantined:
+        elog.error("%s; going on without it (teardown from the XML)", gj.quarantined, outcome="error")
+    if not gj.locked:
+        elog.warning("state directory %s: no lock file could be created; going on unlocked", os.path.dirname(gj.path))
+
+
+def _report_unsaved(gj: GuestJournal, elog: EventLog) -> None:
+    """What the journal file could not be told: each record left, logged whole for the admin or agent."""
+    if not gj.unsaved:
+        return
+    elog.error(
+        "could not journal (%s): %d record(s) are held only in this log", gj.unsaved, len(gj.records), outcome="pending"
+    )
+    for r in gj.records:
+        elog.error(
+            "not journaled: record %s %s %s (%s%s) %s",
+            r.id,
+            r.kind,
+            r.key,
+            r.state,
+            f": {r.error}" if r.error else "",
+            json.dumps(r.data, sort_keys=True),
+            feature=r.feature,
+            port=r.key,
+            outcome="pending",
+        )
+
+
+def _run(
+    argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elog: EventLog, stderr: IO[str], started: float
+) -> int:
+    # One deadline for the whole invocation, from process start: imports, stdin and the lock wait count too.
+    deadline = Deadline(0, at=started + config.invocation_timeout)
     try:
         event = parse_event(argv, raw)
     except XmlError as exc:
@@ -196,6 +258,8 @@ def _run(argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elo
         event = _usable(event, elog, policy)
         features = _features(config, raw)
         with store.open(event.uuid, event.guest, timeout=deadline.remaining()) as gj:
+            if gj.quarantined:
+                _malformed_at_begin(gj, elog, policy)
             if hook == ("prepare", "begin"):
                 gj.set_incoming(store.consume_marker(event.uuid, config.marker_ttl))
             elif hook in (("migrate", "begin"), ("restore", "begin")):
@@ -223,16 +287,20 @@ def _run(argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elo
 
     if hook == ("reconnect", "begin"):
         event = _usable(event, elog, policy)
-        with store.open(event.uuid, event.guest, timeout=deadline.remaining()) as gj:
-            run_verify(event, _features(config, raw), config=config, journal=gj, log=elog, deadline=deadline)
+        with store.open(event.uuid, event.guest, timeout=deadline.remaining(), lenient=True) as gj:
+            _report_opened(gj, elog)
+            features = _features(config, raw, log=elog)
+            run_verify(event, features, config=config, journal=gj, log=elog, deadline=deadline)
         return 0
 
     if hook == ("release", "end"):
         event = _usable(event, elog, policy)
-        with store.open(event.uuid, event.guest, timeout=deadline.remaining()) as gj:
+        with store.open(event.uuid, event.guest, timeout=deadline.remaining(), lenient=True) as gj:
+            _report_opened(gj, elog)
             leftover = tuple(sorted({r.feature for r in gj.records}))
             features = _features(config, raw, leftover, elog)
             problems = release(event, features, config=config, journal=gj, log=elog, deadline=deadline)
+            _report_unsaved(gj, elog)
         elog.info(
             "released (libvirt's reason: %s)%s",
             release_reason(event.extra),
@@ -241,6 +309,24 @@ def _run(argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elo
         )
         return 0
     return 0  # stopped end and every operation we have nothing to do for
+
+
+def _malformed_at_begin(gj: GuestJournal, elog: EventLog, policy: Policy) -> None:
+    """A begin operation found the guest's journal unusable (and it is moved aside by now).
+
+    It vetoes once: the file may have listed associations that are still held at the switch (pending
+    teardowns, ports since removed from the XML), and nothing else would ever tell the admin; a start
+    that fails with the file's new name is noticed, a syslog line is not.  The veto costs nothing on the
+    guest's side (it never ran), and the retry proceeds with a fresh journal -- so no guest is locked
+    out.  Under an emergency override the guest comes first: a warning only.
+    """
+    if policy.emergency is not None:
+        elog.warning("%s; proceeding (emergency override)", gj.quarantined, outcome="warning")
+        return
+    raise JournalError(
+        f"{gj.quarantined}; it may have listed associations still held at the switch",
+        hint="see 'vdp-hooks status' and the moved file; starting the guest again proceeds with a fresh journal",
+    )
 
 
 def main(argv: list[str] | None = None, raw: bytes | None = None) -> int:

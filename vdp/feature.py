@@ -85,12 +85,16 @@ _RECONNECT_RETRY = 0.5  # seconds between attempts while lldpad is not ready at 
 def _uplink_locks(ifnames: Sequence[str], deadline: float) -> Iterator[None]:
     """One VDP request in flight per uplink across hook processes: lldpad 1.1 loses switch responses
     when several VSIs of one uplink are pending at once (measured: 4 in 20 four-VSI bursts)."""
+    from hooks.journal import open_lock
     from hooks.runner import state_dir
 
     fds = []
     try:
         for ifname in ifnames:  # sorted by the caller: no lock-order deadlock between processes
-            fd = os.open(os.path.join(state_dir(), f"uplink-{ifname}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            # < 0: a read-only or full state directory; a teardown must still go out, unserialised.
+            fd = open_lock(os.path.join(state_dir(), f"uplink-{ifname}.lock"))
+            if fd < 0:
+                continue
             fds.append(fd)
             while True:
                 try:

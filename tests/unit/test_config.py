@@ -112,10 +112,83 @@ def test_parse_seconds(text: str, value: float) -> None:
     assert parse_seconds(text) == value
 
 
-@pytest.mark.parametrize("text", ["", "-1", "0", "1d", "ms", "nan", "inf", "infinity", "1e999", "inf h"])
+@pytest.mark.parametrize(
+    "text", ["", "-1", "0", "1d", "ms", "nan", "-nan", "inf", "-inf", "infinity", "1e999", "1e300", "1e9", "inf h"]
+)
 def test_parse_seconds_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_seconds(text)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("exchange_timeout", "1e9", "is more than the 10m allowed"),
+        ("exchange_timeout", "1e300", "is more than the 10m allowed"),
+        ("invocation_timeout", "1e9", "is more than the 1h allowed"),
+        ("invocation_timeout", "inf", "is more than the 1h allowed"),
+        ("invocation_timeout", "nan", "is not a number"),
+        ("marker_ttl", "2h", "is more than the 1h allowed"),
+    ],
+)
+def test_timeouts_have_sane_upper_bounds(tmp_path: Path, key: str, value: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=rf"vdp-hooks.conf:3: \[hooks\] {key}: '{value}' {needle}"):
+        _load(tmp_path, f"[hooks]\n# a comment\n{key} = {value}\n")
+
+
+def test_the_upper_bounds_themselves_are_allowed(tmp_path: Path) -> None:
+    config = _load(tmp_path, "[hooks]\nexchange_timeout = 10m\ninvocation_timeout = 1h\nmarker_ttl = 3600\n")
+    assert (config.exchange_timeout, config.invocation_timeout, config.marker_ttl) == (600.0, 3600.0, 3600.0)
+
+
+def test_lenient_load_keeps_what_is_usable(tmp_path: Path) -> None:
+    """For the operations that must tear down: each bad line costs its own default, nothing more."""
+    path = tmp_path / "vdp-hooks.conf"
+    path.write_text(
+        "[hooks]\n"
+        "exchange_timeout = 1e300\n"  # 2: bad value -> default
+        "invocation_timeout = 20\n"
+        "frobnicate = 1\n"  # 4: unknown key
+        "garbage line\n"  # 5: no '='
+        "log_file = /tmp/x.log\n"
+        "[uplinks]\n"
+        "fabric-a = up0\n"
+        "fabric-b = not an ifname\n"  # 9: bad interface name
+        "[nosuchsection]\n"  # unknown section (known_features says no)
+        "k = v\n"
+        "[rec1\n"  # 12: malformed header: its keys go nowhere
+        "log = x\n"
+    )
+    errors: list[ConfigError] = []
+    config = load_config(str(path), known_features=lambda name: name == "rec1", errors=errors)
+    assert config.lenient
+    assert config.exchange_timeout == HOOKS_OPTIONS["exchange_timeout"].default
+    assert config.invocation_timeout == 20.0 and config.log_file == "/tmp/x.log"
+    assert dict(config.uplinks) == {"fabric-a": "up0"}
+    assert "nosuchsection" not in config.raw_sections and "rec1" not in config.raw_sections
+    lines = sorted(int(str(e).split(":")[1]) for e in errors)
+    assert lines == [2, 4, 5, 9, 11, 12]  # an unknown section is named at its first key
+    with pytest.raises(ConfigError):  # the same file, strictly: the first error
+        load_config(str(path), known_features=lambda name: name == "rec1")
+
+
+def test_lenient_feature_settings_take_defaults_for_bad_keys(tmp_path: Path) -> None:
+    from hooks.feature import feature_class
+
+    cls = feature_class("rec1")
+    config = _load(tmp_path, "[hooks]\nfeatures = rec1\n[rec1]\nsleep_after = x\nnokey = 1\nlog = /tmp/l\n")
+    errors: list[ConfigError] = []
+    settings = config.feature_settings("rec1", cls.options, errors=errors)
+    assert settings["sleep_after"] == 0.0 and settings["log"] == "/tmp/l"
+    assert [str(e).split(":")[1] for e in errors] == ["4", "5"]
+
+
+def test_lenient_load_of_an_unreadable_file_is_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "vdp-hooks.conf"
+    path.write_bytes(b"\xff\xfe")
+    errors: list[ConfigError] = []
+    config = load_config(str(path), errors=errors)
+    assert config.features == Config().features and len(errors) == 1 and "cannot read" in str(errors[0])
 
 
 def test_parse_bool() -> None:

@@ -317,3 +317,126 @@ def test_network_guests_take_the_slow_path_only_for_a_network_with_our_port_prof
 
     assert run("lan") == 0 and run("nowhere") == 0  # fast path: the broken code is never reached
     assert run("fabric") == 1  # slow path
+
+
+# ------------------------------------------------------------------------------------------ bounded input
+def test_entry_size_cap_matches_the_parser() -> None:
+    from hooks.event import MAX_XML_BYTES
+
+    assert _load_entry()._MAX_XML == MAX_XML_BYTES
+
+
+def test_the_clock_starts_before_anything_else() -> None:
+    """The invocation deadline counts from process start: the entry's first statement takes the time and
+    hands it to the runner."""
+    import ast
+
+    tree = ast.parse(ENTRY.read_text())
+    body = [n for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+    assert ast.unparse(body[0]) == "import time"
+    assert ast.unparse(body[1]) == "_STARTED = time.monotonic()"
+    assert "run(argv, raw, started=_STARTED)" in ENTRY.read_text()
+
+
+def test_deadline_counts_from_the_start_given(hookenv: HookEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that spent the invocation's time before the runner (slow imports, slow stdin) has none
+    left: setup must not begin; with the clock taken now it proceeds."""
+    import io
+    import time
+
+    hookenv.write_config(hooks={"exchange_timeout": "1", "invocation_timeout": "3"})
+    for key, value in hookenv.env().items():
+        monkeypatch.setenv(key, value)
+    xml = domain_xml(guest_uuid=uuid.uuid4(), metadata=hooks_md(port(MAC_A)))
+    err = io.StringIO()
+    assert runner.run(["guest1", "prepare", "begin", "-"], xml, stderr=err, started=time.monotonic() - 5) == 1
+    assert "deadline" in err.getvalue()
+    assert [e for e in hookenv.events("setup")] == []
+    assert runner.run(["guest1", "prepare", "begin", "-"], xml, stderr=io.StringIO(), started=time.monotonic()) == 0
+    assert runner.run(["guest1", "release", "end", "-"], xml, stderr=io.StringIO()) == 0
+
+
+@pytest.mark.parametrize("hook", BEGIN_HOOKS + NEVER_FAIL_HOOKS)
+def test_stdin_closed(hookenv: HookEnv, hook: tuple[str, str]) -> None:
+    """``<&-``: there is no XML at all.  Never-fail operations exit 0, begin operations veto saying so."""
+    proc = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", *hookenv.argv("guest1", *hook)],
+        capture_output=True,
+        env=hookenv.env(),
+        timeout=60,
+        check=False,
+    )
+    if hook in NEVER_FAIL_HOOKS:
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
+    else:
+        assert proc.returncode == 1 and proc.stdout == b""
+        (line,) = proc.stderr.decode().splitlines()
+        assert line.startswith("libvirt-vdp-hooks: guest guest1: ") and "stdin was closed" in line
+
+
+def _short_stdin_entry(root: Path, seconds: int) -> Path:
+    entry = _copy_tree(root)
+    text = entry.read_text()
+    line = "_STDIN_SECONDS = 30  #"
+    assert line in text
+    entry.write_text(text.replace(line, f"_STDIN_SECONDS = {seconds}  #"))
+    return entry
+
+
+@pytest.mark.parametrize("hook", [("prepare", "begin"), ("release", "end")])
+def test_stdin_that_never_ends_is_bounded(tmp_path: Path, hook: tuple[str, str], procs: list[Any]) -> None:
+    """A caller that writes the XML and never closes stdin: the read gives up (here after 1 s instead of
+    the built-in 30 s, which is the whole invocation deadline): a begin op vetoes, a never-fail op exits 0."""
+    env = HookEnv(tmp_path, entry=_short_stdin_entry(tmp_path / "src", 1))
+    env.write_config(rec1={"declare": "yes"}, rec2={"declare": "yes"})
+    xml = domain_xml(guest_uuid=uuid.uuid4(), metadata=hooks_md(port(MAC_A)))
+    proc = subprocess.Popen(env.argv("guest1", *hook), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env.env())
+    procs.append(proc)
+    assert proc.stdin is not None
+    proc.stdin.write(xml)
+    proc.stdin.flush()  # and never closed (communicate() would close it)
+    proc.wait(timeout=30)
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if hook == ("release", "end"):
+        assert (proc.returncode, out, err) == (0, b"", b"")
+    else:
+        assert proc.returncode == 1 and out == b""
+        assert err.decode() == "libvirt-vdp-hooks: guest guest1: no domain XML, stdin was not closed after 1 s\n"
+    proc.stdin.close()
+
+
+def test_stdin_read_stops_at_the_size_cap(hookenv: HookEnv) -> None:
+    """Read at most the cap + 1 byte: a caller writing without end is not drained into memory."""
+    import threading
+
+    from hooks.event import MAX_XML_BYTES
+
+    xml = domain_xml(guest_uuid=uuid.uuid4(), metadata=hooks_md(port(MAC_A)))
+    head = xml.replace(b"</domain>", b"<!--")
+    proc = subprocess.Popen(hookenv.argv("guest1", "prepare", "begin"), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=hookenv.env(), bufsize=0)
+    written = [0]
+
+    def feed() -> None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(head)
+            written[0] += len(head)
+            chunk = b"x" * 65536
+            while written[0] < 64 * MAX_XML_BYTES:
+                proc.stdin.write(chunk)
+                written[0] += len(chunk)
+        except (BrokenPipeError, OSError):
+            pass
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    proc.wait(timeout=60)  # not communicate(): it would close stdin
+    feeder.join(timeout=30)
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.read(), proc.stderr.read()
+    assert proc.returncode == 1 and out == b""
+    assert "more than" in err.decode() and str(MAX_XML_BYTES) in err.decode()
+    assert written[0] < MAX_XML_BYTES + 4 * 65536 + len(head), "the entry read past its cap"

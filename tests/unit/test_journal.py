@@ -106,13 +106,16 @@ def test_journal_always_parses_while_written_and_killed(tmp_path: Path) -> None:
         assert gj.records
 
 
-def test_unreadable_journal_is_kept_aside_and_vetoes_begin(hookenv: HookEnv) -> None:
+def test_unreadable_journal_is_quarantined_and_vetoes_begin_once(hookenv: HookEnv) -> None:
     gid = uuid.uuid4()
     hookenv.state.mkdir(mode=0o700)
     (hookenv.state / f"{gid}.json").write_text('{"version": 1, "records": [')
     result = hookenv.run("prepare", "begin", _xml(gid))
-    assert result.returncode == 1 and "is unreadable" in result.err and "moved to" in result.err
-    assert list(hookenv.state.glob(f"{gid}.json.broken.*"))
+    assert result.returncode == 1 and "is not JSON" in result.err and "moved to" in result.err
+    assert "starting the guest again proceeds" in result.err
+    (moved,) = hookenv.state.glob(f"{gid}.json.quarantined.corrupt.*")
+    assert moved.name in result.err and moved.read_text() == '{"version": 1, "records": ['
+    assert hookenv.run("prepare", "begin", _xml(gid)).returncode == 0  # the retry proceeds
     assert hookenv.run("release", "end", _xml(gid)).returncode == 0
 
 
@@ -122,6 +125,8 @@ def test_journal_from_another_format_version(hookenv: HookEnv) -> None:
     (hookenv.state / f"{gid}.json").write_text('{"version": 99, "records": []}')
     result = hookenv.run("prepare", "begin", _xml(gid))
     assert result.returncode == 1 and "format version 99" in result.err and "finish the upgrade" in result.err
+    assert list(hookenv.state.glob(f"{gid}.json.quarantined.version.*"))
+    assert hookenv.run("prepare", "begin", _xml(gid)).returncode == 0
     assert hookenv.run("release", "end", _xml(gid)).returncode == 0
 
 
@@ -326,3 +331,66 @@ def test_lock_holds_while_each_holder_removes_the_lock_file(
         assert end < begin, f"two processes inside one guest's lock at once: {spans}"
     assert hookenv.journal(gid) is None
     assert not (hookenv.state / f"{gid}.lock").exists()
+
+
+# ------------------------------------------------------------------------------------------ leftovers and bad state
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_tmp_files_of_dead_writers_are_removed_on_open(tmp_path: Path) -> None:
+    sdir = tmp_path / "state"
+    gid, other = uuid.uuid4(), uuid.uuid4()
+    store = Journal(str(sdir))
+    store.ensure_dir()
+    dead, alive = _dead_pid(), os.getpid()
+    names = [f"{gid}.json.tmp.{dead}", f"{gid}.incoming.tmp.{dead}", f"{gid}.json.tmp.{alive}"]
+    names.append(f"{other}.json.tmp.{dead}")
+    for name in names:
+        (sdir / name).write_text("{half")
+    with store.open(gid, "g"):
+        pass
+    left = sorted(p.name for p in sdir.iterdir())
+    # A live writer's file stays; another guest's is its own open's business.
+    assert left == sorted([f"{gid}.json.tmp.{alive}", f"{other}.json.tmp.{dead}"])
+
+
+def test_no_tmp_file_survives_a_killed_writer(tmp_path: Path) -> None:
+    """SIGKILL a writer at random points, then open once: no *.tmp.PID of it is left."""
+    sdir = tmp_path / "state"
+    gid = uuid.uuid4()
+    for _round in range(3):
+        writer = subprocess.Popen([sys.executable, "-c", _HAMMER, str(REPO), str(sdir), str(gid)])
+        wait_for((sdir / f"{gid}.json").exists, what="first journal write")
+        time.sleep(0.2)
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+        (sdir / f"{gid}.json.tmp.{writer.pid}").write_text("{half")  # as if killed between write and rename
+        with Journal(str(sdir)).open(gid, "g", timeout=2) as gj:
+            assert gj.records
+        assert [p.name for p in sdir.iterdir() if ".tmp." in p.name] == []
+
+
+def test_lenient_journal_keeps_going_when_it_cannot_save(tmp_path: Path) -> None:
+    from hooks.journal import GuestJournal
+
+    gj = GuestJournal(str(tmp_path / "gone" / "x.json"), uuid.uuid4(), "g")
+    with pytest.raises(JournalError):
+        gj.add("rec1", [("k", "assoc", {})], op="x")
+    gj.lenient = True
+    gj.add("rec1", [("k2", "assoc", {})], op="x")
+    assert "cannot write journal" in gj.unsaved and len(gj.records) == 2
+
+
+def test_peek_never_moves_or_follows_a_bad_file(tmp_path: Path) -> None:
+    sdir = tmp_path / "state"
+    store = Journal(str(sdir))
+    store.ensure_dir()
+    gid = uuid.uuid4()
+    (tmp_path / "target.json").write_text(json.dumps({"version": 1, "records": []}))
+    (sdir / f"{gid}.json").symlink_to(tmp_path / "target.json")
+    with pytest.raises(JournalError, match="is a symlink"):
+        store.peek(gid)
+    assert (sdir / f"{gid}.json").is_symlink()
