@@ -460,7 +460,8 @@ def test_a_huge_guest_that_is_not_ours_is_never_vetoed(hookenv: HookEnv, vport: 
     for hook in [("migrate", "begin"), ("prepare", "begin"), ("release", "end")]:
         assert hookenv.run(*hook, big).returncode == 0
     assert hookenv.hook_log() == "", "the fast path: nothing ran"
-    near = big.replace(b"<memory", f"<metadata><v:hooks xmlns:v='{NS}/'/></metadata><memory".encode(), 1)
+    # The near-miss metadata ahead of the description: the entry reads only the size cap + 1 byte.
+    near = big.replace(b"<description>", f"<metadata><v:hooks xmlns:v='{NS}/'/></metadata><description>".encode(), 1)
     assert hookenv.run("prepare", "begin", near).returncode == 0
     assert "more than the 4194304 this hook reads" in hookenv.hook_log()
     assert "ignored: nothing in this guest is for libvirt-vdp-hooks" in hookenv.hook_log()
