@@ -296,7 +296,9 @@ class LldpadClient(RouteSocket):
             raise PeerUnavailable(f"lldpad cannot report VSIs on {ifname}: {errno_message(got)}")
         return got
 
-    def submit(self, requests: Sequence[VsiRequest], *, deadline: float | None = None) -> list[VsiResult]:
+    def submit(
+        self, requests: Sequence[VsiRequest], *, deadline: float | None = None, budget: Any = None
+    ) -> list[VsiResult]:
         """Carry out ``requests``; one result per request, in the same order.
 
         Requests on different uplinks run in parallel; on one uplink they run one after another, each
@@ -308,9 +310,11 @@ class LldpadClient(RouteSocket):
         yet fail unsent (a silent switch costs one timeout, not one per port).  ``VsiResult.vlan`` is
         the VLAN in force, the switch's choice for VLAN 0 requests when lldpad could be asked.  Raises
         PeerUnavailable when lldpad cannot be reached; every other failure is a result with
-        ``ok=False``.
+        ``ok=False``.  ``budget`` (a :class:`vdp.budget.Budget`) is asked before each request whether
+        the time left covers it; when not, it and the uplink's later requests fail unsent with its reason.
         """
         pending: list[_Pending] = []
+        done: dict[int, int] = {}  # per uplink: requests sent and settled (a rollback would undo them)
         queues: dict[int, list[_Pending]] = {}
         for req in requests:
             ifindex = _ifindex(req.ifname)
@@ -329,13 +333,22 @@ class LldpadClient(RouteSocket):
         while True:
             # Launch the next request on every uplink that has none in flight.
             launched = []
-            for queue in queues.values():
+            for ifindex, queue in queues.items():
                 while queue and queue[0].result is not None:
-                    queue.pop(0)
+                    head = queue.pop(0)
+                    if head.sent_at and budget is not None:
+                        done[ifindex] = done.get(ifindex, 0) + 1
+                        budget.answered(head.req.ifname, time.monotonic() - head.sent_at)
                 if queue and queue[0].sent_at == 0.0:
                     if deadline is not None and time.monotonic() >= deadline:
                         for p in queue:
                             p.result = _fail(p.req, f"{_what(p.req)}: not sent, the deadline had passed")
+                        queue.clear()
+                        continue
+                    refusal = budget and budget.refuse(queue[0].req.ifname, len(queue), done.get(ifindex, 0))
+                    if refusal:
+                        for p in queue:
+                            p.result = _fail(p.req, refusal)
                         queue.clear()
                         continue
                     if self._launch(queue[0]):
