@@ -52,7 +52,7 @@ def _clif(lab: VdpLab, mode: str, instances: list[str]) -> None:
 def test_tables_are_read_truly_past_what_the_tools_can_list(lab: VdpLab) -> None:
     lldpad = lab.lldpad()
     instances = [str(uuid.uuid4()) for _ in range(COUNT)]
-    assert lldpad.vsi_table("up0") == []
+    assert lldpad.vsi_table("up0") == [] and lab.switch_table(None, "up0") == {}
     _clif(lab, "assoc", instances[:20])
     assert lldpad.vsi_uuids("up0") == set(instances[:20])  # a short table is listed whole
     _clif(lab, "assoc", instances[20:])
@@ -65,7 +65,10 @@ def test_tables_are_read_truly_past_what_the_tools_can_list(lab: VdpLab) -> None
         rows = lldpad.vsi_table("up0", [*instances[:3], str(uuid.uuid4())])
         assert sorted(r["uuid"] for r in rows) == sorted(instances[:3])
         assert {r["mode"] for r in rows} == {"assoc"}
+        # The switch side (lldpad's bridge, seen through the tap) holds them all too.
+        switch = lab.switch_table(None, "up0")
+        assert set(switch) == set(instances) and {e["mode"] for e in switch.values()} == {"assoc"}
     finally:
         _clif(lab, "deassoc", instances)
     assert lldpad.vsi_uuids("up0", instances) == set()
-    assert lldpad.vsi_table("up0") == []
+    assert lldpad.vsi_table("up0") == [] and lab.switch_table(None, "up0") == {}

@@ -402,7 +402,8 @@ class Lldpad:
         return rows[0] if res.returncode == 0 and rows else None
 
     def vsi_uuids(self, ifname: str, candidates: Iterable[str] = ()) -> set[str]:
-        """The instances lldpad holds on ``ifname``: everything when the table is short enough to list,
+        """The instances lldpad lists on ``ifname`` (GETLINK, or vdptool for one instance; VSIs lldpad ended
+        but still lists are in): everything when the table is short enough to list,
         else (:class:`TableTooBig` from the listing) those of ``candidates`` it holds, asked one by one --
         never a blind "nothing" (``vdptool -t`` prints nothing past ~32 VSIs, GETLINK stops at ~92)."""
         wanted = {str(uuidlib.UUID(c)) for c in candidates}
@@ -415,13 +416,13 @@ class Lldpad:
         return listed | {c for c in wanted - listed if self.vsi_row(ifname, c) is not None}
 
     def vsi_table(self, ifname: str, candidates: Iterable[str] = ()) -> list[dict[str, str]]:
-        """The VSIs lldpad holds on ``ifname`` (see :meth:`vsi_uuids`), one row each as vdptool prints it
-        (keys mode, mgrid2, typeid, typeidver, uuid, hints, filter); a VSI vdptool does not report gets
-        ``{"uuid": U}`` only.  Raises :class:`TableTooBig` rather than read a long table blind."""
-        rows = []
-        for instance in sorted(self.vsi_uuids(ifname, candidates)):
-            rows.append(self.vsi_row(ifname, instance) or {"uuid": instance})
-        return rows
+        """lldpad's VSIs on ``ifname`` as ``vdptool -t`` shows them, one row each (keys mode, mgrid2, typeid,
+        typeidver, uuid, hints, filter), at any table size: every instance :meth:`vsi_uuids` finds, asked
+        one by one.  A VSI that only GETLINK still lists (one lldpad ended without an answer from the switch
+        stays there "in progress" until lldpad restarts) has no row.  Raises :class:`TableTooBig` rather
+        than read a long table blind."""
+        rows = (self.vsi_row(ifname, instance) for instance in sorted(self.vsi_uuids(ifname, candidates)))
+        return [row for row in rows if row is not None]
 
     def vdp_assoc(
         self,
