@@ -15,6 +15,7 @@ the idle uplink and a bare interpreter start measured in the same run (ratios; t
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import threading
@@ -81,8 +82,11 @@ def _guests(count: int) -> list[tuple[str, str, list[str]]]:
 Guest = tuple[str, str, list[str]]  # uuid, xml, instances
 
 
-def _all_at_once(host: HookHost, guests: list[Guest], op: str, subop: str) -> list[tuple[int, str, float]]:
-    """Exec the entry for every guest at the same moment; (rc, stderr, seconds exec to exit) per guest."""
+def _all_at_once(
+    host: HookHost, guests: list[Guest], op: str, subop: str
+) -> tuple[list[tuple[int, str, float]], float]:
+    """Exec the entry for every guest at the same moment: (rc, stderr, seconds exec to exit) per guest,
+    and the CPU seconds (user + system) all of them used."""
     assert host.lab is not None
     lab_host = host.lab.host("host")
     results: list[tuple[int, str, float]] = [(-1, "", 0.0)] * len(guests)
@@ -104,10 +108,12 @@ def _all_at_once(host: HookHost, guests: list[Guest], op: str, subop: str) -> li
     threads = [threading.Thread(target=one, args=(i, xml)) for i, (_, xml, _) in enumerate(guests)]
     for t in threads:
         t.start()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     go.set()
     for t in threads:
         t.join()
-    return results
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return results, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def _figures(samples: list[float]) -> str:
@@ -136,23 +142,23 @@ def test_many_guests_on_one_uplink_at_once(lab: tuple[VdpLab, SwitchPeer], tmp_p
     guests = _guests(GUESTS)
     instances = {i for _, _, insts in guests for i in insts}
     load_before = _load()
-    started = _all_at_once(host, guests, "prepare", "begin")
+    started, cpu_start = _all_at_once(host, guests, "prepare", "begin")
     load_after = _load()
     vetoes = [(i, err.strip()) for i, (rc, err, _) in enumerate(started) if rc != 0]
     granted = {i for vsis in peer.table().values() for i in vsis}
     pending_start = [
         r for g, _, _ in guests for r in (host.journal(g) or {"records": []})["records"] if r["state"] != "done"
     ]
-    released = _all_at_once(host, guests, "release", "end")
+    released, cpu_release = _all_at_once(host, guests, "release", "end")
     left = [g for g, _, _ in guests if host.journal(g) is not None]
     still_granted = instances & {i for vsis in peer.table().values() for i in vsis}
     held = instances & set(vdp_lab.lldpad().vsi_uuids("up0", instances))
     print(
         f"\n{GUESTS} guests x {PORTS} ports on one uplink at once (load before {load_before}, after {load_after}; "
         f"bare interpreter {bare * 1000:.0f} ms, one guest alone {alone.seconds * 1000:.0f} ms):\n"
-        f"  prepare begin: {_figures([s for _, _, s in started])}; {len(vetoes)} vetoed; "
+        f"  prepare begin: {_figures([s for _, _, s in started])}, CPU {cpu_start:.1f} s; {len(vetoes)} vetoed; "
         f"switch granted {len(instances & granted)}/{len(instances)}; {len(pending_start)} records not done\n"
-        f"  release end:   {_figures([s for _, _, s in released])}; "
+        f"  release end:   {_figures([s for _, _, s in released])}, CPU {cpu_release:.1f} s; "
         f"{sum(rc != 0 for rc, _, _ in released)} non-zero; journals left {len(left)}; "
         f"switch still holds {len(still_granted)}, lldpad {len(held)}\n"
         f"  max/alone: start {max(s for _, _, s in started) / alone.seconds:.0f}x, "
