@@ -80,7 +80,8 @@ def retry_until_ready(
         error, learnt = results[key]
         results[key] = (
             NotReady(
-                f"{error.text}; still so after waiting {waited:.1f} s for lldpad to become ready",
+                # lldpad's own line may carry a hint already: one "what to do" is enough
+                f"{error.text.split(' -- ')[0]}; still so after waiting {waited:.1f} s for lldpad to become ready",
                 hint=f"lldpad or EVB did not come up within {waited_for}: check EVB on the uplink "
                 "(lldptool -t -n -i UPLINK -g ncb -V evb) and lldpad's log",
             ),
