@@ -501,6 +501,8 @@ class LldpadClient(RouteSocket):
         except TimeoutError:
             got = []
         held = isinstance(got, list) and any(s.instance == p.req.instance for s in got)
+        if isinstance(got, list) and not held and self._cut:  # not listed in a cut-short table: ask
+            held = self._clif_holds(p.req) is not False
         if not held:
             p.result = VsiResult(p.req, True, None, 0, None, "not known to lldpad: already disassociated")
             return False
