@@ -46,6 +46,7 @@ class Budget:
         self.settings = settings  # "invocation_timeout = 15 s, exchange_timeout = 5 s": named in refusals
         self._slowest: dict[str, float] = {}
         self._answers: dict[str, list[float]] = {}
+        self.skipped: set[object] = set()  # the requests not sent because of the plan (nothing to undo)
 
     def per_request(self, ifname: str) -> float:
         """Seconds one request on ``ifname`` is expected to take (0.0: nothing known yet)."""
@@ -62,6 +63,8 @@ class Budget:
         ``ifname``), else the reason, one line."""
         est = self.per_request(ifname)
         left = self.setup_deadline - time.monotonic()
+        if not self.rollback:
+            remaining = 1  # a teardown sends what fits, one at a time; the rest stays pending
         need = remaining * est
         rollback = (done + remaining) * est if self.rollback else 0.0
         if est <= 0 or (need <= left and need + rollback <= left + self.reserve):
@@ -72,6 +75,8 @@ class Budget:
         """Why ``remaining`` requests on ``ifname`` are not sent (see :meth:`refuse`)."""
         est = self.per_request(ifname)
         left = max(self.setup_deadline - time.monotonic(), 0.0) + self.reserve
+        if not self.rollback:
+            remaining = 1
         need = remaining * est + ((done + remaining) * est if self.rollback else 0.0)
         undo = f" and the rollback of {done + remaining}" if self.rollback else ""
         return (
@@ -80,6 +85,10 @@ class Budget:
             f"{need:.0f} s, {left:.1f} s are left; stopped before sending them -- raise invocation_timeout "
             f"({self.settings}) in [hooks] of vdp-hooks.conf, or spread the guest's ports over more uplinks"
         )
+
+    def skip(self, request: object) -> None:
+        """``request`` is not sent because of the plan."""
+        self.skipped.add(request)
 
     def answered(self, ifname: str, seconds: float) -> None:
         """One request on ``ifname`` took ``seconds`` from sending to its answer."""

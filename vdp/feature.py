@@ -289,7 +289,7 @@ class VdpFeature(Feature):
     def _send_qbg(
         self, records: Sequence[Record], request: int, ctx: Context, *, hint: str
     ) -> dict[str, tuple[HookError | None, dict[str, Any]]]:
-        from vdp import lldpad, readiness
+        from vdp import budget, lldpad, readiness
 
         results: dict[str, tuple[HookError | None, dict[str, Any]]] = {}
         # Asked once per uplink (each answer is a round trip to lldpad's client interface).
@@ -325,6 +325,8 @@ class VdpFeature(Feature):
         for record, answer in zip(plain, answers):
             if answer.ok:
                 results[record.key] = (None, {"vlan": answer.vlan} if answer.vlan is not None else {})
+            elif answer.request in plan.skipped:  # not sent: no time left for it (vdp.budget)
+                results[record.key] = (budget.NoTime(answer.message), {_UNSENT: True})
             elif readiness.not_ready(answer.errno, client.lldpad_pid):  # just started, or EVB not negotiated
                 error = readiness.NotReady(f"{record.data['ifname']}: {answer.message}")
                 results[record.key] = (error, {_UNSENT: True})  # lldpad did not take it: nothing to undo
