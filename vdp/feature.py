@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import time
 import uuid
@@ -81,33 +80,42 @@ UNANSWERED = "unanswered"
 _RECONNECT_RETRY = 0.5  # seconds between attempts while lldpad is not ready at reconnect
 
 
-@contextlib.contextmanager
-def _uplink_locks(ifnames: Sequence[str], deadline: float) -> Iterator[None]:
-    """One VDP request in flight per uplink across hook processes: lldpad 1.1 loses switch responses
-    when several VSIs of one uplink are pending at once (measured: 4 in 20 four-VSI bursts)."""
-    from hooks.journal import open_lock
-    from hooks.runner import state_dir
+def _count(text: str) -> int:
+    value = int(text.strip())
+    if not 0 < value <= 4096:
+        raise ValueError(f"'{text}' is not a count from 1 to 4096")
+    return value
 
-    fds = []
-    try:
-        for ifname in ifnames:  # sorted by the caller: no lock-order deadlock between processes
-            # < 0: a read-only or full state directory; a teardown must still go out, unserialised.
-            fd = open_lock(os.path.join(state_dir(), f"uplink-{ifname}.lock"))
-            if fd < 0:
-                continue
-            fds.append(fd)
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise DeadlineExceeded(f"uplink {ifname} stayed busy with other guests' requests") from None
-                    time.sleep(0.002)
-        yield
-    finally:
-        for fd in fds:
-            os.close(fd)
+
+@contextlib.contextmanager
+def _planned(ifnames: Sequence[str], request: int, ctx: Context) -> Iterator[Any]:
+    """Hold the uplinks' locks (vdp.uplinklock) for this call's requests on ``ifnames`` (one entry per
+    request), with the time plan for them (vdp.budget).  Raises UplinkBusy or NoTime before anything is
+    sent when the plan or the lock wait cannot fit the deadline."""
+    from vdp import budget, uplinklock
+
+    config = ctx.config
+    counts: dict[str, int] = {}
+    for ifname in ifnames:
+        counts[ifname] = counts.get(ifname, 0) + 1
+    plan = budget.Budget(
+        setup_deadline=ctx.deadline.at,
+        reserve=config.exchange_timeout,
+        estimates={i: uplinklock.estimate(i) for i in counts},
+        settings=f"now {config.invocation_timeout:g} s, of which exchange_timeout, {config.exchange_timeout:g} s, "
+        "is kept for the rollback",
+        rollback=request != DISASSOCIATE,
+    )
+    if plan.rollback:  # a setup goes all the way or not at all; a teardown does what fits (the rest stays pending)
+        for ifname, count in counts.items():
+            if plan.latest_start(ifname, count) <= time.monotonic():
+                raise budget.NoTime(plan.reason(ifname, count, 0))
+    until = min(plan.latest_start(i, n if plan.rollback else 1) for i, n in counts.items())
+    with uplinklock.hold(list(counts), until=until) as held:
+        plan.history.update(held.estimates)  # what the previous holder measured, read under the lock
+        yield plan
+        for ifname, seconds in plan.measured().items():
+            held.measured(ifname, seconds)
 
 
 def _carried(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,6 +213,12 @@ class VdpFeature(Feature):
         ),
         "hints": Option(_choice("auto", "never"), "auto", "VDP22 migration hints through liblldp_clif"),
         "host_uuid": Option(str, "", "host UUID sent with 802.1Qbh requests (default: found like libvirt)"),
+        "max_ports": Option(
+            _count,
+            64,
+            "most hook-managed ports a guest may declare: more are refused at once (their requests, one at a "
+            "time per uplink, would hold the uplink for the whole deadline)",
+        ),
     }
 
     def __init__(self, config: Any, settings: Mapping[str, Any]) -> None:
@@ -280,6 +294,14 @@ class VdpFeature(Feature):
     # ------------------------------------------------------------------------------------------ setup
     def setup(self, event: Event, ctx: Context) -> list[Outcome]:
         hook = event.hook
+        declared = [p for p in event.ports if p.kind in ("qbg", "qbh")]
+        if len(declared) > self.settings["max_ports"] and hook != ("reconnect", "begin"):
+            cap = self.settings["max_ports"]
+            refusal = PeerRefused(
+                f"the guest declares {len(declared)} VDP ports, more than max_ports = {cap}",
+                hint="declare fewer ports, or raise max_ports in [vdp] of vdp-hooks.conf",
+            )
+            return [Outcome(None, refusal)]
         if hook in _PREFLIGHT:
             return self._preflight(event)
         if hook == ("prepare", "begin"):
@@ -333,6 +355,18 @@ class VdpFeature(Feature):
                 data["via"] = VIA_CLIF if data["ifname"] in hinted else VIA_NETLINK
         records = ctx.intend_many(items)
         results = self._send(records, request, ctx, hint=hint)
+        # An lldpad that has just started (host boot) refuses requests for a moment: wait for it, as
+        # reconnect does (vdp.readiness), rather than veto.
+        from vdp import readiness
+
+        by_key = {r.key: r for r in records}
+        results = readiness.retry_until_ready(
+            results,
+            lambda keys: self._send([by_key[k] for k in keys], request, ctx, hint=hint),
+            give_up=min(ctx.deadline.at, time.monotonic() + self.config.exchange_timeout),
+            waited_for=f"exchange_timeout ({self.config.exchange_timeout:g} s)",
+            log=ctx.log,
+        )
         outcomes = []
         confirmed, updates = [], {}
         for record in records:
@@ -374,7 +408,7 @@ class VdpFeature(Feature):
     def _send_qbg(
         self, records: Sequence[Record], request: int, ctx: Context, *, hint: str
     ) -> dict[str, tuple[HookError | None, dict[str, Any]]]:
-        from vdp import lldpad
+        from vdp import budget, lldpad, readiness
 
         results: dict[str, tuple[HookError | None, dict[str, Any]]] = {}
         hinted = [r for r in records if _transport(r.data) == VIA_CLIF]
@@ -404,20 +438,27 @@ class VdpFeature(Feature):
         except HookError as exc:  # lldpad not running: nothing was sent
             results.update({r.key: (exc, {_UNSENT: True}) for r in plain})
             return results
-        with client, _uplink_locks(sorted({r.ifname for r in requests}), ctx.deadline.at):
-            answers = client.submit(requests, deadline=ctx.deadline.at)
+        try:
+            with client, _planned([r.ifname for r in requests], request, ctx) as plan:
+                answers = client.submit(requests, deadline=ctx.deadline.at, budget=plan)
+        except DeadlineExceeded as exc:  # from _planned (uplink busy, no time): nothing was sent
+            results.update({r.key: (exc, {_UNSENT: True}) for r in plain})
+            return results
         for record, answer in zip(plain, answers):
             if answer.ok and request == DISASSOCIATE:
                 # What made it done: the switch's answer, or lldpad holding nothing for the VSI.
                 results[record.key] = (None, {_HOW: f"{answer.message} (netlink)"})
             elif answer.ok:
                 results[record.key] = (None, {"vlan": answer.vlan} if answer.vlan is not None else {})
+            elif answer.request in plan.skipped:  # not sent: no time left for it (vdp.budget)
+                results[record.key] = (budget.NoTime(answer.message), {_UNSENT: True})
             elif answer.stuck:
                 results[record.key] = (self._stuck(record, request, ctx, ended=answer.stuck == "ended"), {})
             elif answer.errno == -errno.ETIMEDOUT:
                 results[record.key] = (PeerRefused(answer.message), {_UNANSWERED_NOW: True})
-            elif answer.errno == -errno.EPROTONOSUPPORT:  # no switch to ask yet (EVB not negotiated)
-                results[record.key] = (PeerUnavailable(answer.message), {})
+            elif readiness.not_ready(answer.errno, client.lldpad_pid):  # just started, or EVB not negotiated
+                error = readiness.NotReady(f"{record.data['ifname']}: {answer.message}")
+                results[record.key] = (error, {_UNSENT: True})  # lldpad did not take it: nothing to undo
             else:
                 results[record.key] = (PeerRefused(answer.message), {})
         return results
@@ -504,9 +545,12 @@ class VdpFeature(Feature):
         ]
         results: dict[str, tuple[HookError | None, dict[str, Any]]] = {}
         try:
-            with clif.Clif() as conn:
+            with clif.Clif() as conn, _planned([c.ifname for c in commands], request, ctx) as plan:
+                start = time.monotonic()
                 replies = conn.vsi_many(commands, wait=self.config.exchange_timeout, deadline=ctx.deadline.at)
-        except HookError as exc:  # lldpad's client interface is unreachable: nothing was sent
+                for ifname in {c.ifname for c in commands}:  # one at a time per uplink: the mean answer time
+                    plan.answered(ifname, (time.monotonic() - start) / sum(c.ifname == ifname for c in commands))
+        except HookError as exc:  # lldpad's client interface is unreachable, the uplink busy: nothing was sent
             return {r.key: (exc, {_UNSENT: True}) for r in records}
         # lldpad's client interface words a refusal caused by an earlier, still unanswered request for the
         # VSI as "busy" or "invalid parameters": its table tells.

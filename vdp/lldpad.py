@@ -77,6 +77,10 @@ NOTHING_HELD = "lldpad holds nothing for this VSI (EINVAL, not in its table)"
 _POLL_FIRST = 0.001  # first poll this long after the requests were acknowledged
 _POLL_GROWTH = 1.25  # then each interval this much longer ...
 _POLL_CAP = 0.100  # ... up to this (10 s at most ~120 polls; libvirt makes 80)
+#: lldpad answers GETLINK from one 4 KiB buffer (event_iface.c MAX_PAYLOAD; qbg/vdpnl.c vdpnl_getlink) and
+#: silently leaves out the VSIs that do not fit: 40 bytes each, so an uplink's ~92 newest (it lists newest
+#: first; measured: 92 of 150 listed, 3708 bytes).  From a reply this long, a VSI's absence proves nothing.
+_CUT_REPLY = 3600
 
 
 @plain(frozen=True)
@@ -210,6 +214,7 @@ class LldpadClient(RouteSocket):
         # lldpad's answers (0 or -errno) to our SETLINKs by seq, also when read while waiting for another
         # reply (e.g. the table read before the next uplink's request).
         self._acks: dict[int, int] = {}
+        self._cut = False  # the last table read may have been cut short (see _CUT_REPLY)
 
     # -- plumbing ------------------------------------------------------------------------------------
 
@@ -281,6 +286,7 @@ class LldpadClient(RouteSocket):
                 if hdr.type in (NLMSG_DONE, RTM_NEWLINK):
                     if hdr.length < 32:
                         return []  # NLMSG_DONE without an ifinfomsg: nothing to report
+                    self._cut = hdr.length >= _CUT_REPLY
                     return nlmsg.decode_ports(msg, only)
         raise TimeoutError
 
@@ -308,7 +314,9 @@ class LldpadClient(RouteSocket):
             raise PeerUnavailable(f"lldpad cannot report VSIs on {ifname}: {errno_message(got)}")
         return got
 
-    def submit(self, requests: Sequence[VsiRequest], *, deadline: float | None = None) -> list[VsiResult]:
+    def submit(
+        self, requests: Sequence[VsiRequest], *, deadline: float | None = None, budget: Any = None
+    ) -> list[VsiResult]:
         """Carry out ``requests``; one result per request, in the same order.
 
         Requests on different uplinks run in parallel; on one uplink they run one after another, each
@@ -320,9 +328,11 @@ class LldpadClient(RouteSocket):
         yet fail unsent (a silent switch costs one timeout, not one per port).  ``VsiResult.vlan`` is
         the VLAN in force, the switch's choice for VLAN 0 requests when lldpad could be asked.  Raises
         PeerUnavailable when lldpad cannot be reached; every other failure is a result with
-        ``ok=False``.
+        ``ok=False``.  ``budget`` (a :class:`vdp.budget.Budget`) is asked before each request whether
+        the time left covers it; when not, it and the uplink's later requests fail unsent with its reason.
         """
         pending: list[_Pending] = []
+        done: dict[int, int] = {}  # per uplink: requests sent and settled (a rollback would undo them)
         queues: dict[int, list[_Pending]] = {}
         for req in requests:
             ifindex = _ifindex(req.ifname)
@@ -341,13 +351,23 @@ class LldpadClient(RouteSocket):
         while True:
             # Launch the next request on every uplink that has none in flight.
             launched = []
-            for queue in queues.values():
+            for ifindex, queue in queues.items():
                 while queue and queue[0].result is not None:
-                    queue.pop(0)
+                    head = queue.pop(0)
+                    if head.sent_at and budget is not None:
+                        done[ifindex] = done.get(ifindex, 0) + 1
+                        budget.answered(head.req.ifname, time.monotonic() - head.sent_at)
                 if queue and queue[0].sent_at == 0.0:
                     if deadline is not None and time.monotonic() >= deadline:
                         for p in queue:
                             p.result = _fail(p.req, f"{_what(p.req)}: not sent, the deadline had passed")
+                        queue.clear()
+                        continue
+                    refusal = budget and budget.refuse(queue[0].req.ifname, len(queue), done.get(ifindex, 0))
+                    if refusal:
+                        for p in queue:
+                            p.result = _fail(p.req, refusal)
+                            budget.skip(p.req)
                         queue.clear()
                         continue
                     if self._launch(queue[0]):
@@ -400,6 +420,8 @@ class LldpadClient(RouteSocket):
                     before = -errno.ETIMEDOUT
                 # An errno here (no VDP on the uplink...) comes back on the SETLINK too; probe to be safe.
                 p.fresh = not isinstance(before, int) and all(s.instance != p.req.instance for s in before)
+                if p.fresh and self._cut:  # not listed, but the list was cut short: ask for this VSI alone
+                    p.fresh = self._clif_holds(p.req) is False
         self._tracked.add(p.req.instance)
         self._finals.pop(p.req.instance, None)
         self._notices.pop(p.req.instance, None)
@@ -487,6 +509,8 @@ class LldpadClient(RouteSocket):
         except TimeoutError:
             got = []
         held = isinstance(got, list) and any(s.instance == p.req.instance for s in got)
+        if isinstance(got, list) and not held and self._cut:  # not listed in a cut-short table: ask
+            held = self._clif_holds(p.req) is not False
         if not held:
             p.result = VsiResult(p.req, True, None, 0, None, NOTHING_HELD)
             return False
@@ -517,6 +541,31 @@ class LldpadClient(RouteSocket):
         except TimeoutError:
             return False
         return not isinstance(got, int) and any(s.instance == p.req.instance for s in got)
+
+    def _clif_holds(self, req: VsiRequest) -> bool | None:
+        """Does lldpad hold ``req``'s VSI?  Asked through its client interface for this VSI alone
+        (``vdptool -t -V MODE -c uuid=U``, which answers at any table size); None when it cannot be asked."""
+        try:
+            clif: Any = importlib.import_module("vdp.clif")
+            if not clif.library_available():
+                return None
+            ops = clif.OP_CONFIG | clif.OP_ARG | clif.OP_LOCAL  # what vdptool sends for -t -c uuid=U
+            wanted = str(req.instance).lower()
+            with clif.Clif() as conn:
+                for mode in ("deassoc", "assoc", "preassoc-rr", "preassoc"):  # a VSI being withdrawn: deassoc
+                    command = clif.build_command(
+                        clif.LLDP_MOD_VDP22, clif.CMD_GETTLV, ops, req.ifname, clif.VDP22_MODES[mode],
+                        [("uuid", wanted)],
+                    )
+                    reply = conn._command(command, what="a VSI query")
+                    if not reply.ok:
+                        return None
+                    body = clif._strip_command_header(reply.body)
+                    if any(dict(r).get("uuid", "").lower() == wanted for r in clif.parse_vsi_list(body)):
+                        return True
+        except Exception:  # an optional source of information: lacking it, the answer stays unknown
+            return None
+        return False
 
     def _held_vlan(self, req: VsiRequest, requests: Sequence[int]) -> int | None:
         """The VLAN lldpad holds for ``req``'s VSI (the switch's choice after a VLAN 0 request), or None.
@@ -662,8 +711,11 @@ class LldpadClient(RouteSocket):
             return _fail(req, f"{_what(req)}: {errno_message(got)}", got)
         mine = [s for s in got if s.instance == req.instance]
         if req.request == DISASSOCIATE:
-            # Done when the VSI has left lldpad's table (the first snapshots may still show it).
-            return VsiResult(req, True, None, 0, None, DISASSOCIATED) if not mine else None
+            # Done when the VSI has left lldpad's table (the first snapshots may still show it) -- a table
+            # that lists it, or, cut short, lldpad asked about this VSI alone (unknown: not done).
+            if mine or (self._cut and self._clif_holds(req) is not False):
+                return None
+            return VsiResult(req, True, None, 0, None, DISASSOCIATED)
         if not mine:
             self._drain()
             final = self._finals.get(req.instance)

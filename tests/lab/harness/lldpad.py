@@ -23,17 +23,34 @@ Roles per interface (``ifaces`` maps ifname to one of them):
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import signal
+import socket
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+import uuid as uuidlib
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+from vdp import nlmsg
 
 from .netns import Daemon, Netns
 
-__all__ = ["LLDPAD", "LLDPTOOL", "ROLES", "VDPTOOL", "Lldpad", "lldpad_config", "parse_vsi_table"]
+__all__ = [
+    "LLDPAD",
+    "LLDPTOOL",
+    "NETLINK_TABLE_MAX",
+    "ROLES",
+    "VDPTOOL",
+    "Lldpad",
+    "TableTooBig",
+    "lldpad_config",
+    "netlink_socket_in",
+    "parse_vsi_table",
+]
 
 LLDPAD = "/usr/sbin/lldpad"
 LLDPTOOL = "/usr/sbin/lldptool"
@@ -74,6 +91,44 @@ def lldpad_config(ifaces: Mapping[str, str]) -> str:
     """The lldpad.conf text giving each interface its role (see the module docstring)."""
     body = "".join(_iface_block(name, role) for name, role in ifaces.items())
     return f"nearest_customer_bridge : {{\n{body}}};\n"
+
+
+#: lldpad answers GETLINK from one 4 KiB buffer (openlldp event_iface.c MAX_PAYLOAD, qbg/vdpnl.c
+#: vdpnl_getlink): 40 bytes per VSI, so the reply lists at most the first ~92 VSIs of an uplink (measured:
+#: 92 of 93, 3708 bytes) and silently drops the rest.  A reply this long may be cut short.
+NETLINK_TABLE_MAX = 90
+_CLONE_NEWNET = 0x40000000
+
+
+class TableTooBig(RuntimeError):
+    """lldpad's table on an uplink is longer than its GETLINK and ``vdptool -t`` replies can show."""
+
+
+def netlink_socket_in(pid: int, ifname: str) -> tuple[socket.socket, int]:
+    """A NETLINK_ROUTE socket in the network namespace of process ``pid``, and ``ifname``'s index there: a
+    short-lived thread enters the namespace (setns affects only the calling thread), makes the socket and
+    looks the name up; the socket stays in that namespace."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    made: dict[str, object] = {}
+
+    def enter() -> None:
+        try:
+            with open(f"/proc/{pid}/ns/net", "rb") as ns:
+                if libc.setns(ns.fileno(), _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into the network namespace of {pid}")
+            made["index"] = socket.if_nametoindex(ifname)
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            sock.bind((0, 0))
+            made["sock"] = sock
+        except BaseException as exc:  # re-raised in the caller's thread
+            made["error"] = exc
+
+    thread = threading.Thread(target=enter)
+    thread.start()
+    thread.join()
+    if "error" in made:
+        raise made["error"]  # type: ignore[misc]
+    return made["sock"], made["index"]  # type: ignore[return-value]
 
 
 _VSI_HEAD = re.compile(r"^VSI\s+(\d+):\s*$")
@@ -309,12 +364,65 @@ class Lldpad:
         """Wait until EVB on ``ifname`` has settled with a bridge (:meth:`evb_negotiated`; ~1-2 s over veth)."""
         self.wait_for(lambda: self.evb_negotiated(ifname), timeout, f"EVB negotiation on {ifname}")
 
-    def vsi_table(self, ifname: str) -> list[dict[str, str]]:
-        """The VSIs lldpad holds on ``ifname`` (``vdptool -i IF -t -V assoc``), parsed by :func:`parse_vsi_table`."""
-        res = self.vdptool("-i", ifname, "-t", "-V", "assoc")
-        if res.returncode != 0:
-            return []
-        return parse_vsi_table(res.stdout)
+    def netlink_table(self, ifname: str) -> dict[str, int | None]:
+        """lldpad's VSIs on ``ifname`` over netlink (GETLINK to its pid, from inside its network namespace):
+        instance -> response (None: no answer yet).  Raises :class:`TableTooBig` when the reply may have
+        been cut short (see :data:`NETLINK_TABLE_MAX`).
+
+        Like every table read (vdptool's too), it makes lldpad forget VSIs whose final state it reports
+        (refused, de-associated); associated and pending VSIs stay.
+        """
+        if self.pid is None or not self.alive():
+            raise RuntimeError("lldpad is not running")
+        sock, ifindex = netlink_socket_in(self.pid, ifname)
+        with sock:
+            sock.settimeout(5)
+            seq = int(time.monotonic() * 1000) & 0x7FFFFFFF
+            sock.sendto(
+                nlmsg.encode_getlink(seq=seq, port_id=sock.getsockname()[0], ifindex=ifindex), (self.pid, 0)
+            )
+            while True:
+                for hdr, msg in nlmsg.split_messages(sock.recv(1 << 16)):
+                    if hdr.seq != seq:
+                        continue
+                    if hdr.type == nlmsg.NLMSG_ERROR:
+                        err = nlmsg.decode_error(msg)
+                        if err:
+                            raise OSError(-err, f"lldpad refused GETLINK on {ifname}: {os.strerror(-err)}")
+                        continue
+                    rows = nlmsg.decode_ports(msg) if hdr.length > 32 else []
+                    if len(rows) >= NETLINK_TABLE_MAX:
+                        raise TableTooBig(f"lldpad's GETLINK reply on {ifname} lists {len(rows)} VSIs: maybe cut short")
+                    return {str(r.instance): r.response for r in rows if r.instance is not None}
+
+    def vsi_row(self, ifname: str, instance: str) -> dict[str, str] | None:
+        """lldpad's row for one VSI (``vdptool -t -V assoc -c uuid=U``, which works at any table size)."""
+        res = self.vdptool("-i", ifname, "-t", "-V", "assoc", "-c", f"uuid={instance}")
+        rows = [r for r in parse_vsi_table(res.stdout) if r.get("uuid", "").lower() == instance.lower()]
+        return rows[0] if res.returncode == 0 and rows else None
+
+    def vsi_uuids(self, ifname: str, candidates: Iterable[str] = ()) -> set[str]:
+        """The instances lldpad lists on ``ifname`` (GETLINK, or vdptool for one instance; VSIs lldpad ended
+        but still lists are in): everything when the table is short enough to list,
+        else (:class:`TableTooBig` from the listing) those of ``candidates`` it holds, asked one by one --
+        never a blind "nothing" (``vdptool -t`` prints nothing past ~32 VSIs, GETLINK stops at ~92)."""
+        wanted = {str(uuidlib.UUID(c)) for c in candidates}
+        try:
+            listed = set(self.netlink_table(ifname))
+        except TableTooBig:
+            if not wanted:
+                raise
+            listed = set()
+        return listed | {c for c in wanted - listed if self.vsi_row(ifname, c) is not None}
+
+    def vsi_table(self, ifname: str, candidates: Iterable[str] = ()) -> list[dict[str, str]]:
+        """lldpad's VSIs on ``ifname`` as ``vdptool -t`` shows them, one row each (keys mode, mgrid2, typeid,
+        typeidver, uuid, hints, filter), at any table size: every instance :meth:`vsi_uuids` finds, asked
+        one by one.  A VSI that only GETLINK still lists (one lldpad ended without an answer from the switch
+        stays there "in progress" until lldpad restarts) has no row.  Raises :class:`TableTooBig` rather
+        than read a long table blind."""
+        rows = (self.vsi_row(ifname, instance) for instance in sorted(self.vsi_uuids(ifname, candidates)))
+        return [row for row in rows if row is not None]
 
     def vdp_assoc(
         self,

@@ -23,9 +23,11 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .lldpad import Lldpad
 from .netns import Daemon, Netns, unique_suffix, veth_pair
+from .switchpeer import SwitchTap
 
 __all__ = ["LabHost", "VdpLab"]
 
@@ -81,6 +83,10 @@ class VdpLab:
         self.hosts: dict[str, LabHost] = {}
         self.switch: Netns | None = None
         self.switch_lldpad: Lldpad | None = None
+        #: with ``switch="none"``, the peer a test started on the switch side (a SwitchPeer: its ``table()``)
+        self.switch_peer: Any = None
+        #: with ``switch="lldpad"``, what the bridge holds, from the frames it sends (see SwitchTap)
+        self.switch_tap: SwitchTap | None = None
         self._switch_ports: dict[tuple[str, str], str] = {}
         self._netns: list[Netns] = []
         self._holders: list[Daemon] = []
@@ -115,6 +121,8 @@ class VdpLab:
             self._lldpads.append(lldpad)
             self.hosts[name] = LabHost(name, netns, uplinks, holder, lldpad)
         if self.switch_mode == "lldpad":
+            # Before the bridge: the tap must see every answer it sends.
+            self.switch_tap = SwitchTap(self.switch, list(self._switch_ports.values()), self.workdir / "switch-tap")
             self.switch_lldpad = Lldpad(
                 self.switch,
                 self.workdir / "switch",
@@ -145,6 +153,18 @@ class VdpLab:
     def switch_ifnames(self) -> dict[tuple[str, str], str]:
         """``{(host, uplink): switch-side ifname}`` for every uplink."""
         return dict(self._switch_ports)
+
+    def switch_table(self, host: str | None, uplink: str) -> dict[str, Any]:
+        """What the switch side holds on ``host``'s ``uplink``: ``{instance: entry}`` (mode, filters, ...).
+
+        From the switch peer (:attr:`switch_peer`) or, for lldpad's bridge role, from the tap
+        (:attr:`switch_tap`): the bridge itself cannot be asked -- its client interface refuses VSI queries
+        ("Command not applicable") and its GETLINK lists every VSI it ever granted, de-associated ones too,
+        for good (measured: 10 associated, 10 de-associated, still 10 listed with response 0x40)."""
+        source = self.switch_peer or self.switch_tap
+        if source is None:
+            raise RuntimeError("this lab has no switch side to ask (switch='none' and no switch_peer set)")
+        return dict(source.table().get(self.switch_ifname(host, uplink), {}))
 
     def all_pids(self) -> list[int]:
         """Every pid this lab started (holders and every lldpad start), for leak checks."""
@@ -238,6 +258,12 @@ class VdpLab:
                 lldpad.stop()
             except Exception as exc:  # keep tearing down; report the first failure below
                 errors.append(exc)
+        if self.switch_tap is not None:
+            try:
+                self.switch_tap.stop()
+            except Exception as exc:
+                errors.append(exc)
+            self.switch_tap = None
         for holder in reversed(self._holders):
             try:
                 holder.stop()
