@@ -31,6 +31,7 @@ earliest retry, the journal scan every ``scan_interval``, the lldpad pid check e
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
 import signal
@@ -173,17 +174,30 @@ class Agent:
 
     def attempt(self, guest_uuid: uuid.UUID, job: _Job) -> bool | None:
         """One try at ``job``: True done, False failed (back off), None the guest was locked (come back)."""
-        log = EventLog(
-            self.log.sink, guest=job.guest, uuid=str(guest_uuid), op="agent " + "+".join(sorted(job.reasons))
-        )
+        reasons = "+".join(sorted(job.reasons))
+        log = EventLog(self.log.sink, guest=job.guest, uuid=str(guest_uuid), op=f"agent {reasons}")
+        if self._locked(guest_uuid):
+            return None
         try:
             with self.store.open(guest_uuid, job.guest, timeout=_LOCK_WAIT) as gj:
                 return self._work(gj, job, log)
-        except JournalError as exc:
-            if "locked" in str(exc):
-                return None
-            log.error("%s", exc.one_line(), outcome="error")
+        except JournalError as exc:  # a hook took the lock in between, or the journal is unusable
+            log.warning("%s", exc.one_line(), outcome="retry")
             return False
+
+    def _locked(self, guest_uuid: uuid.UUID) -> bool:
+        """Does a hook hold the guest's lock right now?  (Probed, so that a busy guest is no failure.)"""
+        try:
+            fd = os.open(os.path.join(self.store.state_dir, f"{guest_uuid}.lock"), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return False  # no lock file: nobody holds it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops our probe lock at once
+        return False
 
     def _work(self, gj: GuestJournal, job: _Job, log: EventLog) -> bool:
         event = Event(gj.guest or job.guest, gj.uuid, "reconnect", "begin", "-")
@@ -213,9 +227,10 @@ class Agent:
     def _repair(self, gj: GuestJournal, event: Event, log: EventLog) -> bool:
         """Check the guest's 802.1Qbg/Qbh ports against lldpad / the driver; re-associate what was lost."""
         if self.settings["on_deassoc"] == "report":
-            for r in gj.records:
-                if r.feature == "vdp" and r.state == DONE:
-                    log.warning("port may have lost its association; on_deassoc = report: not repaired", port=r.key)
+            mine = [r for r in gj.records if r.feature == "vdp" and r.state == DONE]
+            for key, state in self.feature("vdp").live_state(mine).items():
+                if state and not state.startswith("ok"):
+                    log.warning("port %s: %s; on_deassoc = report: not repaired", key, state, port=key, outcome="lost")
             return True
         feature = self.feature("vdp")
         outcomes = feature.setup(event, self._context(feature, event, gj, log))

@@ -8,10 +8,6 @@ Every check waits for a condition with a generous bound; latencies are printed, 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +16,7 @@ from typing import Callable
 
 import pytest
 
+from tests.lab.harness.agentrun import AgentProcess
 from tests.lab.harness.guestxml import Port, domain_xml
 from tests.lab.harness.hookrun import HookHost
 from tests.lab.test_vdp_switch import SwitchLab, swlab  # noqa: F401 - the module-scoped lab fixture
@@ -36,41 +33,6 @@ def wait(predicate: Callable[[], object], timeout: float, what: str) -> None:
     while not predicate():
         assert time.monotonic() < end, f"{what}: not within {timeout} s"
         time.sleep(0.05)
-
-
-class AgentProcess:
-    """``vdp-hooks agent`` in the lab host's namespaces, with the hook's environment; stopped by pid."""
-
-    def __init__(self, sw: SwitchLab, host: HookHost, log: Path) -> None:
-        code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from hooks.cli import main; sys.exit(main(['agent']))"
-        self.host = host
-        self._log = open(log, "ab")  # noqa: SIM115 - the process's lifetime
-        self.proc = subprocess.Popen(
-            sw.lab.host(None).nsenter_argv([sys.executable, "-c", code]),
-            env=host.env(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.pid = self.proc.pid  # nsenter execs: this is the agent's pid
-        wait(self.published, 20, "agent publishes its port id")
-
-    def published(self) -> bool:
-        assert self.proc.poll() is None, f"agent exited with {self.proc.returncode}"
-        path = self.host.state_dir / "agent.json"
-        return path.exists() and json.loads(path.read_text()).get("pid") == self.pid
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture
@@ -93,7 +55,7 @@ def host(sw: SwitchLab, tmp_path: Path) -> HookHost:
 
 @pytest.fixture
 def agent(sw: SwitchLab, host: HookHost, tmp_path: Path) -> Iterator[AgentProcess]:
-    proc = AgentProcess(sw, host, tmp_path / "agent.out")
+    proc = AgentProcess(sw.lab.host(None), host, tmp_path / "agent.out")
     try:
         yield proc
     finally:
@@ -173,7 +135,7 @@ def test_switch_deassociation_is_repaired_without_a_hook(sw: SwitchLab, host: Ho
 def test_report_only_policy_logs_and_leaves_the_port(sw: SwitchLab, host: HookHost, tmp_path: Path) -> None:
     text = host.config.read_text().replace("[agent]\n", "[agent]\non_deassoc = report\n")
     host.config.write_text(text)
-    proc = AgentProcess(sw, host, tmp_path / "agent-report.out")
+    proc = AgentProcess(sw.lab.host(None), host, tmp_path / "agent-report.out")
     try:
         _guest_uuid, xml, insts = _guest(1)
         assert host.hook(xml, "prepare", "begin").rc == 0
