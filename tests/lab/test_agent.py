@@ -8,6 +8,8 @@ Every check waits for a condition with a generous bound; latencies are printed, 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -205,3 +207,39 @@ def test_pending_teardown_is_finished_when_the_late_switch_answers(
 
 def lldpad_rows(sw: SwitchLab) -> list[str]:
     return [r["uuid"] for u in ("up0", "up1") for r in sw.lab.lldpad(None).vsi_table(u)]
+
+
+@pytest.mark.parametrize("agent_state", ["none", "stale", "alive"])
+def test_refused_associate_at_started_vetoes_with_or_without_agent(
+    sw: SwitchLab, host: HookHost, tmp_path: Path, agent_state: str
+) -> None:
+    """An incoming migration (netlink, no hints) whose ASSOCIATE the switch refuses after the reservation:
+    ``started begin`` vetoes with the switch's reason whether no agent, a stale agent.json or a live agent
+    is there (lldpad's notices then go to the agent, which must neither break the veto nor resurrect the
+    refused port)."""
+    host.config.write_text(host.config.read_text() + "[vdp]\nhints = never\n")
+    agent = None
+    if agent_state == "stale":
+        host.state_dir.mkdir(parents=True, exist_ok=True)
+        code = f"from hooks import agentfile; agentfile.publish({str(host.state_dir)!r}, 4242)"
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    elif agent_state == "alive":
+        agent = AgentProcess(sw.lab.host(None), host, tmp_path / "agent-veto.out")
+    try:
+        guest, xml, insts = _guest(1)
+        sw.peer.control({"instances": {insts[0]: {"status": "insufficient-resources", "modes": ["assoc"]}}})
+        assert host.hook(xml, "migrate", "begin").rc == 0
+        assert host.hook(xml, "prepare", "begin").rc == 0
+        assert host.hook(xml, "start", "begin").rc == 0
+        result = host.hook(xml, "started", "begin")
+        print(f"\n{agent_state}: {result.stderr.strip()}")
+        assert result.rc == 1 and MACS[0] in result.stderr, result
+        assert "insufficient resources" in result.stderr, result.stderr  # the switch's own reason, every time
+        assert host.hook(xml, "release", "end").rc == 0
+        assert insts[0] not in _holds(sw)
+        assert host.journal(guest) is None
+        if agent is not None:  # the agent did not resurrect the refused port
+            assert not _assocs_after(sw, insts[0], 0)
+    finally:
+        if agent is not None:
+            assert agent.stop() == 0
