@@ -63,6 +63,16 @@ def _policy(text: str) -> str:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"'{text}' is not a whole number") from None
+    if not 1 <= value <= 64:
+        raise ValueError(f"'{text}' is not between 1 and 64")
+    return value
+
+
 #: ``[agent]``: the keys of the agent's section in the host config (documented in vdp-hooks.conf(5)).
 AGENT_OPTIONS: Mapping[str, Option] = {
     "on_deassoc": Option(
@@ -76,6 +86,7 @@ AGENT_OPTIONS: Mapping[str, Option] = {
     "attempt_timeout": Option(
         parse_seconds, 3.0, "longest time one attempt holds a guest's lock (a hook for that guest waits this long)"
     ),
+    "workers": Option(_count, 8, "guests the agent works on at once (e.g. after an lldpad restart)"),
     "scan_interval": Option(parse_seconds, 10.0, "seconds between looks at the journals for pending work"),
     "lldpad_check_interval": Option(parse_seconds, 2.0, "seconds between checks whether lldpad restarted"),
 }
@@ -247,11 +258,22 @@ class Agent:
         return ok
 
     def run_due(self) -> None:
+        """Attempt every job that is due; several guests at once (an lldpad restart concerns them all).
+
+        Guests on different uplinks then proceed in parallel; requests on one uplink still go one at a time
+        (the hook's per-uplink lock, which the agent's requests take too)."""
         now = time.monotonic()
-        for guest_uuid, job in sorted(self.jobs.items(), key=lambda kv: kv[1].due):
-            if job.due > now or self.stopping:
-                continue
-            result = self.attempt(guest_uuid, job)
+        due = [(u, j) for u, j in sorted(self.jobs.items(), key=lambda kv: kv[1].due) if j.due <= now]
+        if not due or self.stopping:
+            return
+        if len(due) == 1:
+            results = [self.attempt(*due[0])]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(len(due), self.settings["workers"])) as pool:
+                results = list(pool.map(lambda item: self.attempt(*item), due))
+        for (guest_uuid, job), result in zip(due, results):
             if result is None:
                 job.due = time.monotonic() + _LOCKED_RETRY
             elif result:
