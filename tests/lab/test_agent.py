@@ -279,3 +279,34 @@ def test_lldpad_restart_reassociates_32_guests(sw: SwitchLab, host: HookHost, ag
         assert host.hook(xml, "release", "end", name=f"vm{i}").rc == 0
         assert host.journal(guest) is None
     wait(lambda: not wanted & set(_holds(sw)), 30, "release end clears the switch")
+
+
+def test_repair_retries_with_backoff_while_the_switch_refuses(
+    sw: SwitchLab, host: HookHost, agent: AgentProcess
+) -> None:
+    guest, xml, insts = _guest(1)
+    assert host.hook(xml, "prepare", "begin").rc == 0
+    refuse = {"status": "insufficient-resources", "modes": ["assoc"]}
+    sw.peer.control({"instances": {insts[0]: refuse}, "commands": [{"id": f"drop-{insts[0]}", "deassoc": insts[0]}]})
+    dropped = sw.peer.wait_event(
+        lambda e: e["event"] == "switch-deassoc" and e["instance"] == insts[0], 10, "switch de-associates"
+    )
+
+    def refused() -> list[float]:
+        return [
+            float(r["time"])
+            for r in sw.peer.requests(insts[0])
+            if r["mode"] == "assoc" and r["answer"] == "insufficient-resources"
+        ]
+
+    wait(lambda: len(refused()) >= 4, 60, "the agent keeps trying while the switch refuses")
+    sw.peer.control({})
+    wait(lambda: _assocs_after(sw, insts[0], float(dropped["time"])), 60, "the agent re-associates at last")
+    wait(lambda: insts[0] in _holds(sw), 30, "the switch holds the VSI again")
+    times = refused()
+    gaps = [round((b - a) * 1000) for a, b in zip(times, times[1:])]
+    print(f"\nrefused re-associations {len(times)}, gaps between them (ms): {gaps}")
+    assert "retrying with backoff" in host.log_file.read_text()
+    assert host.hook(xml, "release", "end").rc == 0
+    wait(lambda: insts[0] not in _holds(sw), 10, "release end clears the switch")
+    assert host.journal(guest) is None
