@@ -195,6 +195,12 @@ class Agent:
         except JournalError as exc:  # a hook took the lock in between, or the journal is unusable
             log.warning("%s", exc.one_line(), outcome="retry")
             return False
+        except HookError as exc:  # lldpad gone mid-way, a feature that cannot load: try again later
+            log.warning("%s", exc.one_line(), outcome="retry")
+            return False
+        except Exception as exc:  # a bug must cost this attempt, not the daemon (and every other guest)
+            log.exception("agent work crashed: %s: %s", type(exc).__name__, exc, outcome="error")
+            return False
 
     def _locked(self, guest_uuid: uuid.UUID) -> bool:
         """Does a hook hold the guest's lock right now?  (Probed, so that a busy guest is no failure.)"""

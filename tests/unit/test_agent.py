@@ -192,3 +192,18 @@ def test_pending_record_of_a_stopped_guest_is_found_by_the_scan(tmp_path: Path) 
     agent.scan()
     assert set(agent.jobs) == {gid} and agent.jobs[gid].reasons == {"pending"}
     assert Journal(agent.store.state_dir).peek(gid) is not None
+
+
+def test_record_of_a_feature_that_cannot_load_stays_pending(tmp_path: Path) -> None:
+    agent = _agent(tmp_path)
+    gid = uuid.uuid4()
+    with agent.store.open(gid, "g1") as gj:
+        (rec,) = gj.add("nosuchfeature", [("k", "thing", {})], op="x")
+        gj.mark_pending([rec], {rec.id: "earlier failure"})
+    agent.scan()
+    assert agent.attempt(gid, agent.jobs[gid]) is False  # a failure: backed off, retried later
+    agent.run_due()
+    assert agent.jobs[gid].failures == 1 and agent.jobs[gid].due > 0
+    gj = agent.store.peek(gid)
+    assert gj is not None and [r.state for r in gj.records] == [PENDING]
+    assert "stay pending" in (tmp_path / "log").read_text()
