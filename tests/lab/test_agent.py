@@ -8,6 +8,7 @@ Every check waits for a condition with a generous bound; latencies are printed, 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -310,3 +311,19 @@ def test_repair_retries_with_backoff_while_the_switch_refuses(
     assert host.hook(xml, "release", "end").rc == 0
     wait(lambda: insts[0] not in _holds(sw), 10, "release end clears the switch")
     assert host.journal(guest) is None
+
+
+def test_agent_notifies_ready_and_stopping(sw: SwitchLab, host: HookHost, tmp_path: Path) -> None:
+    """Type=notify: READY=1 once its port is published, STOPPING=1 on SIGTERM, over $NOTIFY_SOCKET."""
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        listener.settimeout(30)
+        host.extra_env["NOTIFY_SOCKET"] = str(path)
+        proc = AgentProcess(sw.lab.host(None), host, tmp_path / "agent-notify.out")
+        try:
+            assert listener.recv(256) == b"READY=1"
+            assert (host.state_dir / "agent.json").exists()
+        finally:
+            assert proc.stop() == 0
+        assert listener.recv(256) == b"STOPPING=1"
