@@ -261,6 +261,19 @@ class Agent:
                 log.warning(
                     "%s; retrying with backoff", o.error.one_line(), feature="vdp", port=o.key or "-", outcome="retry"
                 )
+        if ok:
+            # The reconnect path takes "in progress" for held; the agent wants the switch's answer: a request
+            # lost on the wire (e.g. the first ECP frame after an lldpad restart) stays in progress for good.
+            mine = [r for r in gj.records if r.feature == "vdp" and r.state == DONE and r.data.get("proto") == "qbg"]
+            for key, state in feature.live_state(mine).items():
+                if state == "in progress":
+                    ok = False
+                    log.warning(
+                        "lldpad has no answer from the switch for this port yet; checking again later",
+                        feature="vdp",
+                        port=key,
+                        outcome="retry",
+                    )
         return ok
 
     def run_due(self) -> None:
