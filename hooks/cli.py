@@ -248,6 +248,16 @@ def _instances(config: Config, names: Sequence[str]) -> list[Feature]:
     return [feature_class(n)(config, config.feature_settings(n, feature_class(n).options)) for n in names]
 
 
+def _agent_check(sdir: str) -> CheckResult:
+    from hooks.agentfile import agent_info
+
+    doc, why = agent_info(sdir)
+    if doc is not None:
+        return CheckResult(f"agent {why}", "PASS")
+    hint = "systemctl enable --now libvirt-vdp-hooks-agent (nobody repairs ports after the hook exits)"
+    return CheckResult(f"agent {why}", "WARN", hint)
+
+
 # ----------------------------------------------------------------------------------------------- check
 def cmd_check(args: argparse.Namespace) -> int:
     report = _Report(args.quiet)
@@ -265,6 +275,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         report.line("HOOKS", CheckResult(f"state directory {sdir}", "PASS"))
     except HookError as exc:
         report.line("HOOKS", CheckResult(f"state directory {sdir}", "FAIL", exc.one_line()))
+    report.line("HOOKS", _agent_check(sdir))
     link = _hook_link(args.hooks_dir)
     entry = entry_path()
     if os.path.islink(link) and os.path.realpath(link) == os.path.realpath(entry):
@@ -294,6 +305,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- status
+def _agent_status(sdir: str) -> dict[str, Any]:
+    from hooks.agentfile import agent_info
+
+    doc, why = agent_info(sdir)
+    return {"running": doc is not None, "state": why, **(doc or {})}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     try:
         config = _load(args)
@@ -337,15 +355,18 @@ def cmd_status(args: argparse.Namespace) -> int:
             {"guest": journal.guest, "uuid": str(guest_uuid), "incoming": journal.incoming, "records": records}
         )
     emergency = read_emergency(store.state_dir)
+    agent = _agent_status(store.state_dir)
     doc = {
         "state_dir": store.state_dir,
         "emergency": {"until": emergency.until, "reason": emergency.reason} if emergency else None,
         "guests": guests,
         "drift": drift,
+        "agent": agent,
     }
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:
+        print(f"agent: {agent['state']}")
         if emergency:
             print(f"EMERGENCY override until {time.ctime(emergency.until)}: {emergency.reason}")
         if not guests:
@@ -364,6 +385,14 @@ def cmd_status(args: argparse.Namespace) -> int:
                 head = f"  {r['feature']:<6} {r['port']:<18} {r['kind']:<14} {r['state']:<8}"
                 print(f"{head} {summary}{live_text}{err}{flag}")
     return EXIT_FAIL if drift else EXIT_OK
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from hooks import agent
+
+    if args.config:
+        os.environ["VDP_HOOKS_CONFIG"] = args.config
+    return agent.main()
 
 
 # ----------------------------------------------------------------------------------------------- enable / disable
@@ -565,6 +594,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="logged with every warning while the override is active")
     p.add_argument("--off", action="store_true", help="end the override now")
     p.set_defaults(func=cmd_emergency)
+    p = sub.add_parser("agent", help="run the agent in the foreground (systemd: libvirt-vdp-hooks-agent.service)")
+    p.set_defaults(func=cmd_agent)
     p = sub.add_parser("replay", help="run the hook on a saved domain XML exactly as libvirt would")
     p.add_argument("file", help="domain XML (virsh dumpxml GUEST > FILE)")
     p.add_argument("op", help="operation, e.g. prepare, release, migrate")

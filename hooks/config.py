@@ -107,6 +107,9 @@ HOOKS_OPTIONS: Mapping[str, Option] = {
     "debug": Option(parse_bool, False, "log debug lines"),
 }
 
+#: Sections that are neither a feature's nor the framework's; the named module parses their keys.
+COMPONENT_SECTIONS: Mapping[str, str] = {"agent": "hooks.agent"}
+
 #: Every feature section also takes this key (the host-wide policy for that feature).
 FEATURE_COMMON: Mapping[str, Option] = {
     "required": Option(parse_bool, None, "host policy for this feature (default: [hooks] required)"),
@@ -272,7 +275,7 @@ def load_config(
             continue
         uplinks[key] = text_value
     for name, keys in list(sections.items()):
-        if known_features is not None and not known_features(name):
+        if known_features is not None and name not in COMPONENT_SECTIONS and not known_features(name):
             first = min((line for _, line in keys.values()), default=0)
             fail(ConfigError(f"{path}:{first}: section [{name}] is not [hooks], [uplinks] or a known feature"))
             del sections[name]

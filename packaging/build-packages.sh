@@ -158,6 +158,9 @@ if [ -n "$DO_RPM" ]; then
         --define "py_byte_compile() %1 -m compileall -q -f -o 0 -o 1 --hardlink-dupes -s %{buildroot} -p / %2" \
         --define "_tmpfilesdir /usr/lib/tmpfiles.d" \
         --define "tmpfiles_create() /usr/bin/systemd-tmpfiles --create %{?*} >/dev/null 2>&1 || :" \
+        --define "_unitdir /usr/lib/systemd/system" \
+        --define "systemd_preun() if [ \$1 -eq 0 ] && [ -x /usr/bin/systemctl ]; then /usr/bin/systemctl --no-reload disable --now %{?*} >/dev/null 2>&1 || :; fi" \
+        --define "systemd_postun() if [ \$1 -ge 1 ] && [ -x /usr/bin/systemctl ]; then /usr/bin/systemctl daemon-reload >/dev/null 2>&1 || :; fi" \
         --define "_libexecdir /usr/libexec" \
         --define "_sharedstatedir /var/lib" \
         --define "dist %{nil}" \

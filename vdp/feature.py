@@ -433,8 +433,12 @@ class VdpFeature(Feature):
             )
             for r in plain
         ]
+        from hooks.agentfile import agent_port
+        from hooks.runner import state_dir
+
         try:
-            client = lldpad.LldpadClient(exchange_timeout=self.config.exchange_timeout)
+            # With the agent alive, lldpad's later notices about these VSIs go to it (None: to this socket).
+            client = lldpad.LldpadClient(exchange_timeout=self.config.exchange_timeout, port_id=agent_port(state_dir()))
         except HookError as exc:  # lldpad not running: nothing was sent
             results.update({r.key: (exc, {_UNSENT: True}) for r in plain})
             return results

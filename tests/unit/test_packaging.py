@@ -127,6 +127,7 @@ def test_deb_installs_the_agreed_files_with_their_modes(deb: Path) -> None:
         LAUNCHER: 0o755,
         CONFIG: 0o644,
         "/usr/lib/tmpfiles.d/libvirt-vdp-hooks.conf": 0o644,
+        "/lib/systemd/system/libvirt-vdp-hooks-agent.service": 0o644,
         "/usr/share/man/man8/vdp-hooks.8.gz": 0o644,
         "/usr/share/man/man5/vdp-hooks.conf.5.gz": 0o644,
         "/usr/share/doc/libvirt-vdp-hooks/copyright": 0o644,
@@ -253,6 +254,7 @@ def test_rpm_installs_the_agreed_files_with_their_modes(rpm: Path) -> None:
         LAUNCHER: "-rwxr-xr-x",
         CONFIG: "-rw-r--r--",
         "/usr/lib/tmpfiles.d/libvirt-vdp-hooks.conf": "-rw-r--r--",
+        "/usr/lib/systemd/system/libvirt-vdp-hooks-agent.service": "-rw-r--r--",
         "/usr/share/man/man8/vdp-hooks.8.gz": "-rw-r--r--",
         "/usr/share/man/man5/vdp-hooks.conf.5.gz": "-rw-r--r--",
         "/run/libvirt/vdp-hooks": "drwx------",
@@ -905,3 +907,16 @@ def _lifecycle(v1: str, v2: str, scratch: str) -> int:
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "lifecycle":
     sys.exit(_lifecycle(sys.argv[2], sys.argv[3], sys.argv[4]))
+
+
+def test_agent_unit_is_notify_restarts_on_failure_and_is_never_enabled_by_the_package() -> None:
+    unit = (ROOT / "packaging/systemd/libvirt-vdp-hooks-agent.service").read_text()
+    keys = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    assert keys["Type"] == "notify" and keys["Restart"] == "on-failure"
+    assert keys["ExecStart"] == "/usr/sbin/vdp-hooks agent"
+    assert set(keys["After"].split()) == {"lldpad.service", "libvirtd.service", "virtqemud.service"}
+    assert "Requires" not in keys and "Wants" not in keys  # it outlives lldpad/libvirtd restarts
+    rules = (ROOT / "packaging/debian/rules").read_text()
+    assert "dh_installsystemd --no-enable --no-start" in rules
+    spec = (ROOT / "packaging/rpm/libvirt-vdp-hooks.spec").read_text()
+    assert "%systemd_post " not in spec and "systemctl enable" not in spec and "systemctl start" not in spec

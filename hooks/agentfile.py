@@ -1,0 +1,103 @@
+"""The agent's published address: ``STATE_DIR/agent.json``, so hooks can name it as lldpad's listener.
+
+The agent (``vdp-hooks agent``) writes ``{"pid", "port_id", "start", "netns"}`` atomically when its netlink
+socket is bound and removes it when it stops.  A hook reads it for every 802.1Qbg request it sends and puts
+``port_id`` into ``nlmsg_pid``, so lldpad's later notifications about that VSI (de-associated by the switch,
+keep-alive lost) reach the agent instead of a hook process that has long exited.
+
+A file left by a killed agent must never divert notifications into the void, so the file counts only if
+its process still runs (same pid *and* the same start time: pids are reused) in the reader's network
+namespace (netlink port ids are per namespace).  Anything else means "no agent": the hook then behaves
+exactly as without one.  Cheap on purpose (one small read, one /proc read): it runs on the hook's request
+path, never on the fast path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+__all__ = ["AGENT_FILE", "agent_info", "agent_port", "publish", "withdraw"]
+
+AGENT_FILE = "agent.json"
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def _start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks after boot): tells a reused pid from the original."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _netns() -> str:
+    try:
+        return os.readlink("/proc/self/ns/net")
+    except OSError:
+        return ""
+
+
+def publish(state_dir: str, port_id: int) -> str:
+    """Write this process's file (atomically, mode 0600); returns its path."""
+    path = os.path.join(state_dir, AGENT_FILE)
+    doc = {"pid": os.getpid(), "port_id": port_id, "start": _start_time(os.getpid()), "netns": _netns()}
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, json.dumps(doc).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    return path
+
+
+def withdraw(state_dir: str) -> None:
+    """Remove the file if it is this process's (a newer agent's file stays)."""
+    path = os.path.join(state_dir, AGENT_FILE)
+    doc = _read(path)
+    if doc is not None and doc.get("pid") == os.getpid():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _read(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as fh:
+            doc = json.loads(fh.read(4096))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def agent_info(state_dir: str) -> tuple[dict[str, Any] | None, str]:
+    """(the live agent's record or None, why not) -- for ``vdp-hooks status`` and ``check``."""
+    doc = _read(os.path.join(state_dir, AGENT_FILE))
+    if doc is None:
+        return None, "not running (no agent.json)"
+    pid, port = doc.get("pid"), doc.get("port_id")
+    if not isinstance(pid, int) or not isinstance(port, int) or pid <= 0 or not 0 < port < 2**32:
+        return None, "not running (agent.json is malformed)"
+    if _start_time(pid) is None or _start_time(pid) != doc.get("start"):
+        return None, f"not running (agent.json names pid {pid}, which has exited)"
+    if doc.get("netns") != _netns():
+        return None, f"pid {pid} runs in another network namespace"
+    return doc, f"running (pid {pid}, netlink port {port})"
+
+
+def agent_port(state_dir: str) -> int | None:
+    """The netlink port id for ``nlmsg_pid`` when an agent is alive here, else None (use your own)."""
+    doc, _why = agent_info(state_dir)
+    return int(doc["port_id"]) if doc is not None else None

@@ -1,0 +1,329 @@
+"""The agent (``vdp-hooks agent``) against a real lldpad station and the switch peer.
+
+The agent runs as its own process in the lab host's network and mount namespaces (it sees that host's
+lldpad and its pid file), started and stopped by pid; the hook is exec'd as libvirt does (HookHost).
+Every check waits for a condition with a generous bound; latencies are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.lab.harness.agentrun import AgentProcess
+from tests.lab.harness.guestxml import Port, domain_xml
+from tests.lab.harness.hookrun import HookHost
+from tests.lab.test_vdp_switch import SwitchLab, swlab  # noqa: F401 - the module-scoped lab fixture
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[2]
+UPLINKS = {"fabric-a": "up0", "fabric-b": "up1"}
+MACS = ["52:54:00:aa:20:02", "52:54:00:aa:20:03", "52:54:00:aa:20:04", "52:54:00:aa:20:05"]
+
+
+def wait(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, f"{what}: not within {timeout} s"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def sw(swlab: SwitchLab) -> Iterator[SwitchLab]:  # noqa: F811 - the fixture imported above
+    swlab.peer.control({})
+    yield swlab
+    swlab.peer.control({})
+
+
+@pytest.fixture
+def host(sw: SwitchLab, tmp_path: Path) -> HookHost:
+    return HookHost(
+        sw.lab,
+        "host",
+        tmp_path,
+        uplinks=UPLINKS,
+        extra="[agent]\nretry_initial = 200ms\nretry_max = 2s\nscan_interval = 1s\nlldpad_check_interval = 500ms\n",
+    )
+
+
+@pytest.fixture
+def agent(sw: SwitchLab, host: HookHost, tmp_path: Path) -> Iterator[AgentProcess]:
+    proc = AgentProcess(sw.lab.host(None), host, tmp_path / "agent.out")
+    try:
+        yield proc
+    finally:
+        assert proc.stop() == 0, (tmp_path / "agent.out").read_text()[-2000:]
+        assert not (host.state_dir / "agent.json").exists(), "the agent withdraws its file when it stops"
+
+
+def _guest(n: int = 1) -> tuple[str, str, list[str]]:
+    insts = [str(uuid.uuid4()) for _ in range(n)]
+    ports = [
+        Port(
+            MACS[i],
+            ("fabric-a", "fabric-b")[i % 2],
+            vlan=100 + i,
+            params={"managerid": "11", "typeid": "1193047", "typeidversion": "2", "instanceid": inst},
+        )
+        for i, inst in enumerate(insts)
+    ]
+    guest = str(uuid.uuid4())
+    return guest, domain_xml("vm", guest, ports=ports), insts
+
+
+def _holds(sw: SwitchLab) -> dict[str, str]:
+    return {inst: port for port, vsis in sw.peer.table().items() for inst in vsis}
+
+
+def _assocs_after(sw: SwitchLab, inst: str, since: float) -> list[dict[str, object]]:
+    """Successful associate requests for ``inst`` the switch received after ``since`` (its clock)."""
+    return [
+        r
+        for r in sw.peer.requests(inst)
+        if r["mode"] == "assoc" and r["answer"] == "success" and float(r["time"]) > since  # type: ignore[arg-type]
+    ]
+
+
+def test_agent_lifecycle_and_status(sw: SwitchLab, host: HookHost, agent: AgentProcess) -> None:
+    """Published file (pid + port), ``status``/``check`` say it runs; gone and reported after SIGTERM."""
+    doc = json.loads((host.state_dir / "agent.json").read_text())
+    assert doc["pid"] == agent.pid and doc["port_id"] > 0
+    status = host.cli("status")
+    assert f"agent: running (pid {agent.pid}" in status.stdout.decode(), status
+    check = host.cli("check")
+    lines = [line for line in check.stdout.decode().splitlines() if "Checking agent" in line]
+    assert len(lines) == 1 and lines[0].rstrip().endswith("PASS"), check.stdout
+    assert agent.stop() == 0
+    assert "agent started" in host.log_file.read_text() and "agent stopped" in host.log_file.read_text()
+    status = host.cli("status")
+    assert "agent: not running" in status.stdout.decode(), status
+    check = host.cli("check")
+    lines = [line for line in check.stdout.decode().splitlines() if "Checking agent" in line]
+    assert len(lines) == 1 and "WARN" in lines[0] and "not running" in lines[0], check.stdout
+
+
+def test_switch_deassociation_is_repaired_without_a_hook(sw: SwitchLab, host: HookHost, agent: AgentProcess) -> None:
+    guest, xml, insts = _guest(2)
+    assert host.hook(xml, "prepare", "begin").rc == 0
+    assert set(insts) <= set(_holds(sw))
+    sw.peer.control({"commands": [{"id": f"drop-{insts[0]}", "deassoc": insts[0]}]})
+    dropped = sw.peer.wait_event(
+        lambda e: e["event"] == "switch-deassoc" and e["instance"] == insts[0], 10, "switch de-associates"
+    )
+    wait(lambda: _assocs_after(sw, insts[0], float(dropped["time"])), 30, "the agent re-associates the port")
+    again = _assocs_after(sw, insts[0], float(dropped["time"]))[0]
+    wait(lambda: insts[0] in _holds(sw), 30, "the switch holds the VSI again")
+    latency = (float(again["time"]) - float(dropped["time"])) * 1000  # type: ignore[arg-type]
+    print(f"\nrepair latency (switch DISASSOCIATE -> re-ASSOCIATE at the switch): {latency:.1f} ms")
+    wait(lambda: "associated again" in host.log_file.read_text(), 30, "the agent logs the repair")
+    assert "de-associated (by the switch" in host.log_file.read_text()
+    # The other port was left alone: no new associate for it.
+    assert not _assocs_after(sw, insts[1], float(dropped["time"]))
+    assert host.journal(guest) is not None
+    assert host.hook(xml, "release", "end").rc == 0
+    wait(lambda: not set(insts) & set(_holds(sw)), 10, "release end clears the switch")
+    assert host.journal(guest) is None
+
+
+def test_report_only_policy_logs_and_leaves_the_port(sw: SwitchLab, host: HookHost, tmp_path: Path) -> None:
+    text = host.config.read_text().replace("[agent]\n", "[agent]\non_deassoc = report\n")
+    host.config.write_text(text)
+    proc = AgentProcess(sw.lab.host(None), host, tmp_path / "agent-report.out")
+    try:
+        _guest_uuid, xml, insts = _guest(1)
+        assert host.hook(xml, "prepare", "begin").rc == 0
+        sw.peer.control({"commands": [{"id": f"drop-{insts[0]}", "deassoc": insts[0]}]})
+        dropped = sw.peer.wait_event(
+            lambda e: e["event"] == "switch-deassoc" and e["instance"] == insts[0], 10, "switch de-associates"
+        )
+        wait(lambda: "on_deassoc = report" in host.log_file.read_text(), 30, "the agent reports the lost port")
+        assert not _assocs_after(sw, insts[0], float(dropped["time"]))
+        assert host.hook(xml, "release", "end").rc == 0
+    finally:
+        assert proc.stop() == 0
+
+
+def test_lldpad_restart_reassociates_running_guests(sw: SwitchLab, host: HookHost, agent: AgentProcess) -> None:
+    """Two ports per uplink: a restarted lldpad numbers its ECP frames from 1 again, and an ECP receiver
+    (the switch peer, like lldpad's bridge) takes a frame with the sequence number it saw last as a
+    repeat and drops it -- so on an uplink where the old lldpad sent exactly one frame the first request
+    after the restart is lost (it then stays "in progress" in lldpad; see the report)."""
+    guest, xml, insts = _guest(4)
+    assert host.hook(xml, "prepare", "begin").rc == 0
+    lldpad = sw.lab.lldpad(None)
+    old_pid = lldpad.pid
+    lldpad.kill()
+    restarted = time.time()
+    sw.lab.start_lldpad(None)
+    assert lldpad.pid != old_pid
+    t0 = time.monotonic()
+    for inst in insts:
+        wait(lambda inst=inst: _assocs_after(sw, inst, restarted), 60, f"the agent re-associates {inst}")
+    print(f"\nlldpad restart -> every port re-associated: {time.monotonic() - t0:.2f} s after lldpad answered")
+
+    def lldpad_holds() -> bool:
+        rows = [r["uuid"] for u in ("up0", "up1") for r in lldpad.vsi_table(u)]
+        return all(i in rows for i in insts)
+
+    wait(lldpad_holds, 30, "lldpad holds every VSI again")
+    assert f"lldpad restarted (pid {old_pid} -> {lldpad.pid})" in host.log_file.read_text()
+    assert host.hook(xml, "release", "end").rc == 0
+    wait(lambda: not set(insts) & set(_holds(sw)), 10, "release end clears the switch")
+    assert host.journal(guest) is None
+
+
+def test_pending_teardown_is_finished_when_the_late_switch_answers(
+    sw: SwitchLab, host: HookHost, agent: AgentProcess
+) -> None:
+    """The switch answers the DISASSOCIATE after the hook's exchange timeout (5 s): ``release end`` leaves
+    the record pending; the agent finishes it once lldpad has the switch's answer, with no hook call.
+
+    (A switch that never answers cannot be finished through lldpad 1.1 at all: lldpad sends the
+    DISASSOCIATE once, gives up after ~16 s and then answers ENODEV for that VSI until it restarts.)
+    """
+    guest, xml, insts = _guest(1)
+    assert host.hook(xml, "prepare", "begin").rc == 0
+    sw.peer.control({"instances": {insts[0]: {"status": "success", "delay_ms": 8000, "modes": ["deassoc"]}}})
+    assert host.hook(xml, "release", "end").rc == 0
+    journal = host.journal(guest)
+    assert journal is not None and [r["state"] for r in journal["records"]] == ["pending"], journal
+    released = time.monotonic()
+    wait(lambda: host.journal(guest) is None, 60, "the agent finishes the pending teardown")
+    print(f"\npending teardown finished {time.monotonic() - released:.1f} s after release end left it")
+    assert insts[0] not in _holds(sw)
+    assert [(r["mode"], r["answer"]) for r in sw.peer.requests(insts[0]) if not r["keepalive"]] == [
+        ("assoc", "success"),
+        ("deassoc", "success"),
+    ]
+    log = host.log_file.read_text()
+    assert "op=agent pending" in log and "finishing 1 record(s)" in log, log[-3000:]
+    assert not [r for r in lldpad_rows(sw) if r == insts[0]]
+
+
+def lldpad_rows(sw: SwitchLab) -> list[str]:
+    return [r["uuid"] for u in ("up0", "up1") for r in sw.lab.lldpad(None).vsi_table(u)]
+
+
+@pytest.mark.parametrize("agent_state", ["none", "stale", "alive"])
+def test_refused_associate_at_started_vetoes_with_or_without_agent(
+    sw: SwitchLab, host: HookHost, tmp_path: Path, agent_state: str
+) -> None:
+    """An incoming migration (netlink, no hints) whose ASSOCIATE the switch refuses after the reservation:
+    ``started begin`` vetoes with the switch's reason whether no agent, a stale agent.json or a live agent
+    is there (lldpad's notices then go to the agent, which must neither break the veto nor resurrect the
+    refused port)."""
+    host.config.write_text(host.config.read_text() + "[vdp]\nhints = never\n")
+    agent = None
+    if agent_state == "stale":
+        host.state_dir.mkdir(parents=True, exist_ok=True)
+        code = f"from hooks import agentfile; agentfile.publish({str(host.state_dir)!r}, 4242)"
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    elif agent_state == "alive":
+        agent = AgentProcess(sw.lab.host(None), host, tmp_path / "agent-veto.out")
+    try:
+        guest, xml, insts = _guest(1)
+        sw.peer.control({"instances": {insts[0]: {"status": "insufficient-resources", "modes": ["assoc"]}}})
+        assert host.hook(xml, "migrate", "begin").rc == 0
+        assert host.hook(xml, "prepare", "begin").rc == 0
+        assert host.hook(xml, "start", "begin").rc == 0
+        result = host.hook(xml, "started", "begin")
+        print(f"\n{agent_state}: {result.stderr.strip()}")
+        assert result.rc == 1 and MACS[0] in result.stderr, result
+        assert "insufficient resources" in result.stderr, result.stderr  # the switch's own reason, every time
+        assert host.hook(xml, "release", "end").rc == 0
+        assert insts[0] not in _holds(sw)
+        assert host.journal(guest) is None
+        if agent is not None:  # the agent did not resurrect the refused port
+            assert not _assocs_after(sw, insts[0], 0)
+    finally:
+        if agent is not None:
+            assert agent.stop() == 0
+
+
+def test_lldpad_restart_reassociates_32_guests(sw: SwitchLab, host: HookHost, agent: AgentProcess) -> None:
+    """32 running guests, one port each, spread over both uplinks: after lldpad is killed and started
+    again every port is associated again (the switch receives a new ASSOCIATE and lldpad holds it)."""
+    guests = []
+    for i in range(32):
+        inst, guest = str(uuid.uuid4()), str(uuid.uuid4())
+        port = Port(
+            f"52:54:00:ab:{i // 256:02x}:{i % 256:02x}",
+            ("fabric-a", "fabric-b")[i % 2],
+            vlan=200 + i,
+            params={"managerid": "11", "typeid": "1193047", "typeidversion": "2", "instanceid": inst},
+        )
+        xml = domain_xml(f"vm{i}", guest, ports=[port])
+        assert host.hook(xml, "prepare", "begin", name=f"vm{i}").rc == 0
+        guests.append((guest, xml, inst))
+    lldpad = sw.lab.lldpad(None)
+    lldpad.kill()
+    restarted = time.time()
+    sw.lab.start_lldpad(None)
+    answered = time.monotonic()
+    for _guest_uuid, _xml, inst in guests:
+        wait(lambda inst=inst: _assocs_after(sw, inst, restarted), 120, f"the agent re-associates {inst}")
+    took = time.monotonic() - answered
+    wanted = {inst for _g, _x, inst in guests}
+    wait(lambda: wanted <= set(lldpad_rows(sw)), 60, "lldpad holds every VSI again")
+    print(f"\nlldpad restart, 32 guests: every port re-associated {took:.2f} s after lldpad answered again")
+    for i, (guest, xml, _inst) in enumerate(guests):
+        assert host.hook(xml, "release", "end", name=f"vm{i}").rc == 0
+        assert host.journal(guest) is None
+    wait(lambda: not wanted & set(_holds(sw)), 30, "release end clears the switch")
+
+
+def test_repair_retries_with_backoff_while_the_switch_refuses(
+    sw: SwitchLab, host: HookHost, agent: AgentProcess
+) -> None:
+    guest, xml, insts = _guest(1)
+    assert host.hook(xml, "prepare", "begin").rc == 0
+    refuse = {"status": "insufficient-resources", "modes": ["assoc"]}
+    sw.peer.control({"instances": {insts[0]: refuse}, "commands": [{"id": f"drop-{insts[0]}", "deassoc": insts[0]}]})
+    dropped = sw.peer.wait_event(
+        lambda e: e["event"] == "switch-deassoc" and e["instance"] == insts[0], 10, "switch de-associates"
+    )
+
+    def refused() -> list[float]:
+        return [
+            float(r["time"])
+            for r in sw.peer.requests(insts[0])
+            if r["mode"] == "assoc" and r["answer"] == "insufficient-resources"
+        ]
+
+    wait(lambda: len(refused()) >= 4, 60, "the agent keeps trying while the switch refuses")
+    sw.peer.control({})
+    wait(lambda: _assocs_after(sw, insts[0], float(dropped["time"])), 60, "the agent re-associates at last")
+    wait(lambda: insts[0] in _holds(sw), 30, "the switch holds the VSI again")
+    times = refused()
+    gaps = [round((b - a) * 1000) for a, b in zip(times, times[1:])]
+    print(f"\nrefused re-associations {len(times)}, gaps between them (ms): {gaps}")
+    assert "retrying with backoff" in host.log_file.read_text()
+    assert host.hook(xml, "release", "end").rc == 0
+    wait(lambda: insts[0] not in _holds(sw), 10, "release end clears the switch")
+    assert host.journal(guest) is None
+
+
+def test_agent_notifies_ready_and_stopping(sw: SwitchLab, host: HookHost, tmp_path: Path) -> None:
+    """Type=notify: READY=1 once its port is published, STOPPING=1 on SIGTERM, over $NOTIFY_SOCKET."""
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        listener.settimeout(30)
+        host.extra_env["NOTIFY_SOCKET"] = str(path)
+        proc = AgentProcess(sw.lab.host(None), host, tmp_path / "agent-notify.out")
+        try:
+            assert listener.recv(256) == b"READY=1"
+            assert (host.state_dir / "agent.json").exists()
+        finally:
+            assert proc.stop() == 0
+        assert listener.recv(256) == b"STOPPING=1"
