@@ -566,7 +566,8 @@ def _deleted_in_tree() -> set[str]:
 # Directories of the base system: owned by Fedora's filesystem, man-pages or systemd packages.
 BASE_DIRS = {"/etc", "/run", "/usr", "/usr/sbin", "/usr/libexec", "/usr/lib", "/usr/lib/tmpfiles.d", "/usr/share",
              "/usr/share/doc", "/usr/share/licenses", "/usr/share/man", "/usr/share/man/man5",
-             "/usr/share/man/man8", "/usr/share/selinux", "/usr/share/selinux/packages"}
+             "/usr/share/man/man8", "/usr/share/selinux", "/usr/share/selinux/packages",
+             "/usr/lib/systemd/system"}  # %{_unitdir} belongs to systemd (Fedora's systemd guideline)
 
 
 def test_rpm_owns_every_directory_it_creates(rpm: Path) -> None:
