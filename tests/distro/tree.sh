@@ -78,7 +78,7 @@ enter() {
     unshare --mount --pid --fork --propagation private -- "$0" __inside "$dir" "${exec_in[@]}"
 }
 
-# Runs as pid 1 of the new pid namespace, in the new mount namespace, still seeing the host's /.
+# Runs as pid 1 of the new pid namespace, in the new mount namespace, at first still seeing the host's /.
 inside() {
     local dir=$1
     shift
@@ -96,7 +96,13 @@ inside() {
     umount -l /.oldroot
     rmdir /.oldroot
     cd "$src"
-    exec "$@"
+    # Stay as the namespace's init: libvirtd daemonizes QEMU, whose parent becomes pid 1 here; a pid 1
+    # that does not reap (pytest) leaves killed QEMUs as zombies that libvirtd waits for in vain.  bash
+    # reaps every child on SIGCHLD.
+    "$@" &
+    local child=$!
+    trap 'kill -TERM "$child"' TERM INT HUP
+    wait "$child"
 }
 
 # A tree may still have mounts if an `enter` was killed hard; never rm -rf through a bind mount.
