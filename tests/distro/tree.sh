@@ -122,7 +122,7 @@ versions() {
     enter "$1" sh -c 'echo "Debian $(cat /etc/debian_version)"
         python3 -c "import sys, lxml.etree, pyroute2
 print(\"python3\", sys.version.split()[0]); print(\"lxml\", lxml.etree.__version__); print(\"pyroute2\", pyroute2.__version__)"
-        dpkg-query -W -f "\${Package} \${Version}\n" libvirt-daemon lldpad qemu-system-x86 2>/dev/null || true'
+        dpkg-query -W -f "\${Package} \${Version}\n" python3-pyroute2 libvirt-daemon lldpad qemu-system-x86 2>/dev/null || true'
 }
 
 run_tests() {

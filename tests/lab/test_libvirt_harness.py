@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.harness import capture
-from tests.lab.harness.libvirt import LIBVIRTD, LibvirtHost, guest_xml, migrate
+from tests.lab.harness.libvirt import LIBVIRTD, LibvirtHost, guest_xml, migrate, release_reason
 from tests.lab.harness.netns import Netns, unique_suffix
 
 pytestmark = [
@@ -138,7 +138,7 @@ def test_live_migration_hook_sequences(lab: Lab) -> None:
     assert lab.hook_calls("B") == [
         "g1 migrate begin -", "g1 prepare begin -", "g1 start begin -", "g1 started begin -",
     ]
-    assert lab.hook_calls("A") == ["g1 stopped end -", "g1 release end -"]
+    assert lab.hook_calls("A") == ["g1 stopped end -", f"g1 release end {release_reason('migrated')}"]
     assert "g1" in b.guests() and "g1" not in a.guests()
     assert _state(b, "g1") == "running"
 
@@ -161,7 +161,7 @@ def test_prepare_hook_failure_vetoes_migration(lab: Lab) -> None:
     assert _state(a, "g2") == "running"
     assert lab.hook_calls("A") == []
     assert lab.hook_calls("B") == [
-        "g2 migrate begin -", "g2 prepare begin -", "g2 stopped end -", "g2 release end -",
+        "g2 migrate begin -", "g2 prepare begin -", "g2 stopped end -", f"g2 release end {release_reason('failed')}",
     ]
 
 
@@ -219,7 +219,7 @@ def test_hook_added_later_runs_only_after_reload(tmp_path: Path) -> None:
     assert [c for c in calls if c.startswith("before ")] == []
     assert calls == [
         "after prepare begin -", "after start begin -", "after started begin -", "after stopped end -",
-        "after release end -",
+        f"after release end {release_reason('destroyed')}",
     ]
 
 
