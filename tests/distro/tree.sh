@@ -128,7 +128,7 @@ print(\"python3\", sys.version.split()[0]); print(\"lxml\", lxml.etree.__version
 run_tests() {
     local suite=$1 dir=$2 start=$SECONDS rc=0
     shift 2
-    trap 'rm_tree "$dir"' EXIT
+    trap "rm_tree $(printf %q "$dir")" EXIT   # expanded now: \$dir is local
     build "$suite" "$dir"
     echo "tree: $suite built in $((SECONDS - start)) s"
     versions "$dir"
