@@ -49,10 +49,10 @@ test: lint
 
 # The same tests with another Debian release's packages, in a tree made with debootstrap from the Debian
 # mirror this machine uses and entered as / (tests/distro/tree.sh; root).  Built fresh in $(DISTRO_DIR)/
-# and removed afterwards.  Debian 12/13: unit, lab and libvirt tests with that release's libvirt, lldpad,
+# and removed afterwards (under build/, which the source tarball of `make packages` leaves out).  Debian 12/13: unit, lab and libvirt tests with that release's libvirt, lldpad,
 # QEMU, Python, lxml, pyroute2.  Debian 11: the unit tests under Python 3.9 (RHEL 9's) with lxml 4.6 and
 # the oldest pyroute2 supported.  The package build and lint steps stay on the machine's own release.
-DISTRO_DIR ?= .distro
+DISTRO_DIR ?= build/distro
 DISTRO_PYTEST = -q -p no:cacheprovider $(PYTEST_ARGS)
 test-debian12:
 	tests/distro/tree.sh test bookworm $(DISTRO_DIR)/bookworm $(DISTRO_PYTEST) tests/unit tests/lab
@@ -65,7 +65,7 @@ demo: deps
 	$(SYSTEM_PYTHON) -m tests.lab.demo
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	for d in $(DISTRO_DIR)/*/; do [ ! -d "$$d" ] || tests/distro/tree.sh remove "$$d"; done
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 -include packaging/Makefile.inc

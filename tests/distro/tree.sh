@@ -54,6 +54,9 @@ EOF
     printf '#!/bin/sh\nexit 101\n' >"$dir/usr/sbin/policy-rc.d"
     chmod 755 "$dir/usr/sbin/policy-rc.d"
     cp /etc/resolv.conf "$dir/etc/resolv.conf"
+    # Every installed Debian has one (systemd or dbus makes it); the Qbh hook, like libvirt, falls back to
+    # it for the host UUID where there is no SMBIOS product_uuid (none on this VM).
+    [[ -s $dir/etc/machine-id ]] || tr -d - </proc/sys/kernel/random/uuid >"$dir/etc/machine-id"
     # The CAs this machine trusts locally (an HTTPS proxy's, say): ca-certificates picks them up for pip.
     if compgen -G '/usr/local/share/ca-certificates/*' >/dev/null; then
         mkdir -p "$dir/usr/local/share/ca-certificates"
