@@ -32,7 +32,8 @@ host_mirror() {
 build() {
     local suite=$1 dir=$2 mirror
     mirror=$(host_mirror)
-    command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap
+    command -v debootstrap >/dev/null \
+        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; }
     rm_tree "$dir"
     mkdir -p "$dir"
     echo "tree: debootstrap $suite from $mirror into $dir"
