@@ -2,7 +2,10 @@
 # Another Debian release's root tree, made with debootstrap, to run this checkout's tests with *its*
 # libvirt, lldpad, QEMU, Python, lxml and pyroute2.  Needs root.
 #
-#   tests/distro/tree.sh build SUITE DIR      debootstrap SUITE into DIR and install tests/distro/SUITE.packages
+#   tests/distro/tree.sh build SUITE DIR      debootstrap SUITE into DIR, install tests/distro/SUITE.packages,
+#                                             run tests/distro/SUITE.setup in it if there is one
+#   tests/distro/tree.sh provision SUITE DIR  the same on an existing tree, without debootstrap
+#   tests/distro/tree.sh versions DIR         the tree's Debian, Python, lxml, pyroute2, libvirt, lldpad, QEMU
 #   tests/distro/tree.sh enter DIR CMD...     run CMD with DIR as / (this checkout bind-mounted at its own path)
 #   tests/distro/tree.sh remove DIR           unmount anything left below DIR and delete it
 #   tests/distro/tree.sh test SUITE DIR PYTEST_ARGS...
@@ -23,9 +26,9 @@ src=$(cd "$here/../.." && pwd)
 # registry as the host's packages.
 host_mirror() {
     local uri
-    uri=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v -- '-security' | head -n1 || true)
+    uri=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -E '/debian/?$' | head -n1 || true)
     [[ -n $uri ]] || uri=$(grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
-        | awk '{print $2}' | grep -v -- '-security' | head -n1 || true)
+        | awk '{print $2}' | grep -E '/debian/?$' | head -n1 || true)
     echo "${uri:-http://deb.debian.org/debian}"
 }
 
@@ -150,5 +153,5 @@ remove) rm_tree "$2" ;;
 versions) versions "$2" ;;
 test) shift; run_tests "$@" ;;
 __inside) shift; inside "$@" ;;
-*) sed -n '2,11p' "$0" >&2; exit 2 ;;
+*) sed -n '2,14p' "$0" >&2; exit 2 ;;
 esac
