@@ -49,17 +49,20 @@ test: lint
 
 # The same tests with another Debian release's packages, in a tree made with debootstrap from the Debian
 # mirror this machine uses and entered as / (tests/distro/tree.sh; root).  Built fresh in $(DISTRO_DIR)/
-# and removed afterwards (under build/, which the source tarball of `make packages` leaves out).  Debian 12/13: unit, lab and libvirt tests with that release's libvirt, lldpad,
-# QEMU, Python, lxml, pyroute2.  Debian 11: the unit tests under Python 3.9 (RHEL 9's) with lxml 4.6 and
-# the oldest pyroute2 supported.  The package build and lint steps stay on the machine's own release.
+# (under build/, which the source tarball of `make packages` leaves out) and removed afterwards.
+# Debian 12/13: unit, lab and libvirt tests with that release's libvirt, lldpad, QEMU, Python, lxml and
+# pyroute2, then the package build and lint.  Debian 11: the unit tests under Python 3.9 (RHEL 9's) with
+# lxml 4.6 and the oldest pyroute2 supported.
 DISTRO_DIR ?= build/distro
-DISTRO_PYTEST = -q -p no:cacheprovider $(PYTEST_ARGS)
+DISTRO_PYTEST = /usr/bin/python3 -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+# Both steps run; the target fails if either did.
+DISTRO_TEST = $(DISTRO_PYTEST) tests/unit tests/lab; rc=$$?; make packages-lint && exit $$rc
 test-debian12:
-	tests/distro/tree.sh test bookworm $(DISTRO_DIR)/bookworm $(DISTRO_PYTEST) tests/unit tests/lab
+	tests/distro/tree.sh test bookworm $(DISTRO_DIR)/bookworm '$(DISTRO_TEST)'
 test-debian13:
-	tests/distro/tree.sh test trixie $(DISTRO_DIR)/trixie $(DISTRO_PYTEST) tests/unit tests/lab
+	tests/distro/tree.sh test trixie $(DISTRO_DIR)/trixie '$(DISTRO_TEST)'
 test-py39:
-	tests/distro/tree.sh test bullseye $(DISTRO_DIR)/bullseye $(DISTRO_PYTEST) tests/unit
+	tests/distro/tree.sh test bullseye $(DISTRO_DIR)/bullseye '$(DISTRO_PYTEST) tests/unit'
 
 demo: deps
 	$(SYSTEM_PYTHON) -m tests.lab.demo

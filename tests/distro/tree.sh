@@ -8,9 +8,9 @@
 #   tests/distro/tree.sh versions DIR         the tree's Debian, Python, lxml, pyroute2, libvirt, lldpad, QEMU
 #   tests/distro/tree.sh enter DIR CMD...     run CMD with DIR as / (this checkout bind-mounted at its own path)
 #   tests/distro/tree.sh remove DIR           unmount anything left below DIR and delete it
-#   tests/distro/tree.sh test SUITE DIR PYTEST_ARGS...
-#                                             build, print the versions, run /usr/bin/python3 -m pytest
-#                                             PYTEST_ARGS in the tree, remove the tree (also on failure)
+#   tests/distro/tree.sh test SUITE DIR COMMAND
+#                                             build, print the versions, run the shell COMMAND in the
+#                                             tree (in this checkout), remove the tree (also on failure)
 #
 # `enter` gives the tree its own mount and pid namespaces and makes it the root with pivot_root, not
 # chroot: a chroot leaves the mount namespace's root at the host's /, and setns() into a mount namespace
@@ -133,14 +133,13 @@ print(\"python3\", sys.version.split()[0]); print(\"lxml\", lxml.etree.__version
 }
 
 run_tests() {
-    local suite=$1 dir=$2 start=$SECONDS rc=0
-    shift 2
+    local suite=$1 dir=$2 command=$3 start=$SECONDS rc=0
     trap "rm_tree $(printf %q "$dir")" EXIT   # expanded now: \$dir is local
     build "$suite" "$dir"
     echo "tree: $suite built in $((SECONDS - start)) s"
     versions "$dir"
     local t=$SECONDS
-    enter "$dir" /usr/bin/python3 -m pytest "$@" || rc=$?
+    enter "$dir" sh -c "$command" || rc=$?
     echo "tree: $suite tests took $((SECONDS - t)) s (exit $rc); $((SECONDS - start)) s in all"
     return "$rc"
 }
