@@ -4,7 +4,7 @@ VENV ?= .venv
 SYSTEM_PYTHON ?= /usr/bin/python3
 PYTEST_ARGS ?=
 
-.PHONY: deps apt venv test lint unit-system tests-venv demo clean
+.PHONY: deps apt venv test lint unit-system tests-venv demo clean test-debian12 test-debian13 test-py39
 
 deps: apt venv
 
@@ -47,10 +47,28 @@ test: lint
 	$(MAKE) packages-installed-e2e PYTEST_ARGS='-q -p no:cacheprovider -k "$(INSTALLED_SCENARIOS)"'
 
 
+# The same tests with another Debian release's packages, in a tree made with debootstrap from the Debian
+# mirror this machine uses and entered as / (tests/distro/tree.sh; root).  Built fresh in $(DISTRO_DIR)/
+# (under build/, which the source tarball of `make packages` leaves out) and removed afterwards.
+# Debian 12/13: unit, lab and libvirt tests with that release's libvirt, lldpad, QEMU, Python, lxml and
+# pyroute2, then the package build and lint.  Debian 11: the unit tests under Python 3.9 (RHEL 9's) with
+# lxml 4.6 and the oldest pyroute2 supported.
+DISTRO_DIR ?= build/distro
+DISTRO_PYTEST = /usr/bin/python3 -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+# Both steps run; the target fails if either did.
+DISTRO_TEST = $(DISTRO_PYTEST) tests/unit tests/lab; rc=$$?; make packages-lint && exit $$rc
+test-debian12:
+	tests/distro/tree.sh test bookworm $(DISTRO_DIR)/bookworm '$(DISTRO_TEST)'
+test-debian13:
+	tests/distro/tree.sh test trixie $(DISTRO_DIR)/trixie '$(DISTRO_TEST)'
+test-py39:
+	tests/distro/tree.sh test bullseye $(DISTRO_DIR)/bullseye '$(DISTRO_PYTEST) tests/unit'
+
 demo: deps
 	$(SYSTEM_PYTHON) -m tests.lab.demo
 
 clean:
+	for d in $(DISTRO_DIR)/*/; do [ ! -d "$$d" ] || tests/distro/tree.sh remove "$$d"; done
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 -include packaging/Makefile.inc

@@ -15,7 +15,7 @@ IPRoute, NDB and friends and costs 150-200 ms, most of a hook's whole time budge
 from __future__ import annotations
 
 import importlib
-import importlib.util
+import importlib.machinery
 import struct
 import sys
 import types
@@ -82,7 +82,7 @@ def _import_netlink_base() -> types.ModuleType:
     """
     if "pyroute2" in sys.modules:
         return import_lean("pyroute2.netlink")
-    spec = importlib.util.find_spec("pyroute2")
+    spec = importlib.machinery.PathFinder.find_spec("pyroute2")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("pyroute2 is not installed (python3-pyroute2 / pip install pyroute2)")
     placeholder = types.ModuleType("pyroute2")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import time
 import uuid
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.harness import capture
-from tests.lab.harness.libvirt import LIBVIRTD, LibvirtHost, guest_xml, migrate
+from tests.lab.harness.libvirt import LIBVIRTD, LibvirtHost, guest_xml, migrate, release_reason
 from tests.lab.harness.netns import Netns, unique_suffix
 
 pytestmark = [
@@ -30,18 +29,6 @@ pytestmark = [
 
 VETO_MESSAGE = "vdph-test: port profile refused by the switch"
 
-
-def _libvirt_version() -> tuple[int, int]:
-    out = subprocess.run([LIBVIRTD, "--version"], capture_output=True, text=True, check=False).stdout
-    match = re.search(r"(\d+)\.(\d+)", out)
-    assert match, f"cannot read the version from {LIBVIRTD} --version: {out!r}"
-    return int(match.group(1)), int(match.group(2))
-
-
-def release(guest: str, reason: str) -> str:
-    """The ``release end`` call libvirt makes here: since 10.5 with the shutoff reason (virDomainShutoffReason
-    as a string: migrated, failed, destroyed, ...), before that with ``-``."""
-    return f"{guest} release end {reason if _libvirt_version() >= (10, 5) else '-'}"
 
 LOG_HOOK = """#!/bin/sh
 # Test hook: log argv (libvirt gives the domain XML on stdin: drain it).
@@ -154,7 +141,7 @@ def test_live_migration_hook_sequences(lab: Lab) -> None:
     assert lab.hook_calls("B") == [
         "g1 migrate begin -", "g1 prepare begin -", "g1 start begin -", "g1 started begin -",
     ]
-    assert lab.hook_calls("A") == ["g1 stopped end -", release("g1", "migrated")]
+    assert lab.hook_calls("A") == ["g1 stopped end -", f"g1 release end {release_reason('migrated')}"]
     assert "g1" in b.guests() and "g1" not in a.guests()
     assert _state(b, "g1") == "running"
 
@@ -177,7 +164,7 @@ def test_prepare_hook_failure_vetoes_migration(lab: Lab) -> None:
     assert _state(a, "g2") == "running"
     assert lab.hook_calls("A") == []
     assert lab.hook_calls("B") == [
-        "g2 migrate begin -", "g2 prepare begin -", "g2 stopped end -", release("g2", "failed"),
+        "g2 migrate begin -", "g2 prepare begin -", "g2 stopped end -", f"g2 release end {release_reason('failed')}",
     ]
 
 
@@ -256,7 +243,7 @@ def test_hook_added_later_runs_only_after_reload(tmp_path: Path) -> None:
     assert [c for c in calls if c.startswith("before ")] == []
     assert calls == [
         "after prepare begin -", "after start begin -", "after started begin -", "after stopped end -",
-        release("after", "destroyed"),
+        f"after release end {release_reason('destroyed')}",
     ]
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import shutil
 import signal
@@ -40,6 +41,7 @@ __all__ = [
     "guest_xml",
     "link_hosts",
     "migrate",
+    "release_reason",
 ]
 
 LIBVIRTD = "/usr/sbin/libvirtd"
@@ -67,6 +69,19 @@ def _capcache_key() -> str:
         st = os.stat(binary)
         parts.append(f"{Path(binary).name}-{st.st_size}-{int(st.st_mtime)}")
     return "_".join(parts)
+
+
+@functools.cache
+def libvirt_version() -> tuple[int, ...]:
+    """The lab's libvirtd version, from ``libvirtd (libvirt) 11.3.0``."""
+    out = subprocess.run([LIBVIRTD, "--version"], capture_output=True, text=True, check=True).stdout
+    return tuple(int(part) for part in out.split()[-1].split("."))
+
+
+def release_reason(reason: str) -> str:
+    """``release end``'s last argument for a guest that stopped for ``reason``: libvirt >= 10.5 passes
+    the shutoff reason (docs/hooks.rst), 9.0 (Debian 12) always ``-``."""
+    return reason if libvirt_version() >= (10, 5) else "-"
 
 
 def _private_passwd_group(dest: Path) -> tuple[Path, Path]:
