@@ -64,7 +64,11 @@ class Budget:
         est = self.per_request(ifname)
         left = self.setup_deadline - time.monotonic()
         if not self.rollback:
-            remaining = 1  # a teardown sends what fits, one at a time; the rest stays pending
+            if done == 0:
+                # A teardown's first request on an uplink always goes: unanswered in time it stays pending
+                # (nothing half-done), and it is the only way a later attempt can find the VSI gone.
+                return None
+            remaining = 1  # then it sends what fits, one at a time; the rest stays pending
         need = remaining * est
         rollback = (done + remaining) * est if self.rollback else 0.0
         if est <= 0 or (need <= left and need + rollback <= left + self.reserve):

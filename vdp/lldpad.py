@@ -356,7 +356,10 @@ class LldpadClient(RouteSocket):
                     head = queue.pop(0)
                     if head.sent_at and budget is not None:
                         done[ifindex] = done.get(ifindex, 0) + 1
-                        budget.answered(head.req.ifname, time.monotonic() - head.sent_at)
+                        assert head.result is not None
+                        if head.result.ok or head.result.status is not None:
+                            # Only an answer measures the switch's pace; a timeout measures the timeout.
+                            budget.answered(head.req.ifname, time.monotonic() - head.sent_at)
                 if queue and queue[0].sent_at == 0.0:
                     if deadline is not None and time.monotonic() >= deadline:
                         for p in queue:

@@ -51,8 +51,15 @@ def lock_path(ifname: str) -> str | None:
     return os.path.join(_state_dir(), f"uplink-{ifname}.lock")
 
 
+#: A figure older than this says nothing about the switch now: without it the next call sends and measures
+#: again (else one slow minute would refuse every later guest unsent, and nothing would ever re-measure).
+ESTIMATE_TTL = 120.0
+
+
 def _read_estimate(fd: int) -> float:
     try:
+        if time.time() - os.fstat(fd).st_mtime > ESTIMATE_TTL:
+            return 0.0
         value = float(os.pread(fd, 32, 0).decode("ascii", "replace").strip() or 0)
     except (OSError, ValueError):
         return 0.0

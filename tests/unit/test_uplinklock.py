@@ -81,6 +81,17 @@ def test_estimate_is_what_the_last_holder_measured(state_dir: Path) -> None:
     assert uplinklock.estimate("lo") == 3.0
 
 
+def test_an_old_estimate_is_forgotten(state_dir: Path) -> None:
+    """A figure nobody refreshed for ESTIMATE_TTL no longer refuses guests unsent: the next call measures."""
+    with uplinklock.hold(["lo"], until=time.monotonic() + 1) as held:
+        held.measured("lo", 3.0)
+    path = uplinklock.lock_path("lo")
+    assert path is not None
+    old = time.time() - uplinklock.ESTIMATE_TTL - 1
+    os.utime(path, (old, old))
+    assert uplinklock.estimate("lo") == 0.0
+
+
 def _plan(*, left: float, reserve: float = 5.0, est: float = 3.0, rollback: bool = True) -> budget.Budget:
     return budget.Budget(
         setup_deadline=time.monotonic() + left,
@@ -105,7 +116,9 @@ def test_plan_lets_requests_go_only_when_they_and_their_rollback_fit() -> None:
 def test_plan_for_a_teardown_sends_what_fits_one_at_a_time() -> None:
     plan = _plan(left=4, rollback=False)
     assert plan.refuse("up0", 10, 0) is None  # the next one fits; the rest is decided one by one
-    assert _plan(left=2, rollback=False).refuse("up0", 1, 0) is not None
+    # The first request of a teardown always goes (unanswered in time it stays pending); later ones must fit.
+    assert _plan(left=2, rollback=False).refuse("up0", 1, 0) is None
+    assert _plan(left=2, rollback=False).refuse("up0", 1, 1) is not None
 
 
 def test_plan_learns_the_pace_from_this_call() -> None:
