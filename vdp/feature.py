@@ -303,7 +303,7 @@ class VdpFeature(Feature):
             )
             return [Outcome(None, refusal)]
         if hook in _PREFLIGHT:
-            return self._preflight(event)
+            return self._preflight(event, ctx)
         if hook == ("prepare", "begin"):
             return self._request(event.ports, PREASSOCIATE_RR if ctx.incoming else ASSOCIATE, ctx)
         if hook == ("started", "begin"):
@@ -663,13 +663,14 @@ class VdpFeature(Feature):
         return [(p.key, "associate", _port_data(p, self._ifname(p))) for p in event.ports if p.kind in ("qbg", "qbh")]
 
     # ------------------------------------------------------------------------------------------ preflight
-    def _preflight(self, event: Event) -> list[Outcome]:
+    def _preflight(self, event: Event, ctx: Context) -> list[Outcome]:
         """Cheap host-side checks before anything is reserved; one verdict per uplink, reused per port."""
         verdicts: dict[tuple[str, str], HookError | None] = {}
+        give_up = min(ctx.deadline.at, time.monotonic() + self.config.exchange_timeout)
 
         def verdict(proto: str, ifname: str) -> HookError | None:
             if (proto, ifname) not in verdicts:
-                verdicts[(proto, ifname)] = self._check_uplink(proto, ifname)
+                verdicts[(proto, ifname)] = self._check_uplink_when_ready(proto, ifname, give_up, ctx)
             return verdicts[(proto, ifname)]
 
         outcomes = []
@@ -699,6 +700,32 @@ class VdpFeature(Feature):
             note = f"preflight of {n.where} on {checked} passed" if checked else f"{n.where}: no device to check"
             outcomes.append(Outcome(n.key, error, note))
         return outcomes
+
+    def _check_uplink_when_ready(self, proto: str, ifname: str, give_up: float, ctx: Context) -> HookError | None:
+        """:meth:`_check_uplink`, waiting (as prepare begin does, vdp.readiness) for an lldpad that started
+        moments ago: a guest restored or migrated in at host boot meets lldpad before EVB is up.  An lldpad
+        that has run for a while, or none at all, is answered at once."""
+        error = self._check_uplink(proto, ifname)
+        if proto != "qbg" or not isinstance(error, PeerUnavailable) or link_state(ifname):
+            return error
+        from vdp import lldpad, readiness
+
+        pid = lldpad.find_lldpad_pid()
+        age = readiness.lldpad_age(pid) if pid is not None else None
+        if age is None or age >= readiness.YOUNG:
+            return error
+        start = time.monotonic()
+        while isinstance(error, PeerUnavailable) and time.monotonic() + readiness.RETRY < give_up:
+            ctx.log.info("lldpad started %.1f s ago and is not ready (%s); retrying", age, error.text)
+            time.sleep(readiness.RETRY)
+            error = self._check_uplink(proto, ifname)
+        if not isinstance(error, PeerUnavailable):
+            return error
+        return readiness.NotReady(
+            f"{error.text}; still so after waiting {time.monotonic() - start:.1f} s for lldpad (started "
+            f"{age:.0f} s before) to become ready",
+            hint=error.hint_text or None,
+        )
 
     def _check_uplink(self, proto: str, ifname: str) -> HookError | None:
         problem = link_state(ifname) if ifname else "the interface has no source device"

@@ -186,6 +186,24 @@ def test_prepare_begin_waits_for_an_lldpad_that_just_restarted(lab_workdir: Path
         lab.close()
 
 
+@pytest.mark.parametrize("op", ["restore", "migrate"])
+def test_preflight_waits_for_an_lldpad_that_just_restarted(lab_workdir: Path, tmp_path: Path, op: str) -> None:
+    """Host boot: libvirt-guests restores a saved guest (or a guest migrates in) while lldpad is still
+    bringing EVB up; the preflight waits for it instead of vetoing (no lldpad frames before: see above)."""
+    lab, peer = _peer_lab(lab_workdir)
+    try:
+        host = HookHost(lab, "host", tmp_path, uplinks={"fabric-a": "up0"})
+        _, xml, _ = _guest(2)
+        lab.stop_lldpad("host")
+        lab.lldpad().start()  # returns once its control socket answers: EVB is not up yet
+        result = host.hook(xml, op, "begin")
+        assert (result.rc, result.stderr) == (0, ""), result
+        print(f"\n  {op} begin right after an lldpad restart: proceed after {result.seconds:.1f} s")
+    finally:
+        peer.stop()
+        lab.close()
+
+
 def test_prepare_begin_says_so_when_lldpad_never_becomes_ready(lab_workdir: Path, tmp_path: Path) -> None:
     """No switch answers EVB at all: lldpad refuses with EPROTONOSUPPORT for good; the veto comes after
     the exchange timeout and says that lldpad never became ready."""
