@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from hooks import __version__
 from hooks.config import CONFIG_PATH, Config, load_config, parse_seconds
 from hooks.errors import ConfigError, HookError, XmlError
-from hooks.feature import CheckResult, Feature, feature_class, is_known_feature
+from hooks.feature import BEGIN_OPS, CheckResult, Feature, feature_class, is_known_feature
 from hooks.journal import Journal
 from hooks.policy import clear_emergency, read_emergency, set_emergency
-from hooks.runner import state_dir
+from hooks.runner import declaration_veto, state_dir
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
@@ -540,6 +540,12 @@ def _dry_run(args: argparse.Namespace, argv: list[str], raw: bytes) -> int:
         return EXIT_FAIL
     policy = Policy(config, event, read_emergency(state_dir()))
     print(f"guest {event.guest} {event.uuid}: {event.op} {event.subop}")
+    # The hook's own decision on the declaration (a feature the guest requires but the host lacks, a
+    # broken required port): the same function, so the two cannot drift apart.
+    veto = declaration_veto(event, config, policy) if event.hook in BEGIN_OPS else None
+    if veto is not None:
+        print(f"would veto: {veto.line()}")
+        return EXIT_FAIL
     print(f"features that want this guest: {', '.join(f.name for f in wanting) or 'none (fast path: exit 0)'}")
     declared = {p.key for p in event.ports}
     for feature in wanting:

@@ -36,7 +36,7 @@ TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotation
 if TYPE_CHECKING:
     from typing import IO
 
-__all__ = ["NEVER_FAIL", "run", "state_dir"]
+__all__ = ["NEVER_FAIL", "declaration_veto", "run", "state_dir"]
 
 NEVER_FAIL = frozenset({("reconnect", "begin"), ("stopped", "end"), ("release", "end")})
 _UUID_RE = re.compile(rb"<uuid>\s*([0-9a-fA-F-]{32,36})\s*</uuid>")
@@ -74,7 +74,7 @@ def _features(
     return found
 
 
-def _declaration_veto(event: Event, config: Config, policy: Policy) -> Veto | None:
+def declaration_veto(event: Event, config: Config, policy: Policy) -> Veto | None:
     """Rules about the declaration itself: broken ports, features the guest needs but this host lacks."""
     for name, required in event.feature_policy.items():
         if required and name not in config.features and policy.emergency is None:
@@ -250,7 +250,7 @@ def _run(
         elog.warning("emergency override active (%s): nothing is required on this host", policy.emergency.reason)
 
     if hook in BEGIN_OPS:
-        veto = _declaration_veto(event, config, policy)
+        veto = declaration_veto(event, config, policy)
         if veto is not None:
             elog.error("%s", veto.cause, feature=veto.feature, port=veto.port or "-", outcome="veto")
             print(veto.line(), file=stderr)

@@ -426,3 +426,29 @@ def test_replay_release_end_in_both_styles(hookenv: HookEnv, tmp_path: Path, ext
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"guest1 release end {extra[0] if extra else '-'}: exit 0" in result.stdout
     assert hookenv.journal(GID) is None, "torn down"
+
+
+# ------------------------------------------------------------------------------------------ dry run = the hook
+_DECISIONS = {
+    "guest requires a feature the host lacks": hooks_md(port(MAC_A), features={"nosuch": "yes"}),
+    "guest wants a feature the host lacks, not required": hooks_md(port(MAC_A), features={"nosuch": "no"}),
+    "required port with a broken declaration": hooks_md(port(MAC_A, vlan="5000")),
+    "broken port, not required": hooks_md(port(MAC_A, vlan="5000", required="no"), port(MAC_B)),
+    "two good ports": hooks_md(port(MAC_A), port(MAC_B, required="no")),
+}
+
+
+@pytest.mark.parametrize("case", list(_DECISIONS))
+@pytest.mark.parametrize("op", ["migrate", "prepare", "started"])
+def test_replay_dry_run_and_the_hook_agree_on_every_veto(hookenv: HookEnv, tmp_path: Path, case: str, op: str) -> None:
+    """The same XML through the hook (as libvirt runs it) and through replay --dry-run: the same verdict,
+    and a veto names the same cause."""
+    xml = domain_xml(metadata=_DECISIONS[case])
+    saved = tmp_path / "guest.xml"
+    saved.write_bytes(xml)
+    hook = hookenv.run(op, "begin", xml)
+    dry = cli(hookenv, "replay", str(saved), op, "begin", "--dry-run")
+    assert (dry.returncode != 0) == (hook.returncode != 0), (case, hook.err, dry.stdout)
+    if hook.returncode:
+        line = hook.err.strip().splitlines()[-1]
+        assert f"would veto: {line}" in dry.stdout, (line, dry.stdout)
