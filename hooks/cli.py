@@ -540,12 +540,6 @@ def _dry_run(args: argparse.Namespace, argv: list[str], raw: bytes) -> int:
         return EXIT_FAIL
     policy = Policy(config, event, read_emergency(state_dir()))
     print(f"guest {event.guest} {event.uuid}: {event.op} {event.subop}")
-    # The hook's own decision on the declaration (a feature the guest requires but the host lacks, a
-    # broken required port): the same function, so the two cannot drift apart.
-    veto = declaration_veto(event, config, policy) if event.hook in BEGIN_OPS else None
-    if veto is not None:
-        print(f"would veto: {veto.line()}")
-        return EXIT_FAIL
     print(f"features that want this guest: {', '.join(f.name for f in wanting) or 'none (fast path: exit 0)'}")
     declared = {p.key for p in event.ports}
     for feature in wanting:
@@ -566,6 +560,12 @@ def _dry_run(args: argparse.Namespace, argv: list[str], raw: bytes) -> int:
         print(f"  port {port.key}: {state}; {required} ({policy.source(owner, port)})")
     for warning in event.warnings:
         print(f"  warning: {warning}")
+    # The hook's own decision on the declaration (a feature the guest requires but the host lacks, a
+    # broken required port): the same function, so the two cannot drift apart.
+    veto = declaration_veto(event, config, policy) if event.hook in BEGIN_OPS else None
+    if veto is not None:
+        print(f"would veto: {veto.line()}")
+        return EXIT_FAIL
     return EXIT_OK
 
 
