@@ -3,21 +3,27 @@
 Run as root from the source tree: ``python3 -m tests.lab.demo`` (the Makefile's ``demo`` target).  It
 builds the lab of :mod:`tests.lab.harness.e2e`, then narrates: a guest started on host A with its switch
 ports, a live migration to B with timings, the switch refusing host A's port and the migration back being
-vetoed (libvirt's own error text), the guest still running on B and nothing leaked on A.  It tears the lab
-down and exits non-zero if any step did not behave as narrated.  ``--keep`` keeps the work directory.
+vetoed (libvirt's own error text), the guest still running on B and nothing leaked on A; then the switch
+de-associates one of the guest's ports on B and ``vdp-hooks agent``, started there, associates it again with
+no hook run (stopped by pid afterwards).  It tears the lab down and exits non-zero if any step did not
+behave as narrated.  ``--keep`` keeps the work directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Callable
 
+from tests.lab.harness.agentrun import AgentProcess
 from tests.lab.harness.e2e import E2EHost, E2ELab, EventWatch, Guest, pids_alive
 
 __all__ = ["main"]
@@ -84,6 +90,84 @@ def _hook_ms(host: E2EHost, mark: int, guest: Guest) -> str:
     return f"{sum(share.values()):.0f} ms: " + ", ".join(f"{op} {ms:.0f}" for op, ms in share.items())
 
 
+def _wait(predicate: Callable[[], object], timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@contextlib.contextmanager
+def _agent(host: E2EHost, workdir: Path, say: Narrator) -> Iterator[AgentProcess]:
+    """``vdp-hooks agent`` on ``host`` (its namespaces, the hook's environment), stopped by pid on the way out."""
+    assert host.libvirt.daemon is not None
+    agent = AgentProcess(host.libvirt.daemon, host, workdir / f"agent-{host.key}.out")
+    try:
+        yield agent
+    finally:
+        rc = agent.stop()
+    check(rc == 0, f"the agent exited with {rc}")
+    say.say(f"agent stopped by pid (exit {rc})")
+
+
+def _switch_drops(lab: E2ELab, instance: str) -> float:
+    """The switch de-associates ``instance`` on its own (switch-initiated DISASSOCIATE); its clock then."""
+    before = len(lab.peer.events("switch-deassoc"))
+    lab.peer.control({"commands": [{"id": f"demo-drop-{instance}-{time.monotonic_ns()}", "deassoc": instance}]})
+    event = lab.peer.wait_event(
+        lambda e: e["event"] == "switch-deassoc" and e["instance"] == instance
+        and len(lab.peer.events("switch-deassoc")) > before,
+        10, "switch de-associates",
+    )
+    return float(event["time"])
+
+
+def _agent_repair(lab: E2ELab, host: E2EHost, guest: Guest, workdir: Path, say: Narrator) -> int:
+    """The agent re-associates a port the switch de-associated, with no hook run; returns the agent's pid.
+
+    The guest came to ``host`` by a migration, so its hook associated the ports with VDP22 migration hints,
+    through lldpad's client interface, and the agent re-associates such a port the same way: lldpad then
+    sends its notice (switch de-associated) to no netlink listener, and a running agent does not hear it
+    (measured).  What repairs it is the agent's check of every running guest (at its start, and after an
+    lldpad restart), so the switch drops the port first and the agent is started then.
+    """
+    port = guest.ports[0]
+    instance = port.params["instanceid"]
+    mark = host.log_mark()
+    dropped = _switch_drops(lab, instance)
+    check(_wait(lambda: instance not in host.switch_table(), 10), "the switch still holds the port")
+    say.say(f"the switch de-associated {port.mac} on its own (switch-initiated DISASSOCIATE at {host.switch_port()}); "
+            f"ports now: {_ports(host, guest)}")
+    with _agent(host, workdir, say) as agent:
+        say.say(f"vdp-hooks agent started on {host.name} (pid {agent.pid}), in its namespaces with the hook's "
+                "config and state directory")
+
+        def again() -> list[dict[str, Any]]:
+            return [e for e in lab.switch_requests(host, since=dropped, instances=[instance])
+                    if e["mode"] == "assoc" and e["answer"] == "success"]
+
+        check(_wait(again, 30) and _wait(lambda: instance in host.switch_table(), 30),
+              f"the agent did not associate {port.mac} again at {host.switch_port()} within 30 s")
+        ms = (float(again()[0]["time"]) - dropped) * 1000
+        check(_wait(lambda: any("associated again" in ln.message for ln in host.hook_lines(mark)), 10),
+              "the agent did not log the repair")
+        lines = host.hook_lines(mark)
+        hooks = sorted({ln.fields["op"] for ln in lines if ln.fields and not ln.fields["op"].startswith("agent")})
+        check(not hooks, f"a hook ran during the repair: {hooks}")
+        check(_associated(host, guest), f"the guest's ports on {host.name} are not all associated after the repair")
+        logged = [ln.text for ln in lines if "associated again" in ln.message]
+        say.say(f"no hook ran; the agent's check of every running guest found {port.mac} lost and re-associated "
+                "it; it logged:", more=logged[0])
+        say.say(f"{port.mac} associated again at {host.switch_port()}: repair latency {ms:.0f} ms (switch "
+                f"DISASSOCIATE -> re-ASSOCIATE at the switch, the agent's start included); ports now: "
+                f"{_ports(host, guest)}")
+        say.say("(a running agent would not have heard this drop: the ports of a migrated guest are associated "
+                "with migration hints through lldpad's client interface, whose VSIs lldpad reports to no "
+                "netlink listener; it checks them at its start and after an lldpad restart)")
+    return agent.pid
+
 def run(workdir: Path, say: Narrator) -> None:
     t = time.monotonic()
     with E2ELab(workdir) as lab:
@@ -141,6 +225,7 @@ def run(workdir: Path, say: Narrator) -> None:
         leaked = _leaked(a, guest)
         check(not leaked, f"host A kept {', '.join(leaked)}")
         say.say("nothing leaked on A: no domain, no VSI in its lldpad or at its switch port, no journal")
+        pids.append(_agent_repair(lab, b, guest, workdir, say))
         b.destroy(guest.name)
         check(not _leaked(b, guest), "destroying the guest on B left something behind")
     check(not pids_alive(pids), f"processes left running: {pids_alive(pids)}")

@@ -1,5 +1,6 @@
 """Run ``vdp-hooks agent`` inside a lab host (its network and mount namespaces, so it sees that host's
-lldpad and pid file) with the hook's environment (HookHost); started and stopped by pid."""
+lldpad and pid file) with the hook's environment (HookHost, or an e2e host: E2EHost); started and stopped
+by pid."""
 
 from __future__ import annotations
 
@@ -9,20 +10,34 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-
-from .hookrun import HookHost
-from .vdplab import LabHost
+from typing import Protocol
 
 __all__ = ["AgentProcess"]
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
+class Namespaces(Protocol):
+    """Where the agent runs (a LabHost, or a libvirtd's Daemon: the same host's namespaces)."""
+
+    def nsenter_argv(self, argv: Sequence[str]) -> list[str]: ...
+
+
+class HookEnv(Protocol):
+    """What the hook runs with there (HookHost, E2EHost): its environment and state directory."""
+
+    @property
+    def state_dir(self) -> Path: ...
+
+    def env(self) -> dict[str, str]: ...
+
+
 class AgentProcess:
     """The agent as its own process; the constructor returns once it has published its port id."""
 
-    def __init__(self, lab_host: LabHost, host: HookHost, log: Path, *, timeout: float = 20.0) -> None:
+    def __init__(self, lab_host: Namespaces, host: HookEnv, log: Path, *, timeout: float = 20.0) -> None:
         code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from hooks.cli import main; sys.exit(main(['agent']))"
         self.host = host
         self._log = open(log, "ab")  # noqa: SIM115 - the process's lifetime

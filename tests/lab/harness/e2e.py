@@ -199,6 +199,11 @@ class E2EHost:
     def virsh(self, *args: str, check: bool = True, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         return self.libvirt.virsh(*args, check=check, timeout=timeout)
 
+    def env(self) -> dict[str, str]:
+        """The hook's environment on this host (libvirt's stripped one: the files are at their default
+        paths in the daemon's mount namespace), for the agent (:class:`~tests.lab.harness.agentrun.AgentProcess`)."""
+        return dict(CLEAN_ENV)
+
     @property
     def reasons_dir(self) -> Path:
         """Where the hook wrapper looks for a faked ``release end`` reason, one file per guest name."""
