@@ -823,6 +823,24 @@ class Clif:
             return []
         return [dict(record) for record in parse_vsi_list(_strip_command_header(reply.body))]
 
+    def holds_vsi(self, ifname: str, instance: str) -> bool | None:
+        """Does lldpad hold VSI ``instance`` on ``ifname`` in any mode?  Asked for this VSI alone (what
+        ``vdptool -t -V MODE -c uuid=U`` sends: GETTLV with CONFIG|ARG|LOCAL), which answers at any table
+        size, unlike the whole listing; None when lldpad refuses the query."""
+        wanted = instance.lower()
+        for mode in ("deassoc", "assoc", "preassoc-rr", "preassoc"):  # a VSI being withdrawn: deassoc
+            command = build_command(
+                LLDP_MOD_VDP22, CMD_GETTLV, OP_CONFIG | OP_ARG | OP_LOCAL, ifname, VDP22_MODES[mode],
+                [("uuid", wanted)],
+            )
+            reply = self._command(command, what="a VSI query")
+            if not reply.ok:
+                return None
+            listed = parse_vsi_list(_strip_command_header(reply.body))
+            if any(dict(r).get("uuid", "").lower() == wanted for r in listed):
+                return True
+        return False
+
     def vdp_mode(self, ifname: str) -> str | None:
         """Which lldpad module takes VSI requests for ``ifname``: ``"vdp22"`` (IEEE 802.1Qbg-2012, station
         role), ``"draft"`` (VDP draft 0.2 enabled), or None (neither configured, unknown interface, or

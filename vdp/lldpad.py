@@ -552,23 +552,11 @@ class LldpadClient(RouteSocket):
             clif: Any = importlib.import_module("vdp.clif")
             if not clif.library_available():
                 return None
-            ops = clif.OP_CONFIG | clif.OP_ARG | clif.OP_LOCAL  # what vdptool sends for -t -c uuid=U
-            wanted = str(req.instance).lower()
             with clif.Clif() as conn:
-                for mode in ("deassoc", "assoc", "preassoc-rr", "preassoc"):  # a VSI being withdrawn: deassoc
-                    command = clif.build_command(
-                        clif.LLDP_MOD_VDP22, clif.CMD_GETTLV, ops, req.ifname, clif.VDP22_MODES[mode],
-                        [("uuid", wanted)],
-                    )
-                    reply = conn._command(command, what="a VSI query")
-                    if not reply.ok:
-                        return None
-                    body = clif._strip_command_header(reply.body)
-                    if any(dict(r).get("uuid", "").lower() == wanted for r in clif.parse_vsi_list(body)):
-                        return True
+                held: bool | None = conn.holds_vsi(req.ifname, str(req.instance))
         except Exception:  # an optional source of information: lacking it, the answer stays unknown
             return None
-        return False
+        return held
 
     def _held_vlan(self, req: VsiRequest, requests: Sequence[int]) -> int | None:
         """The VLAN lldpad holds for ``req``'s VSI (the switch's choice after a VLAN 0 request), or None.
