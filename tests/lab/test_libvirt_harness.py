@@ -56,6 +56,13 @@ class Lab:
         self.veto_flag = workdir / "veto-B"
         self.timings: dict[str, float] = {}
         self.hosts: dict[str, LibvirtHost] = {}
+        try:
+            self._start(workdir)
+        except BaseException:  # B failed (or ^C) after A started: A must not outlive the lab
+            self.close()
+            raise
+
+    def _start(self, workdir: Path) -> None:
         for n in "AB":
             self.logs[n].write_text("")
             log_hook = workdir / f"log-hook-{n}.sh"
