@@ -164,13 +164,14 @@ def test_start_on_a_associates(lab: E2ELab) -> None:
 # -- 2. live migration --------------------------------------------------------------------------------
 
 
-#: ``release end``'s last argument: what Debian 12's libvirt 9.0 passes, and what libvirt >= 10.5 passes
-#: (faked through the lab's hook wrapper: E2EHost.fake_release_reason).
+#: ``release end``'s last argument: what libvirt 9.0 (Debian 12) passes, and what libvirt >= 10.5 passes
+#: (Debian 13). Both are forced through the lab's hook wrapper (E2EHost.fake_release_reason), whatever the
+#: lab's own libvirtd would pass.
 STYLES = ["libvirt-9.0", "libvirt-10.5"]
 
 
-def _reason(style: str, reason: str) -> str | None:
-    return reason if style == "libvirt-10.5" else None
+def _reason(style: str, reason: str) -> str:
+    return reason if style == "libvirt-10.5" else "-"
 
 
 def _released_with(host: E2EHost, mark: int, guest: Guest, reason: str) -> list[float]:

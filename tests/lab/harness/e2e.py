@@ -210,8 +210,8 @@ class E2EHost:
         return self.lab.workdir / "release-reasons" / self.key
 
     def fake_release_reason(self, guest: str, reason: str | None) -> None:
-        """Make this host's next ``release end`` of ``guest`` carry ``reason`` as libvirt >= 10.5 would
-        (None: libvirt 9.0's ``-``, what this daemon really passes)."""
+        """Make this host's ``release end`` of ``guest`` carry ``reason`` (``-`` as libvirt 9.0, a shutoff
+        reason as libvirt >= 10.5), whatever this daemon passes; None: what this daemon really passes."""
         path = self.reasons_dir / guest
         if reason is None:
             path.unlink(missing_ok=True)
