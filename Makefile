@@ -11,12 +11,19 @@ deps: apt venv
 # Debian packages (lldpad, libvirt, QEMU, Debian's python3-lxml/python3-pyroute2 ...); needs root.
 # Skipped when every package is already installed.
 APT_PACKAGES = $(shell grep -v '^\#' .ci/apt-packages)
+# Packages one Debian release has and the other does not (installed where the archive has them).
+APT_IF_AVAILABLE = $(shell grep -v '^\#' .ci/apt-packages-if-available)
 apt:
 	@if dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | grep -vq '^install ok installed$$' \
 		|| ! dpkg-query -W $(APT_PACKAGES) >/dev/null 2>&1; then \
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
 	else echo "apt: all $(words $(APT_PACKAGES)) packages already installed"; fi
+	@for p in $(APT_IF_AVAILABLE); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' && continue; \
+		apt-cache show $$p >/dev/null 2>&1 || { apt-get update -qq; apt-cache show $$p >/dev/null 2>&1; } || continue; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$p; \
+	done
 
 # A virtualenv with the newest lxml and pyroute2 from PyPI plus the test tools; the product itself is
 # installed into it as a user would (pip install .), the tests still run from the source tree.
