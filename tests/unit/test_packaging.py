@@ -127,13 +127,17 @@ def test_deb_installs_the_agreed_files_with_their_modes(deb: Path) -> None:
         LAUNCHER: 0o755,
         CONFIG: 0o644,
         "/usr/lib/tmpfiles.d/libvirt-vdp-hooks.conf": 0o644,
-        "/lib/systemd/system/libvirt-vdp-hooks-agent.service": 0o644,
         "/usr/share/man/man8/vdp-hooks.8.gz": 0o644,
         "/usr/share/man/man5/vdp-hooks.conf.5.gz": 0o644,
         "/usr/share/doc/libvirt-vdp-hooks/copyright": 0o644,
         "/usr/share/doc/libvirt-vdp-hooks/README.md.gz": 0o644,
         "/etc/apparmor.d/abstractions/libvirt-vdp-hooks": 0o644,
     }
+    # dh_installsystemd puts units where the building release keeps them (/lib on Debian 12, /usr/lib on 13).
+    units = [p for p in files if p.endswith("systemd/system/libvirt-vdp-hooks-agent.service")]
+    assert len(units) == 1 and units[0] in {f"{d}/systemd/system/libvirt-vdp-hooks-agent.service"
+                                            for d in ("/lib", "/usr/lib")}, units
+    expected[units[0]] = 0o644
     for path, mode in expected.items():
         assert path in files, f"{path} missing from {deb.name}"
         assert stat.S_IMODE(files[path].mode) == mode, f"{path}: mode {oct(files[path].mode)}, want {oct(mode)}"
@@ -918,6 +922,6 @@ def test_agent_unit_is_notify_restarts_on_failure_and_is_never_enabled_by_the_pa
     assert set(keys["After"].split()) == {"lldpad.service", "libvirtd.service", "virtqemud.service"}
     assert "Requires" not in keys and "Wants" not in keys  # it outlives lldpad/libvirtd restarts
     rules = (ROOT / "packaging/debian/rules").read_text()
-    assert "dh_installsystemd --no-enable --no-start" in rules
+    assert "dh_installsystemd --name=libvirt-vdp-hooks-agent --no-enable --no-start" in rules
     spec = (ROOT / "packaging/rpm/libvirt-vdp-hooks.spec").read_text()
     assert "%systemd_post " not in spec and "systemctl enable" not in spec and "systemctl start" not in spec
