@@ -925,3 +925,15 @@ def test_agent_unit_is_notify_restarts_on_failure_and_is_never_enabled_by_the_pa
     assert "dh_installsystemd --name=libvirt-vdp-hooks-agent --no-enable --no-start" in rules
     spec = (ROOT / "packaging/rpm/libvirt-vdp-hooks.spec").read_text()
     assert "%systemd_post " not in spec and "systemctl enable" not in spec and "systemctl start" not in spec
+
+
+@pytest.mark.parametrize("suite", ["bookworm", "trixie"])
+def test_distro_trees_install_what_ci_installs(suite: str) -> None:
+    """The other release's tree (tests/distro/) runs the same tests, packaging included: it needs every
+    package .ci/apt-packages lists, but the venv tools (the tree runs its own Python's libraries)."""
+
+    def names(path: Path) -> set[str]:
+        return {line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
+
+    missing = names(ROOT / ".ci/apt-packages") - names(ROOT / f"tests/distro/{suite}.packages")
+    assert missing <= {"python3-pip", "python3-venv"}, f"missing from tests/distro/{suite}.packages: {missing}"
