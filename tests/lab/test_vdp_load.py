@@ -12,6 +12,7 @@ station, the lab's switch peer on the switch side; its table and request log are
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -160,17 +161,26 @@ def test_no_lock_file_for_an_uplink_that_is_no_interface_here(
     assert [p.name for p in host.state_dir.iterdir() if p.name.startswith("uplink-")] in ([], ["uplink-up0.lock"])
 
 
-def test_prepare_begin_waits_for_an_lldpad_that_just_restarted(lab_workdir: Path, tmp_path: Path) -> None:
-    """Host boot: lldpad started a moment ago answers ENXIO, then EPROTONOSUPPORT until EVB is up.
-
-    A lab of its own: a restarted station numbers its ECP frames from 1 again, and a switch takes a frame
+@contextlib.contextmanager
+def _lldpad_just_restarted(lab_workdir: Path, tmp_path: Path) -> Iterator[tuple[VdpLab, HookHost]]:
+    """A lab of its own whose station lldpad was restarted a moment ago (its control socket answers, VDP
+    is not up yet): a restarted station numbers its ECP frames from 1 again, and a switch takes a frame
     with the same number as the last one it got as a repeat (so no earlier frames here)."""
     lab, peer = _peer_lab(lab_workdir)
     try:
         host = HookHost(lab, "host", tmp_path, uplinks={"fabric-a": "up0"})
-        guest_uuid, xml, instances = _guest(2)
         lab.stop_lldpad("host")
-        lab.lldpad().start()  # returns once its control socket answers: VDP is not up yet
+        lab.lldpad().start()
+        yield lab, host
+    finally:
+        peer.stop()
+        lab.close()
+
+
+def test_prepare_begin_waits_for_an_lldpad_that_just_restarted(lab_workdir: Path, tmp_path: Path) -> None:
+    """Host boot: lldpad started a moment ago answers ENXIO, then EPROTONOSUPPORT until EVB is up."""
+    guest_uuid, xml, instances = _guest(2)
+    with _lldpad_just_restarted(lab_workdir, tmp_path) as (lab, host):
         result = host.hook(xml, "prepare", "begin")
         assert (result.rc, result.stderr) == (0, ""), result
         retries = host.log_file.read_text().count("lldpad is not ready")
@@ -181,27 +191,17 @@ def test_prepare_begin_waits_for_an_lldpad_that_just_restarted(lab_workdir: Path
         assert set(instances) <= lab.lldpad().vsi_uuids("up0", instances)
         assert host.hook(xml, "release", "end").rc == 0
         assert _records(host, guest_uuid) == [] and not set(instances) & set(lab.switch_table(None, "up0"))
-    finally:
-        peer.stop()
-        lab.close()
 
 
 @pytest.mark.parametrize("op", ["restore", "migrate"])
 def test_preflight_waits_for_an_lldpad_that_just_restarted(lab_workdir: Path, tmp_path: Path, op: str) -> None:
     """Host boot: libvirt-guests restores a saved guest (or a guest migrates in) while lldpad is still
-    bringing EVB up; the preflight waits for it instead of vetoing (no lldpad frames before: see above)."""
-    lab, peer = _peer_lab(lab_workdir)
-    try:
-        host = HookHost(lab, "host", tmp_path, uplinks={"fabric-a": "up0"})
-        _, xml, _ = _guest(2)
-        lab.stop_lldpad("host")
-        lab.lldpad().start()  # returns once its control socket answers: EVB is not up yet
+    bringing EVB up; the preflight waits for it instead of vetoing."""
+    _, xml, _ = _guest(2)
+    with _lldpad_just_restarted(lab_workdir, tmp_path) as (_lab, host):
         result = host.hook(xml, op, "begin")
         assert (result.rc, result.stderr) == (0, ""), result
         print(f"\n  {op} begin right after an lldpad restart: proceed after {result.seconds:.1f} s")
-    finally:
-        peer.stop()
-        lab.close()
 
 
 def test_prepare_begin_says_so_when_lldpad_never_becomes_ready(lab_workdir: Path, tmp_path: Path) -> None:
