@@ -23,6 +23,7 @@ from hooks import NAMESPACE
 from hooks.config import Config, Option
 from hooks.errors import ConfigError, HookError
 from hooks.log import EventLog, Sink
+from hooks.ops import BEGIN_OPS  # for feature authors' ``handles`` (hooks/ops.py holds the table)
 from hooks.plain import field, plain
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from hooks.journal import GuestJournal, Record
 
 __all__ = [
+    "BEGIN_OPS",
     "BUILTIN_FEATURES",
     "ENTRY_POINT_GROUP",
     "CheckResult",
@@ -54,9 +56,6 @@ BUILTIN_FEATURES: Mapping[str, str] = {
 
 _OUR_NAMESPACE = (f'"{NAMESPACE}"'.encode(), f"'{NAMESPACE}'".encode())
 
-BEGIN_OPS = frozenset(
-    {("migrate", "begin"), ("restore", "begin"), ("prepare", "begin"), ("start", "begin"), ("started", "begin")}
-)
 
 
 @plain(frozen=True)

@@ -25,9 +25,10 @@ from hooks.config import Config, load_config
 from hooks.deadline import Deadline
 from hooks.errors import ConfigError, HookError, JournalError, XmlError
 from hooks.event import PORT_FEATURE, Event, parse_event
-from hooks.feature import BEGIN_OPS, Feature, feature_class, is_known_feature
+from hooks.feature import Feature, feature_class, is_known_feature
 from hooks.journal import GuestJournal, Journal
 from hooks.log import EventLog, setup_logging
+from hooks.ops import BEGIN, RELEASE, VERIFY, Op, op_for
 from hooks.plain import replace
 from hooks.policy import Policy, read_emergency
 from hooks.transaction import Veto, release, release_reason, run_setup, run_verify
@@ -36,9 +37,8 @@ TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotation
 if TYPE_CHECKING:
     from typing import IO
 
-__all__ = ["NEVER_FAIL", "declaration_veto", "run", "state_dir"]
+__all__ = ["declaration_veto", "run", "state_dir"]
 
-NEVER_FAIL = frozenset({("reconnect", "begin"), ("stopped", "end"), ("release", "end")})
 _UUID_RE = re.compile(rb"<uuid>\s*([0-9a-fA-F-]{32,36})\s*</uuid>")
 
 
@@ -131,7 +131,8 @@ def run(argv: list[str], raw: bytes, *, stderr: IO[str] = sys.stderr, started: f
     """
     started = time.monotonic() if started is None else started
     hook = (argv[1], argv[2]) if len(argv) >= 3 else ("", "")
-    never_fail = hook in NEVER_FAIL
+    op = op_for(hook)
+    never_fail = op.never_fail
     config_problems: list[ConfigError] = []
     try:
         # Operations that must not fail take what is usable in a broken file (bad lines -> defaults).
@@ -155,11 +156,11 @@ def run(argv: list[str], raw: bytes, *, stderr: IO[str] = sys.stderr, started: f
         if config is None:
             assert config_error is not None
             raise config_error
-        return _run(argv, raw, hook, config, elog, stderr, started)
+        return _run(argv, raw, op, config, elog, stderr, started)
     except HookError as exc:
-        if never_fail or hook not in BEGIN_OPS:
+        if not op.may_veto:
             elog.error("%s (ignored: this operation must not fail)", exc.one_line(), outcome="error")
-            if hook == ("release", "end") and config is not None:
+            if op.phase == RELEASE and config is not None:
                 _release_by_uuid(raw, config, elog, started)
             return 0
         elog.error("%s", exc.one_line(), outcome="veto")
@@ -167,8 +168,8 @@ def run(argv: list[str], raw: bytes, *, stderr: IO[str] = sys.stderr, started: f
         return 1
     except Exception as exc:
         elog.exception("unexpected error: %s", exc, outcome="error")
-        if never_fail or hook not in BEGIN_OPS:
-            if hook == ("release", "end") and config is not None:
+        if not op.may_veto:
+            if op.phase == RELEASE and config is not None:
                 _release_by_uuid(raw, config, elog, started)
             return 0
         text = (
@@ -229,9 +230,7 @@ def _report_unsaved(gj: GuestJournal, elog: EventLog) -> None:
         )
 
 
-def _run(
-    argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elog: EventLog, stderr: IO[str], started: float
-) -> int:
+def _run(argv: list[str], raw: bytes, op: Op, config: Config, elog: EventLog, stderr: IO[str], started: float) -> int:
     # One deadline for the whole invocation, from process start: imports, stdin and the lock wait count too.
     deadline = Deadline(0, at=started + config.invocation_timeout)
     try:
@@ -239,17 +238,17 @@ def _run(
     except XmlError as exc:
         # Unusable XML vetoes only a guest that has something for an enabled feature (not, say, an
         # openvswitch guest with a 5 MiB description that reached us through a near-miss namespace).
-        if hook in BEGIN_OPS and not _features(config, raw):
+        if op.phase == BEGIN and not _features(config, raw):
             elog.warning("%s; ignored: nothing in this guest is for libvirt-vdp-hooks", exc.one_line(), outcome="ok")
             return 0
         raise
-    elog = EventLog(elog.sink, guest=event.guest, uuid=str(event.uuid), op=" ".join(hook))
+    elog = EventLog(elog.sink, guest=event.guest, uuid=str(event.uuid), op=" ".join(op.hook))
     store = Journal(state_dir())
     policy = Policy(config, event, read_emergency(store.state_dir))
     if policy.emergency is not None:
         elog.warning("emergency override active (%s): nothing is required on this host", policy.emergency.reason)
 
-    if hook in BEGIN_OPS:
+    if op.phase == BEGIN:
         veto = declaration_veto(event, config, policy)
         if veto is not None:
             elog.error("%s", veto.cause, feature=veto.feature, port=veto.port or "-", outcome="veto")
@@ -260,32 +259,25 @@ def _run(
         with store.open(event.uuid, event.guest, timeout=deadline.remaining()) as gj:
             if gj.quarantined:
                 _malformed_at_begin(gj, elog, policy)
-            if hook == ("prepare", "begin"):
-                gj.set_incoming(store.consume_marker(event.uuid, config.marker_ttl))
-            elif hook in (("migrate", "begin"), ("restore", "begin")):
-                gj.set_incoming(False)
-                if hook == ("restore", "begin"):
-                    # A restore is never a migration: a marker left by a failed one must not reach prepare.
-                    store.consume_marker(event.uuid, 0)
+            incoming = store.arrive(gj, op.marker, config.marker_ttl)
             veto = run_setup(
                 event,
                 features,
                 config=config,
                 policy=policy,
                 journal=gj,
-                incoming=gj.incoming and hook != ("migrate", "begin"),
+                incoming=incoming,
                 log=elog,
                 deadline=deadline,
             )
         if veto is not None:
             print(veto.line(), file=stderr)
             return 1
-        if hook == ("migrate", "begin"):
-            store.write_marker(event.uuid)
+        store.proceeded(event.uuid, op.marker)
         elog.info("proceed", outcome="ok")
         return 0
 
-    if hook == ("reconnect", "begin"):
+    if op.phase == VERIFY:
         event = _usable(event, elog, policy)
         with store.open(event.uuid, event.guest, timeout=deadline.remaining(), lenient=True) as gj:
             _report_opened(gj, elog)
@@ -293,7 +285,7 @@ def _run(
             run_verify(event, features, config=config, journal=gj, log=elog, deadline=deadline)
         return 0
 
-    if hook == ("release", "end"):
+    if op.phase == RELEASE:
         event = _usable(event, elog, policy)
         with store.open(event.uuid, event.guest, timeout=deadline.remaining(), lenient=True) as gj:
             _report_opened(gj, elog)
