@@ -550,14 +550,14 @@ def _dry_run(args: argparse.Namespace, argv: list[str], raw: bytes) -> int:
                 if key not in declared:  # libvirt's own port profiles: checked before, never set up by us
                     print(f"  port {key}: managed by libvirt; {feature.name} preflights it")
     for port in event.ports:
-        owner = PORT_FEATURE.get(port.kind, "vdp")
-        required = "required" if policy.required(owner, port) else "not required"
+        decision = policy.decide(PORT_FEATURE.get(port.kind, "vdp"), port)
+        required = "required" if decision.required else "not required"
         if port.error:
             state = f"INVALID: {port.error}"
         else:
             vlan = port.vlan or "switch-assigned"
             state = f"{port.kind} uplink {port.uplink} -> {config.uplink(port.uplink or '')} vlan {vlan}"
-        print(f"  port {port.key}: {state}; {required} ({policy.source(owner, port)})")
+        print(f"  port {port.key}: {state}; {required} ({decision.source})")
     for warning in event.warnings:
         print(f"  warning: {warning}")
     # The hook's own decision on the declaration (a feature the guest requires but the host lacks, a

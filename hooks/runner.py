@@ -94,8 +94,9 @@ def declaration_veto(event: Event, config: Config, policy: Policy) -> Veto | Non
             f"{port.where} needs feature '{feature}', which is not enabled on this host "
             f"([hooks] features in {config.path or 'the built-in defaults'})"
         )
-        if policy.required(feature, port):
-            return Veto(feature, event.guest, port.key, cause, policy.source(feature, port))
+        decision = policy.decide(feature, port)
+        if decision.required:
+            return Veto(feature, event.guest, port.key, cause, decision.source)
     return None
 
 
@@ -108,7 +109,7 @@ def _usable(event: Event, log: EventLog, policy: Policy) -> Event:
         log.warning(
             "%s; port ignored (not required: %s)",
             port.error,
-            policy.source(PORT_FEATURE.get(port.kind, "vdp"), port),
+            policy.decide(PORT_FEATURE.get(port.kind, "vdp"), port).source,
             port=port.key,
             outcome="warning",
         )

@@ -21,7 +21,7 @@ from hooks.feature import Context, Feature, Outcome
 from hooks.journal import GuestJournal, Record
 from hooks.log import INFO, WARNING, EventLog
 from hooks.plain import field, plain, replace
-from hooks.policy import Policy
+from hooks.policy import Decision, Policy
 
 __all__ = ["RELEASE_REASONS", "Veto", "release", "release_reason", "run_setup", "run_teardown", "run_verify"]
 
@@ -110,16 +110,11 @@ def _guarded(call: str, feature: Feature, log: EventLog, fn: object, *args: obje
         ]
 
 
-def _required(policy: Policy, feature: Feature, event: Event, key: str | None) -> tuple[bool, str]:
-    port = _port(event, key)
+def _decision(policy: Policy, feature: Feature, event: Event, key: str | None) -> Decision:
     if key is None:  # a failure of the feature as a whole concerns every port it serves
         ports = [p for p in (_port(event, k) for k in feature.targets(event)) if p is not None]
-        for p in ports:
-            if policy.required(feature.name, p):
-                return True, policy.source(feature.name, p)
-        if ports:
-            return False, policy.source(feature.name, ports[0])
-    return policy.required(feature.name, port), policy.source(feature.name, port)
+        return policy.decide_all(feature.name, ports)
+    return policy.decide(feature.name, _port(event, key))
 
 
 def run_teardown(
@@ -222,16 +217,16 @@ def run_setup(
                 log.info("%s", outcome.note or "ok", feature=feature.name, port=outcome.key or "-", outcome="ok")
                 continue
             assert outcome.error is not None
-            required, decided_by = _required(policy, feature, event, outcome.key)
+            decision = _decision(policy, feature, event, outcome.key)
             cause = outcome.error.one_line()
-            if required:
+            if decision.required:
                 log.error("%s", cause, feature=feature.name, port=outcome.key or "-", outcome="veto")
-                veto = veto or Veto(feature.name, event.guest, outcome.key, cause, decided_by)
+                veto = veto or Veto(feature.name, event.guest, outcome.key, cause, decision.source)
             else:
                 log.warning(
                     "%s; not required (%s), proceeding without it",
                     cause,
-                    decided_by,
+                    decision.source,
                     feature=feature.name,
                     port=outcome.key or "-",
                     outcome="warning",
