@@ -23,8 +23,8 @@ TRI = (None, True, False)
 
 
 def _policy(host: bool, guest: bool | None, emergency: bool, feature_host: bool | None = None) -> Policy:
-    sections = {"rec1": MappingProxyType({"required": ("yes" if feature_host else "no", 7)})}
-    config = Config(required=host, raw_sections=MappingProxyType(sections) if feature_host is not None else {})
+    sections = {"rec1": feature_host} if feature_host is not None else {}
+    config = Config(required=host, feature_required_keys=MappingProxyType(sections))
     event = Event(
         "g", uuid.uuid4(), "prepare", "begin", "-", feature_policy={} if guest is None else {"rec1": guest}
     )
