@@ -43,6 +43,7 @@ __all__ = [
     "Feature",
     "Outcome",
     "feature_class",
+    "instances",
     "is_known_feature",
 ]
 
@@ -175,6 +176,37 @@ class Feature(abc.ABC):
     def live_state(self, records: Sequence[Record]) -> dict[str, str]:
         """For ``vdp-hooks status``: what the peer says about each record (key -> short state)."""
         return {}
+
+
+def instances(
+    config: Config, raw: bytes, extra_names: tuple[str, ...] = (), log: EventLog | None = None
+) -> list[Feature]:
+    """Instances of the enabled features that want this guest, in config order (plus ``extra_names``,
+    features no longer enabled that still have journal records to tear down).
+
+    A feature's bad settings raise, unless the config was loaded leniently (the never-fail operations):
+    then its built-in defaults count and each problem is logged.
+    """
+    found = []
+    for name in (*config.features, *(n for n in extra_names if n not in config.features)):
+        try:
+            cls = feature_class(name)
+            # A feature with journal records is needed whatever the XML says now (metadata removed at run time).
+            if name in config.features and name not in extra_names and not cls.wants(raw):
+                continue
+            bad: list[ConfigError] = []
+            settings = config.feature_settings(name, cls.options, errors=bad if config.lenient else None)
+            found.append(cls(config, settings))
+            for problem in bad:
+                if log is not None:
+                    log.error("%s; using its built-in default", problem.one_line(), feature=name, outcome="error")
+        except ConfigError as exc:
+            if name in config.features and not config.lenient:
+                raise
+            # Journaled by a feature that is no longer installed: the others still tear down their part.
+            if log is not None:
+                log.error("%s; its journal records are kept", exc.one_line(), feature=name, outcome="pending")
+    return found
 
 
 def _entry_point(name: str) -> Any | None:

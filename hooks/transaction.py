@@ -21,9 +21,10 @@ from hooks.feature import Context, Feature, Outcome
 from hooks.journal import GuestJournal, Record
 from hooks.log import INFO, WARNING, EventLog
 from hooks.plain import field, plain, replace
+from hooks.plan import Veto
 from hooks.policy import Decision, Policy
 
-__all__ = ["RELEASE_REASONS", "Veto", "release", "release_reason", "run_setup", "run_teardown", "run_verify"]
+__all__ = ["RELEASE_REASONS", "release", "release_reason", "run_setup", "run_teardown", "run_verify"]
 
 #: What libvirt >= 10.5 passes as the last argument of ``release end`` (the domain's shutoff reason,
 #: virDomainShutoffReason as a string; docs/hooks.rst): why the guest is gone from this host.  Before 10.5
@@ -41,26 +42,6 @@ def release_reason(extra: str) -> str:
     if reason in ("", "-"):
         return "-"
     return reason if reason in RELEASE_REASONS else "unknown"
-
-
-@plain(frozen=True)
-class Veto:
-    """Why this invocation refuses: one line for libvirt's error message."""
-
-    feature: str
-    guest: str
-    port: str | None
-    cause: str
-    decided_by: str
-
-    def line(self) -> str:
-        port = f" port {self.port}:" if self.port else ""
-        text = (
-            f"libvirt-vdp-hooks: guest {self.guest}:{port} feature {self.feature}: {self.cause} "
-            f"(required by {self.decided_by})"
-        )
-        # Names and causes can carry text from the XML (&#10; in an attribute): libvirt shows one line.
-        return " ".join(text.split())
 
 
 @plain
@@ -189,7 +170,8 @@ def run_setup(
     log: EventLog,
     deadline: Deadline | None = None,
 ) -> Veto | None:
-    """Set up every feature for a ``begin`` operation; on a required failure roll back and return the Veto.
+    """Set up ``features`` (those that act on this ``begin`` operation, hooks/plan.py: Plan.acting); on a
+    required failure roll back and return the Veto.
 
     ``deadline`` is the invocation's (started before waiting for the guest lock); default: from now.
     """
@@ -200,8 +182,6 @@ def run_setup(
     veto: Veto | None = None
     dropped: set[str] = set()  # ports that failed, not required: later features leave them alone
     for feature in features:
-        if event.hook not in feature.handles:
-            continue
         ctx = run.context(feature, setup_deadline)
         view = replace(event, ports=tuple(p for p in event.ports if p.key not in dropped))
         ctx.event = view
@@ -221,7 +201,7 @@ def run_setup(
             cause = outcome.error.one_line()
             if decision.required:
                 log.error("%s", cause, feature=feature.name, port=outcome.key or "-", outcome="veto")
-                veto = veto or Veto(feature.name, event.guest, outcome.key, cause, decision.source)
+                veto = veto or Veto(event.guest, cause, feature.name, outcome.key, decision.source)
             else:
                 log.warning(
                     "%s; not required (%s), proceeding without it",
@@ -254,12 +234,11 @@ def run_verify(
     log: EventLog,
     deadline: Deadline | None = None,
 ) -> None:
-    """``reconnect begin``: let features re-check and repair; failures are logged, never returned."""
+    """``reconnect begin``: let ``features`` (those that act on it, Plan.acting) re-check and repair;
+    failures are logged, never returned."""
     deadline = deadline or Deadline(config.invocation_timeout)
     run = _Run(event, config, journal, log)
     for feature in features:
-        if event.hook not in feature.handles:
-            continue
         for outcome in _guarded("setup", feature, log, feature.setup, event, run.context(feature, deadline)):
             level = INFO if outcome.ok else WARNING
             text = outcome.note or "ok" if outcome.ok else outcome.error.one_line()  # type: ignore[union-attr]
