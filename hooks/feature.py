@@ -81,9 +81,13 @@ class CheckResult:
     hint: str = ""
 
 
-@plain
+@plain(frozen=True)
 class Context:
-    """What a feature gets for one invocation: settings, deadline, journal access, logger."""
+    """What a feature gets for one invocation: settings, deadline, journal access, logger.
+
+    Frozen: what a feature was given stays what it was given (the framework makes a new one with
+    ``hooks.plain.replace`` for the rollback's deadline); ``created`` is the one list it appends to.
+    """
 
     feature: str
     event: Event

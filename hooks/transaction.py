@@ -53,10 +53,10 @@ class _Run:
     incoming: bool = False
     contexts: list[tuple[Feature, Context]] = field(default_factory=list)
 
-    def context(self, feature: Feature, deadline: Deadline) -> Context:
+    def context(self, feature: Feature, deadline: Deadline, event: Event | None = None) -> Context:
         ctx = Context(
             feature=feature.name,
-            event=self.event,
+            event=event or self.event,
             config=self.config,
             settings=feature.settings,
             deadline=deadline,
@@ -66,6 +66,13 @@ class _Run:
         )
         self.contexts.append((feature, ctx))
         return ctx
+
+    def with_deadline(self, ctx: Context, deadline: Deadline) -> Context:
+        """The same context (same records) with another deadline, for what comes after setup; it replaces
+        ``ctx`` for the rollback too."""
+        later = replace(ctx, deadline=deadline)
+        self.contexts = [(f, later if c is ctx else c) for f, c in self.contexts]
+        return later
 
 
 def _port(event: Event, key: str | None) -> PortSpec | None:
@@ -182,16 +189,15 @@ def run_setup(
     veto: Veto | None = None
     dropped: set[str] = set()  # ports that failed, not required: later features leave them alone
     for feature in features:
-        ctx = run.context(feature, setup_deadline)
         view = replace(event, ports=tuple(p for p in event.ports if p.key not in dropped))
-        ctx.event = view
+        ctx = run.context(feature, setup_deadline, view)
         if setup_deadline.expired():
             outcomes = [
                 Outcome(None, DeadlineExceeded(f"invocation deadline of {config.invocation_timeout:g} s reached"))
             ]
         else:
             outcomes = _guarded("setup", feature, log, feature.setup, view, ctx)
-        ctx.deadline = deadline  # rollback may use the reserve
+        ctx = run.with_deadline(ctx, deadline)  # rollback may use the reserve
         for outcome in outcomes:
             if outcome.ok:
                 log.info("%s", outcome.note or "ok", feature=feature.name, port=outcome.key or "-", outcome="ok")
