@@ -116,10 +116,6 @@ FEATURE_COMMON: Mapping[str, Option] = {
 }
 
 
-def _default(key: str) -> Any:
-    return HOOKS_OPTIONS[key].default
-
-
 @plain(frozen=True)
 class Config:
     """The parsed host configuration; ``raw_sections[name]`` gives a feature's raw keys with line numbers.
@@ -128,14 +124,14 @@ class Config:
     """
 
     path: str | None = None
-    features: tuple[str, ...] = _default("features")
-    required: bool = _default("required")
-    exchange_timeout: float = _default("exchange_timeout")
-    invocation_timeout: float = _default("invocation_timeout")
-    marker_ttl: float = _default("marker_ttl")
-    log_file: str = _default("log_file")
-    syslog: bool = _default("syslog")
-    debug: bool = _default("debug")
+    features: tuple[str, ...] = HOOKS_OPTIONS["features"].default
+    required: bool = HOOKS_OPTIONS["required"].default
+    exchange_timeout: float = HOOKS_OPTIONS["exchange_timeout"].default
+    invocation_timeout: float = HOOKS_OPTIONS["invocation_timeout"].default
+    marker_ttl: float = HOOKS_OPTIONS["marker_ttl"].default
+    log_file: str = HOOKS_OPTIONS["log_file"].default
+    syslog: bool = HOOKS_OPTIONS["syslog"].default
+    debug: bool = HOOKS_OPTIONS["debug"].default
     uplinks: Mapping[str, str] = field(default_factory=dict)
     uplink_lines: Mapping[str, int] = field(default_factory=dict)  # logical name -> its [uplinks] line
     raw_sections: Mapping[str, Mapping[str, tuple[str, int]]] = field(default_factory=dict)

@@ -11,7 +11,7 @@ down in time stays journaled as ``pending`` and the next teardown retries it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from hooks.config import Config
 from hooks.deadline import Deadline
@@ -79,10 +79,12 @@ def _port(event: Event, key: str | None) -> PortSpec | None:
     return next((p for p in event.ports if p.key == key), None) if key else None
 
 
-def _guarded(call: str, feature: Feature, log: EventLog, fn: object, *args: object) -> list[Outcome]:
+def _guarded(
+    call: str, feature: Feature, log: EventLog, fn: Callable[..., Iterable[Outcome]], *args: object
+) -> list[Outcome]:
     """Run a feature method; every exception becomes one admin-facing Outcome (traceback to the log)."""
     try:
-        return list(fn(*args))  # type: ignore[operator]
+        return list(fn(*args))
     except HookError as exc:
         return [Outcome(None, exc)]
     except Exception as exc:
@@ -247,7 +249,7 @@ def run_verify(
     for feature in features:
         for outcome in _guarded("setup", feature, log, feature.setup, event, run.context(feature, deadline)):
             level = INFO if outcome.ok else WARNING
-            text = outcome.note or "ok" if outcome.ok else outcome.error.one_line()  # type: ignore[union-attr]
+            text = outcome.error.one_line() if outcome.error is not None else outcome.note or "ok"
             log.log(
                 level,
                 "%s",
