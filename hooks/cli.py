@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from hooks import __version__
 from hooks.config import CONFIG_PATH, Config, load_config, parse_seconds
 from hooks.errors import ConfigError, HookError, XmlError
-from hooks.feature import BEGIN_OPS, CheckResult, Feature, feature_class, is_known_feature
+from hooks.feature import CheckResult, Feature, feature_class, is_known_feature
 from hooks.journal import Journal
 from hooks.policy import clear_emergency, read_emergency, set_emergency
-from hooks.runner import declaration_veto, state_dir
+from hooks.runner import state_dir
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
@@ -521,52 +521,65 @@ def _guest_name(raw: bytes) -> str | None:
 
 
 def _dry_run(args: argparse.Namespace, argv: list[str], raw: bytes) -> int:
-    from hooks.event import PORT_FEATURE, parse_event
+    """What the hook would decide, through the hook's own plan (hooks/plan.py), changing nothing."""
+    from hooks.event import parse_event
+    from hooks.feature import instances
+    from hooks.ops import BEGIN, op_for
+    from hooks.plan import Veto, make_plan, unusable_xml
     from hooks.policy import Policy
+
+    op = op_for((argv[1], argv[2]))
+
+    def verdict(veto: Veto | None) -> int:
+        """The last line: the hook's own veto line, as libvirt would show it."""
+        if veto is None:
+            return EXIT_OK
+        if not op.may_veto:
+            print(f"would proceed: {veto.cause}; ignored: this operation must not fail")
+            return EXIT_OK
+        print(f"would veto: {veto.line()}")
+        return EXIT_FAIL
 
     try:
         config = _load(args)
-        wanting = [f for f in _instances(config, config.features) if f.wants(raw)]
-        event = parse_event(argv, raw)
-    except XmlError as exc:
-        # As the hook: unusable XML vetoes only a guest that an enabled feature wants.
-        if not wanting:
-            print(f"would proceed: {exc.one_line()}; ignored: nothing in this guest is for libvirt-vdp-hooks")
-            return EXIT_OK
-        print(f"would veto: {exc.one_line()}")
-        return EXIT_FAIL
+        try:
+            event = parse_event(argv, raw)
+        except XmlError as exc:
+            if op.phase == BEGIN and unusable_xml(op, argv[0], exc, instances(config, raw)) is None:
+                print(f"would proceed: {exc.one_line()}; ignored: nothing in this guest is for libvirt-vdp-hooks")
+                return EXIT_OK
+            raise
+        plan = make_plan(event, config, Policy(config, event, read_emergency(state_dir())))
+        try:
+            wanting = instances(config, raw)
+        except HookError:
+            if plan.veto is None:
+                raise
+            wanting = []  # the hook vetoes on the declaration before it loads the features
     except HookError as exc:
-        print(f"would veto: {exc.one_line()}")
-        return EXIT_FAIL
-    policy = Policy(config, event, read_emergency(state_dir()))
+        return verdict(Veto(argv[0], exc.one_line()))
     print(f"guest {event.guest} {event.uuid}: {event.op} {event.subop}")
     print(f"features that want this guest: {', '.join(f.name for f in wanting) or 'none (fast path: exit 0)'}")
     declared = {p.key for p in event.ports}
+    acting = plan.acting(wanting)
     for feature in wanting:
-        acts = event.hook in feature.handles
+        acts = feature in acting
         print(f"  {feature.name}: {'acts on' if acts else 'ignores'} {event.op} {event.subop}")
         if acts:
             for key in feature.targets(event):
                 if key not in declared:  # libvirt's own port profiles: checked before, never set up by us
                     print(f"  port {key}: managed by libvirt; {feature.name} preflights it")
-    for port in event.ports:
-        owner = PORT_FEATURE.get(port.kind, "vdp")
-        required = "required" if policy.required(owner, port) else "not required"
+    for port, decision in plan.ports:
+        required = "required" if decision.required else "not required"
         if port.error:
             state = f"INVALID: {port.error}"
         else:
             vlan = port.vlan or "switch-assigned"
             state = f"{port.kind} uplink {port.uplink} -> {config.uplink(port.uplink or '')} vlan {vlan}"
-        print(f"  port {port.key}: {state}; {required} ({policy.source(owner, port)})")
+        print(f"  port {port.key}: {state}; {required} ({decision.source})")
     for warning in event.warnings:
         print(f"  warning: {warning}")
-    # The hook's own decision on the declaration (a feature the guest requires but the host lacks, a
-    # broken required port): the same function, so the two cannot drift apart.
-    veto = declaration_veto(event, config, policy) if event.hook in BEGIN_OPS else None
-    if veto is not None:
-        print(f"would veto: {veto.line()}")
-        return EXIT_FAIL
-    return EXIT_OK
+    return verdict(plan.veto)
 
 
 # ----------------------------------------------------------------------------------------------- main

@@ -118,20 +118,25 @@ FEATURE_COMMON: Mapping[str, Option] = {
 
 @plain(frozen=True)
 class Config:
-    """The parsed host configuration; ``section(name)`` gives a feature's raw keys with line numbers."""
+    """The parsed host configuration; ``raw_sections[name]`` gives a feature's raw keys with line numbers.
+
+    The ``[hooks]`` fields default to HOOKS_OPTIONS' defaults (declared there only).
+    """
 
     path: str | None = None
-    features: tuple[str, ...] = ("links", "vdp")
-    required: bool = True
-    exchange_timeout: float = 10.0
-    invocation_timeout: float = 30.0
-    marker_ttl: float = 10.0
-    log_file: str = ""
-    syslog: bool = True
-    debug: bool = False
+    features: tuple[str, ...] = HOOKS_OPTIONS["features"].default
+    required: bool = HOOKS_OPTIONS["required"].default
+    exchange_timeout: float = HOOKS_OPTIONS["exchange_timeout"].default
+    invocation_timeout: float = HOOKS_OPTIONS["invocation_timeout"].default
+    marker_ttl: float = HOOKS_OPTIONS["marker_ttl"].default
+    log_file: str = HOOKS_OPTIONS["log_file"].default
+    syslog: bool = HOOKS_OPTIONS["syslog"].default
+    debug: bool = HOOKS_OPTIONS["debug"].default
     uplinks: Mapping[str, str] = field(default_factory=dict)
     uplink_lines: Mapping[str, int] = field(default_factory=dict)  # logical name -> its [uplinks] line
     raw_sections: Mapping[str, Mapping[str, tuple[str, int]]] = field(default_factory=dict)
+    #: Each feature section's ``required`` key, parsed once by load_config (absent: ``[hooks] required``).
+    feature_required_keys: Mapping[str, bool] = field(default_factory=dict)
     #: Loaded leniently (``load_config(errors=...)``): feature sections take defaults for bad keys too.
     lenient: bool = False
 
@@ -157,7 +162,10 @@ class Config:
         """
         allowed = {**FEATURE_COMMON, **options}
         values = {key: opt.default for key, opt in allowed.items()}
+        values["required"] = self.feature_required_keys.get(name, values["required"])  # parsed at load
         for key, (text, line) in self.raw_sections.get(name, {}).items():
+            if key == "required":
+                continue
             try:
                 if key not in allowed:
                     raise ConfigError(
@@ -174,8 +182,8 @@ class Config:
         return values
 
     def feature_required(self, name: str) -> bool:
-        raw = self.raw_sections.get(name, {}).get("required")
-        return parse_bool(raw[0]) if raw else self.required
+        """The host's policy for feature ``name``: its section's ``required``, else ``[hooks] required``."""
+        return self.feature_required_keys.get(name, self.required)
 
 
 def _read_ini(path: str, text: str, errors: list[ConfigError] | None = None) -> dict[str, dict[str, tuple[str, int]]]:
@@ -274,6 +282,7 @@ def load_config(
             fail(ConfigError(f"{path}:{line}: [uplinks] {key} = '{text_value}' is not an interface name"))
             continue
         uplinks[key] = text_value
+    feature_required: dict[str, bool] = {}
     for name, keys in list(sections.items()):
         if known_features is not None and name not in COMPONENT_SECTIONS and not known_features(name):
             first = min((line for _, line in keys.values()), default=0)
@@ -282,8 +291,9 @@ def load_config(
             continue
         raw_required = keys.get("required")
         if raw_required:
+            # Parsed here, once, for the policy (Config.feature_required) and the feature's settings alike.
             try:
-                parse_bool(raw_required[0])
+                feature_required[name] = FEATURE_COMMON["required"].parse(raw_required[0])
             except ValueError as exc:
                 fail(ConfigError(f"{path}:{raw_required[1]}: [{name}] required: {exc}"))
                 del keys["required"]
@@ -303,6 +313,7 @@ def load_config(
         uplinks=MappingProxyType(uplinks),
         uplink_lines=MappingProxyType(uplink_lines),
         raw_sections=MappingProxyType({k: MappingProxyType(v) for k, v in sections.items()}),
+        feature_required_keys=MappingProxyType(feature_required),
         lenient=errors is not None,
         **values,
     )

@@ -23,6 +23,7 @@ from hooks import NAMESPACE
 from hooks.config import Config, Option
 from hooks.errors import ConfigError, HookError
 from hooks.log import EventLog, Sink
+from hooks.ops import BEGIN_OPS  # for feature authors' ``handles`` (hooks/ops.py holds the table)
 from hooks.plain import field, plain
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from hooks.journal import GuestJournal, Record
 
 __all__ = [
+    "BEGIN_OPS",
     "BUILTIN_FEATURES",
     "ENTRY_POINT_GROUP",
     "CheckResult",
@@ -41,6 +43,7 @@ __all__ = [
     "Feature",
     "Outcome",
     "feature_class",
+    "instances",
     "is_known_feature",
 ]
 
@@ -54,9 +57,6 @@ BUILTIN_FEATURES: Mapping[str, str] = {
 
 _OUR_NAMESPACE = (f'"{NAMESPACE}"'.encode(), f"'{NAMESPACE}'".encode())
 
-BEGIN_OPS = frozenset(
-    {("migrate", "begin"), ("restore", "begin"), ("prepare", "begin"), ("start", "begin"), ("started", "begin")}
-)
 
 
 @plain(frozen=True)
@@ -81,9 +81,13 @@ class CheckResult:
     hint: str = ""
 
 
-@plain
+@plain(frozen=True)
 class Context:
-    """What a feature gets for one invocation: settings, deadline, journal access, logger."""
+    """What a feature gets for one invocation: settings, deadline, journal access, logger.
+
+    Frozen: what a feature was given stays what it was given (the framework makes a new one with
+    ``hooks.plain.replace`` for the rollback's deadline); ``created`` is the one list it appends to.
+    """
 
     feature: str
     event: Event
@@ -176,6 +180,37 @@ class Feature(abc.ABC):
     def live_state(self, records: Sequence[Record]) -> dict[str, str]:
         """For ``vdp-hooks status``: what the peer says about each record (key -> short state)."""
         return {}
+
+
+def instances(
+    config: Config, raw: bytes, extra_names: tuple[str, ...] = (), log: EventLog | None = None
+) -> list[Feature]:
+    """Instances of the enabled features that want this guest, in config order (plus ``extra_names``,
+    features no longer enabled that still have journal records to tear down).
+
+    A feature's bad settings raise, unless the config was loaded leniently (the never-fail operations):
+    then its built-in defaults count and each problem is logged.
+    """
+    found = []
+    for name in (*config.features, *(n for n in extra_names if n not in config.features)):
+        try:
+            cls = feature_class(name)
+            # A feature with journal records is needed whatever the XML says now (metadata removed at run time).
+            if name in config.features and name not in extra_names and not cls.wants(raw):
+                continue
+            bad: list[ConfigError] = []
+            settings = config.feature_settings(name, cls.options, errors=bad if config.lenient else None)
+            found.append(cls(config, settings))
+            for problem in bad:
+                if log is not None:
+                    log.error("%s; using its built-in default", problem.one_line(), feature=name, outcome="error")
+        except ConfigError as exc:
+            if name in config.features and not config.lenient:
+                raise
+            # Journaled by a feature that is no longer installed: the others still tear down their part.
+            if log is not None:
+                log.error("%s; its journal records are kept", exc.one_line(), feature=name, outcome="pending")
+    return found
 
 
 def _entry_point(name: str) -> Any | None:

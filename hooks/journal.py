@@ -7,7 +7,8 @@
 - Intent is recorded before a request goes out and confirmed after, so a process killed in between leaves
   a record that ``release end`` tears down.
 - The incoming-migration marker (``UUID.incoming``) is written by ``migrate begin``, consumed by
-  ``prepare begin``, and only counts if it is younger than the configured TTL.
+  ``prepare begin``, and only counts if it is younger than the configured TTL (each operation's part of
+  that rule is its ``marker`` in hooks/ops.py; :meth:`Journal.arrive` and :meth:`Journal.proceeded` apply it).
 - A journal that cannot be used as it is (not JSON, truncated, another format version, the wrong shape, a
   symlink, not ours) is *quarantined*: renamed to ``UUID.json.quarantined.REASON.TIME`` (kept for the admin
   and the agent, never read again) and the guest starts from an empty journal.  It never locks a guest out.
@@ -29,6 +30,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from hooks.errors import JournalError
+from hooks.ops import CONSUME, DISCARD, WRITE
 from hooks.plain import as_dict, field, plain
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
@@ -441,6 +443,23 @@ class Journal:
             if pid.isdigit() and not _pid_alive(int(pid)):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(self.state_dir, name))
+
+    def arrive(self, gj: GuestJournal, rule: str, ttl: float) -> bool:
+        """A begin operation's part of the incoming-migration rule (``Op.marker``, hooks/ops.py), before
+        setup: sets the journal's ``incoming`` flag and returns it (what the features are told)."""
+        if rule == CONSUME:
+            gj.set_incoming(self.consume_marker(gj.uuid, ttl))
+        elif rule in (WRITE, DISCARD):
+            gj.set_incoming(False)
+            if rule == DISCARD:
+                # A restore is never a migration: a marker left by a failed one must not reach prepare.
+                self.consume_marker(gj.uuid, 0)
+        return gj.incoming
+
+    def proceeded(self, guest_uuid: uuid.UUID, rule: str) -> None:
+        """The rest of the rule, once the begin operation proceeds: ``migrate begin`` leaves the marker."""
+        if rule == WRITE:
+            self.write_marker(guest_uuid)
 
     def write_marker(self, guest_uuid: uuid.UUID) -> None:
         self.ensure_dir()

@@ -10,12 +10,13 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Sequence
 
 from hooks.config import Config
 from hooks.event import Event, PortSpec
 from hooks.plain import plain
 
-__all__ = ["Emergency", "Policy", "clear_emergency", "read_emergency", "set_emergency"]
+__all__ = ["Decision", "Emergency", "Policy", "clear_emergency", "read_emergency", "set_emergency"]
 
 _EMERGENCY_FILE = "emergency"
 
@@ -61,6 +62,17 @@ def clear_emergency(state_dir: str) -> bool:
 
 
 @plain(frozen=True)
+class Decision:
+    """Whether a failure vetoes, and which level said so (for the veto line, log lines, ``replay --dry-run``)."""
+
+    required: bool
+    source: str  # "emergency override", "port MAC", "guest metadata" or "host config"
+
+
+_EMERGENCY = Decision(False, "emergency override")
+
+
+@plain(frozen=True)
 class Policy:
     """Resolves "is this required?" for one invocation."""
 
@@ -68,21 +80,18 @@ class Policy:
     event: Event
     emergency: Emergency | None = None
 
-    def required(self, feature: str, port: PortSpec | None = None) -> bool:
+    def decide(self, feature: str, port: PortSpec | None = None) -> Decision:
+        """The first level that says anything: emergency override > port > guest > host config."""
         if self.emergency is not None:
-            return False
+            return _EMERGENCY
         if port is not None and port.required is not None:
-            return port.required
+            return Decision(port.required, f"port {port.key}")
         if feature in self.event.feature_policy:
-            return self.event.feature_policy[feature]
-        return self.config.feature_required(feature)
+            return Decision(self.event.feature_policy[feature], "guest metadata")
+        return Decision(self.config.feature_required(feature), "host config")
 
-    def source(self, feature: str, port: PortSpec | None = None) -> str:
-        """Which level decided (for log lines and ``replay --dry-run``)."""
-        if self.emergency is not None:
-            return "emergency override"
-        if port is not None and port.required is not None:
-            return f"port {port.key}"
-        if feature in self.event.feature_policy:
-            return "guest metadata"
-        return "host config"
+    def decide_all(self, feature: str, ports: Sequence[PortSpec]) -> Decision:
+        """For a failure of ``feature`` as a whole: it concerns every port it serves, so it vetoes if any of
+        them is required (the first such decides); with no port, the guest or host level decides."""
+        decisions = [self.decide(feature, p) for p in ports]
+        return next((d for d in decisions if d.required), decisions[0] if decisions else self.decide(feature))

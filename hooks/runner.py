@@ -24,21 +24,21 @@ from hooks import STATE_DIR_DEFAULT
 from hooks.config import Config, load_config
 from hooks.deadline import Deadline
 from hooks.errors import ConfigError, HookError, JournalError, XmlError
-from hooks.event import PORT_FEATURE, Event, parse_event
-from hooks.feature import BEGIN_OPS, Feature, feature_class, is_known_feature
+from hooks.event import Event, parse_event
+from hooks.feature import instances, is_known_feature
 from hooks.journal import GuestJournal, Journal
 from hooks.log import EventLog, setup_logging
-from hooks.plain import replace
+from hooks.ops import BEGIN, RELEASE, VERIFY, Op, op_for
+from hooks.plan import Plan, Veto, make_plan, unusable_xml
 from hooks.policy import Policy, read_emergency
-from hooks.transaction import Veto, release, release_reason, run_setup, run_verify
+from hooks.transaction import release, release_reason, run_setup, run_verify
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
     from typing import IO
 
-__all__ = ["NEVER_FAIL", "declaration_veto", "run", "state_dir"]
+__all__ = ["run", "state_dir"]
 
-NEVER_FAIL = frozenset({("reconnect", "begin"), ("stopped", "end"), ("release", "end")})
 _UUID_RE = re.compile(rb"<uuid>\s*([0-9a-fA-F-]{32,36})\s*</uuid>")
 
 
@@ -47,72 +47,14 @@ def state_dir() -> str:
     return os.environ.get("VDP_HOOKS_STATE_DIR") or STATE_DIR_DEFAULT
 
 
-def _features(
-    config: Config, raw: bytes, extra_names: tuple[str, ...] = (), log: EventLog | None = None
-) -> list[Feature]:
-    """Instances of the enabled features that want this guest, in config order (plus ``extra_names``,
-    features no longer enabled that still have journal records to tear down)."""
-    found = []
-    for name in (*config.features, *(n for n in extra_names if n not in config.features)):
-        try:
-            cls = feature_class(name)
-            # A feature with journal records is needed whatever the XML says now (metadata removed at run time).
-            if name in config.features and name not in extra_names and not cls.wants(raw):
-                continue
-            bad: list[ConfigError] = []
-            settings = config.feature_settings(name, cls.options, errors=bad if config.lenient else None)
-            found.append(cls(config, settings))
-            for problem in bad:
-                if log is not None:
-                    log.error("%s; using its built-in default", problem.one_line(), feature=name, outcome="error")
-        except ConfigError as exc:
-            if name in config.features and not config.lenient:
-                raise
-            # Journaled by a feature that is no longer installed: the others still tear down their part.
-            if log is not None:
-                log.error("%s; its journal records are kept", exc.one_line(), feature=name, outcome="pending")
-    return found
-
-
-def declaration_veto(event: Event, config: Config, policy: Policy) -> Veto | None:
-    """Rules about the declaration itself: broken ports, features the guest needs but this host lacks."""
-    for name, required in event.feature_policy.items():
-        if required and name not in config.features and policy.emergency is None:
-            return Veto(
-                name,
-                event.guest,
-                None,
-                f"the guest requires feature '{name}', which is not enabled on this host "
-                f"([hooks] features in {config.path or 'the built-in defaults'})",
-                "guest metadata",
-            )
-    for port in event.ports:
-        feature = PORT_FEATURE.get(port.kind, "vdp")
-        if port.error is None and feature in config.features:
-            continue
-        cause = port.error or (
-            f"{port.where} needs feature '{feature}', which is not enabled on this host "
-            f"([hooks] features in {config.path or 'the built-in defaults'})"
+def _log_plan(plan: Plan, elog: EventLog) -> None:
+    """What the plan leaves out, for the admin: warnings, and each broken port (not required, or we vetoed)."""
+    for text in plan.event.warnings:
+        elog.warning("%s", text, outcome="warning")
+    for port, decision in plan.ignored:
+        elog.warning(
+            "%s; port ignored (not required: %s)", port.error, decision.source, port=port.key, outcome="warning"
         )
-        if policy.required(feature, port):
-            return Veto(feature, event.guest, port.key, cause, policy.source(feature, port))
-    return None
-
-
-def _usable(event: Event, log: EventLog, policy: Policy) -> Event:
-    """The event without broken ports (each of them logged; they are not required or we vetoed)."""
-    for text in event.warnings:
-        log.warning("%s", text, outcome="warning")
-    bad = [p for p in event.ports if p.error]
-    for port in bad:
-        log.warning(
-            "%s; port ignored (not required: %s)",
-            port.error,
-            policy.source(PORT_FEATURE.get(port.kind, "vdp"), port),
-            port=port.key,
-            outcome="warning",
-        )
-    return replace(event, ports=tuple(p for p in event.ports if not p.error)) if bad else event
 
 
 def _fallback_uuid(raw: bytes) -> uuid.UUID | None:
@@ -131,7 +73,8 @@ def run(argv: list[str], raw: bytes, *, stderr: IO[str] = sys.stderr, started: f
     """
     started = time.monotonic() if started is None else started
     hook = (argv[1], argv[2]) if len(argv) >= 3 else ("", "")
-    never_fail = hook in NEVER_FAIL
+    op = op_for(hook)
+    never_fail = op.never_fail
     config_problems: list[ConfigError] = []
     try:
         # Operations that must not fail take what is usable in a broken file (bad lines -> defaults).
@@ -155,27 +98,24 @@ def run(argv: list[str], raw: bytes, *, stderr: IO[str] = sys.stderr, started: f
         if config is None:
             assert config_error is not None
             raise config_error
-        return _run(argv, raw, hook, config, elog, stderr, started)
+        return _run(argv, raw, op, config, elog, stderr, started)
     except HookError as exc:
-        if never_fail or hook not in BEGIN_OPS:
+        if not op.may_veto:
             elog.error("%s (ignored: this operation must not fail)", exc.one_line(), outcome="error")
-            if hook == ("release", "end") and config is not None:
+            if op.phase == RELEASE and config is not None:
                 _release_by_uuid(raw, config, elog, started)
             return 0
         elog.error("%s", exc.one_line(), outcome="veto")
-        print(" ".join(f"libvirt-vdp-hooks: guest {guest}: {exc.one_line()}".split()), file=stderr)
+        print(Veto(guest, exc.one_line()).line(), file=stderr)
         return 1
     except Exception as exc:
         elog.exception("unexpected error: %s", exc, outcome="error")
-        if never_fail or hook not in BEGIN_OPS:
-            if hook == ("release", "end") and config is not None:
+        if not op.may_veto:
+            if op.phase == RELEASE and config is not None:
                 _release_by_uuid(raw, config, elog, started)
             return 0
-        text = (
-            f"libvirt-vdp-hooks: guest {guest}: internal error {type(exc).__name__}: {exc} "
-            "-- see the hook's log (syslog) and report it"
-        )
-        print(" ".join(text.split()), file=stderr)
+        cause = f"internal error {type(exc).__name__}: {exc} -- see the hook's log (syslog) and report it"
+        print(Veto(guest, cause).line(), file=stderr)
         return 1
 
 
@@ -191,7 +131,7 @@ def _release_by_uuid(raw: bytes, config: Config, elog: EventLog, started: float)
         with Journal(state_dir()).open(guest_uuid, "?", timeout=deadline.remaining(), lenient=True) as gj:
             _report_opened(gj, elog)
             names = tuple(sorted({r.feature for r in gj.records}))
-            features = [f for f in _features(config, raw, names, elog) if f.name in names]
+            features = [f for f in instances(config, raw, names, elog) if f.name in names]
             release(event, features, config=config, journal=gj, log=elog, deadline=deadline)
             _report_unsaved(gj, elog)
     except Exception as exc:  # the last resort of an operation that must not fail
@@ -229,76 +169,68 @@ def _report_unsaved(gj: GuestJournal, elog: EventLog) -> None:
         )
 
 
-def _run(
-    argv: list[str], raw: bytes, hook: tuple[str, str], config: Config, elog: EventLog, stderr: IO[str], started: float
-) -> int:
+def _run(argv: list[str], raw: bytes, op: Op, config: Config, elog: EventLog, stderr: IO[str], started: float) -> int:
     # One deadline for the whole invocation, from process start: imports, stdin and the lock wait count too.
     deadline = Deadline(0, at=started + config.invocation_timeout)
     try:
         event = parse_event(argv, raw)
     except XmlError as exc:
-        # Unusable XML vetoes only a guest that has something for an enabled feature (not, say, an
-        # openvswitch guest with a 5 MiB description that reached us through a near-miss namespace).
-        if hook in BEGIN_OPS and not _features(config, raw):
+        if op.phase == BEGIN and unusable_xml(op, argv[0] if argv else "?", exc, instances(config, raw)) is None:
             elog.warning("%s; ignored: nothing in this guest is for libvirt-vdp-hooks", exc.one_line(), outcome="ok")
             return 0
-        raise
-    elog = EventLog(elog.sink, guest=event.guest, uuid=str(event.uuid), op=" ".join(hook))
+        raise  # a veto, or logged and ignored by an operation that must not fail
+    elog = EventLog(elog.sink, guest=event.guest, uuid=str(event.uuid), op=" ".join(op.hook))
     store = Journal(state_dir())
     policy = Policy(config, event, read_emergency(store.state_dir))
     if policy.emergency is not None:
         elog.warning("emergency override active (%s): nothing is required on this host", policy.emergency.reason)
 
-    if hook in BEGIN_OPS:
-        veto = declaration_veto(event, config, policy)
-        if veto is not None:
-            elog.error("%s", veto.cause, feature=veto.feature, port=veto.port or "-", outcome="veto")
-            print(veto.line(), file=stderr)
-            return 1
-        event = _usable(event, elog, policy)
-        features = _features(config, raw)
+    plan = make_plan(event, config, policy)
+    refused = plan.veto
+    if refused is not None:
+        elog.error("%s", refused.cause, feature=refused.feature or "-", port=refused.port or "-", outcome="veto")
+        print(refused.line(), file=stderr)
+        return 1
+    event = plan.event
+
+    if op.phase == BEGIN:
+        _log_plan(plan, elog)
+        features = plan.acting(instances(config, raw))
         with store.open(event.uuid, event.guest, timeout=deadline.remaining()) as gj:
             if gj.quarantined:
                 _malformed_at_begin(gj, elog, policy)
-            if hook == ("prepare", "begin"):
-                gj.set_incoming(store.consume_marker(event.uuid, config.marker_ttl))
-            elif hook in (("migrate", "begin"), ("restore", "begin")):
-                gj.set_incoming(False)
-                if hook == ("restore", "begin"):
-                    # A restore is never a migration: a marker left by a failed one must not reach prepare.
-                    store.consume_marker(event.uuid, 0)
+            incoming = store.arrive(gj, op.marker, config.marker_ttl)
             veto = run_setup(
                 event,
                 features,
                 config=config,
                 policy=policy,
                 journal=gj,
-                incoming=gj.incoming and hook != ("migrate", "begin"),
+                incoming=incoming,
                 log=elog,
                 deadline=deadline,
             )
         if veto is not None:
             print(veto.line(), file=stderr)
             return 1
-        if hook == ("migrate", "begin"):
-            store.write_marker(event.uuid)
+        store.proceeded(event.uuid, op.marker)
         elog.info("proceed", outcome="ok")
         return 0
 
-    if hook == ("reconnect", "begin"):
-        event = _usable(event, elog, policy)
+    if op.phase == VERIFY:
+        _log_plan(plan, elog)
         with store.open(event.uuid, event.guest, timeout=deadline.remaining(), lenient=True) as gj:
             _report_opened(gj, elog)
-            features = _features(config, raw, log=elog)
+            features = plan.acting(instances(config, raw, log=elog))
             run_verify(event, features, config=config, journal=gj, log=elog, deadline=deadline)
         return 0
 
-    if hook == ("release", "end"):
-        event = _usable(event, elog, policy)
+    if op.phase == RELEASE:
+        _log_plan(plan, elog)
         with store.open(event.uuid, event.guest, timeout=deadline.remaining(), lenient=True) as gj:
             _report_opened(gj, elog)
             leftover = tuple(sorted({r.feature for r in gj.records}))
-            features = _features(config, raw, leftover, elog)
+            features = plan.acting(instances(config, raw, leftover, elog))
             problems = release(event, features, config=config, journal=gj, log=elog, deadline=deadline)
             _report_unsaved(gj, elog)
         elog.info(

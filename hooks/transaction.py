@@ -11,7 +11,7 @@ down in time stays journaled as ``pending`` and the next teardown retries it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from hooks.config import Config
 from hooks.deadline import Deadline
@@ -21,9 +21,10 @@ from hooks.feature import Context, Feature, Outcome
 from hooks.journal import GuestJournal, Record
 from hooks.log import INFO, WARNING, EventLog
 from hooks.plain import field, plain, replace
-from hooks.policy import Policy
+from hooks.plan import Veto
+from hooks.policy import Decision, Policy
 
-__all__ = ["RELEASE_REASONS", "Veto", "release", "release_reason", "run_setup", "run_teardown", "run_verify"]
+__all__ = ["RELEASE_REASONS", "release", "release_reason", "run_setup", "run_teardown", "run_verify"]
 
 #: What libvirt >= 10.5 passes as the last argument of ``release end`` (the domain's shutoff reason,
 #: virDomainShutoffReason as a string; docs/hooks.rst): why the guest is gone from this host.  Before 10.5
@@ -43,26 +44,6 @@ def release_reason(extra: str) -> str:
     return reason if reason in RELEASE_REASONS else "unknown"
 
 
-@plain(frozen=True)
-class Veto:
-    """Why this invocation refuses: one line for libvirt's error message."""
-
-    feature: str
-    guest: str
-    port: str | None
-    cause: str
-    decided_by: str
-
-    def line(self) -> str:
-        port = f" port {self.port}:" if self.port else ""
-        text = (
-            f"libvirt-vdp-hooks: guest {self.guest}:{port} feature {self.feature}: {self.cause} "
-            f"(required by {self.decided_by})"
-        )
-        # Names and causes can carry text from the XML (&#10; in an attribute): libvirt shows one line.
-        return " ".join(text.split())
-
-
 @plain
 class _Run:
     event: Event
@@ -72,10 +53,10 @@ class _Run:
     incoming: bool = False
     contexts: list[tuple[Feature, Context]] = field(default_factory=list)
 
-    def context(self, feature: Feature, deadline: Deadline) -> Context:
+    def context(self, feature: Feature, deadline: Deadline, event: Event | None = None) -> Context:
         ctx = Context(
             feature=feature.name,
-            event=self.event,
+            event=event or self.event,
             config=self.config,
             settings=feature.settings,
             deadline=deadline,
@@ -86,15 +67,24 @@ class _Run:
         self.contexts.append((feature, ctx))
         return ctx
 
+    def with_deadline(self, ctx: Context, deadline: Deadline) -> Context:
+        """The same context (same records) with another deadline, for what comes after setup; it replaces
+        ``ctx`` for the rollback too."""
+        later = replace(ctx, deadline=deadline)
+        self.contexts = [(f, later if c is ctx else c) for f, c in self.contexts]
+        return later
+
 
 def _port(event: Event, key: str | None) -> PortSpec | None:
     return next((p for p in event.ports if p.key == key), None) if key else None
 
 
-def _guarded(call: str, feature: Feature, log: EventLog, fn: object, *args: object) -> list[Outcome]:
+def _guarded(
+    call: str, feature: Feature, log: EventLog, fn: Callable[..., Iterable[Outcome]], *args: object
+) -> list[Outcome]:
     """Run a feature method; every exception becomes one admin-facing Outcome (traceback to the log)."""
     try:
-        return list(fn(*args))  # type: ignore[operator]
+        return list(fn(*args))
     except HookError as exc:
         return [Outcome(None, exc)]
     except Exception as exc:
@@ -110,16 +100,11 @@ def _guarded(call: str, feature: Feature, log: EventLog, fn: object, *args: obje
         ]
 
 
-def _required(policy: Policy, feature: Feature, event: Event, key: str | None) -> tuple[bool, str]:
-    port = _port(event, key)
+def _decision(policy: Policy, feature: Feature, event: Event, key: str | None) -> Decision:
     if key is None:  # a failure of the feature as a whole concerns every port it serves
         ports = [p for p in (_port(event, k) for k in feature.targets(event)) if p is not None]
-        for p in ports:
-            if policy.required(feature.name, p):
-                return True, policy.source(feature.name, p)
-        if ports:
-            return False, policy.source(feature.name, ports[0])
-    return policy.required(feature.name, port), policy.source(feature.name, port)
+        return policy.decide_all(feature.name, ports)
+    return policy.decide(feature.name, _port(event, key))
 
 
 def run_teardown(
@@ -194,7 +179,8 @@ def run_setup(
     log: EventLog,
     deadline: Deadline | None = None,
 ) -> Veto | None:
-    """Set up every feature for a ``begin`` operation; on a required failure roll back and return the Veto.
+    """Set up ``features`` (those that act on this ``begin`` operation, hooks/plan.py: Plan.acting); on a
+    required failure roll back and return the Veto.
 
     ``deadline`` is the invocation's (started before waiting for the guest lock); default: from now.
     """
@@ -205,33 +191,30 @@ def run_setup(
     veto: Veto | None = None
     dropped: set[str] = set()  # ports that failed, not required: later features leave them alone
     for feature in features:
-        if event.hook not in feature.handles:
-            continue
-        ctx = run.context(feature, setup_deadline)
         view = replace(event, ports=tuple(p for p in event.ports if p.key not in dropped))
-        ctx.event = view
+        ctx = run.context(feature, setup_deadline, view)
         if setup_deadline.expired():
             outcomes = [
                 Outcome(None, DeadlineExceeded(f"invocation deadline of {config.invocation_timeout:g} s reached"))
             ]
         else:
             outcomes = _guarded("setup", feature, log, feature.setup, view, ctx)
-        ctx.deadline = deadline  # rollback may use the reserve
+        ctx = run.with_deadline(ctx, deadline)  # rollback may use the reserve
         for outcome in outcomes:
             if outcome.ok:
                 log.info("%s", outcome.note or "ok", feature=feature.name, port=outcome.key or "-", outcome="ok")
                 continue
             assert outcome.error is not None
-            required, decided_by = _required(policy, feature, event, outcome.key)
+            decision = _decision(policy, feature, event, outcome.key)
             cause = outcome.error.one_line()
-            if required:
+            if decision.required:
                 log.error("%s", cause, feature=feature.name, port=outcome.key or "-", outcome="veto")
-                veto = veto or Veto(feature.name, event.guest, outcome.key, cause, decided_by)
+                veto = veto or Veto(event.guest, cause, feature.name, outcome.key, decision.source)
             else:
                 log.warning(
                     "%s; not required (%s), proceeding without it",
                     cause,
-                    decided_by,
+                    decision.source,
                     feature=feature.name,
                     port=outcome.key or "-",
                     outcome="warning",
@@ -259,15 +242,14 @@ def run_verify(
     log: EventLog,
     deadline: Deadline | None = None,
 ) -> None:
-    """``reconnect begin``: let features re-check and repair; failures are logged, never returned."""
+    """``reconnect begin``: let ``features`` (those that act on it, Plan.acting) re-check and repair;
+    failures are logged, never returned."""
     deadline = deadline or Deadline(config.invocation_timeout)
     run = _Run(event, config, journal, log)
     for feature in features:
-        if event.hook not in feature.handles:
-            continue
         for outcome in _guarded("setup", feature, log, feature.setup, event, run.context(feature, deadline)):
             level = INFO if outcome.ok else WARNING
-            text = outcome.note or "ok" if outcome.ok else outcome.error.one_line()  # type: ignore[union-attr]
+            text = outcome.error.one_line() if outcome.error is not None else outcome.note or "ok"
             log.log(
                 level,
                 "%s",

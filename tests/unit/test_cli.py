@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -431,26 +432,63 @@ def test_replay_release_end_in_both_styles(hookenv: HookEnv, tmp_path: Path, ext
 
 
 # ------------------------------------------------------------------------------------------ dry run = the hook
-_DECISIONS = {
-    "guest requires a feature the host lacks": hooks_md(port(MAC_A), features={"nosuch": "yes"}),
-    "guest wants a feature the host lacks, not required": hooks_md(port(MAC_A), features={"nosuch": "no"}),
-    "required port with a broken declaration": hooks_md(port(MAC_A, vlan="5000")),
-    "broken port, not required": hooks_md(port(MAC_A, vlan="5000", required="no"), port(MAC_B)),
-    "two good ports": hooks_md(port(MAC_A), port(MAC_B, required="no")),
+_OURS_BROKEN = domain_xml(metadata=hooks_md(port(MAC_A), port(MAC_A)))  # the same port twice: unusable XML
+_DECISIONS: dict[str, tuple[bytes, dict[str, Any]]] = {
+    "guest requires a feature the host lacks": (
+        domain_xml(metadata=hooks_md(port(MAC_A), features={"nosuch": "yes"})),
+        {},
+    ),
+    "guest wants a feature the host lacks, not required": (
+        domain_xml(metadata=hooks_md(port(MAC_A), features={"nosuch": "no"})),
+        {},
+    ),
+    "required port with a broken declaration": (domain_xml(metadata=hooks_md(port(MAC_A, vlan="5000"))), {}),
+    "broken port, not required": (
+        domain_xml(metadata=hooks_md(port(MAC_A, vlan="5000", required="no"), port(MAC_B))),
+        {},
+    ),
+    "two good ports": (domain_xml(metadata=hooks_md(port(MAC_A), port(MAC_B, required="no"))), {}),
+    "unusable XML of a guest of ours": (_OURS_BROKEN, {}),
+    "unusable XML of a guest not ours": (domain_xml().replace(b"</domain>", b"</domian>"), {}),
+    "a feature's setting is broken": (
+        domain_xml(metadata=hooks_md(port(MAC_A))),
+        {"rec1": {"fail": "x=NoSuchError"}},
+    ),
+    "the host config is broken": (domain_xml(metadata=hooks_md(port(MAC_A))), {"hooks": {"marker_ttl": "soon"}}),
+    "a feature setting is broken and the guest requires a missing feature": (
+        domain_xml(metadata=hooks_md(port(MAC_A), features={"nosuch": "yes"})),
+        {"rec1": {"fail": "x=NoSuchError"}},
+    ),
+    "emergency override, required port broken, required feature missing": (
+        domain_xml(metadata=hooks_md(port(MAC_A, vlan="5000", required="yes"), features={"nosuch": "yes"})),
+        {"emergency": True},
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(_DECISIONS))
-@pytest.mark.parametrize("op", ["migrate", "prepare", "started"])
-def test_replay_dry_run_and_the_hook_agree_on_every_veto(hookenv: HookEnv, tmp_path: Path, case: str, op: str) -> None:
-    """The same XML through the hook (as libvirt runs it) and through replay --dry-run: the same verdict,
-    and a veto names the same cause."""
-    xml = domain_xml(metadata=_DECISIONS[case])
+@pytest.mark.parametrize("hook", ["migrate begin", "prepare begin", "started begin", "reconnect begin", "release end"])
+def test_replay_dry_run_and_the_hook_agree_on_every_veto(
+    hookenv: HookEnv, tmp_path: Path, case: str, hook: str
+) -> None:
+    """The same XML and host through the hook (as libvirt runs it) and through replay --dry-run: the same
+    verdict, and a veto is the same line."""
+    xml, settings = _DECISIONS[case]
+    host = dict(settings)
+    if host.pop("emergency", False):
+        from hooks.policy import set_emergency
+
+        set_emergency(str(hookenv.state), 600, "evacuation test")
+    if host:
+        hookenv.write_config(**host)
     saved = tmp_path / "guest.xml"
     saved.write_bytes(xml)
-    hook = hookenv.run(op, "begin", xml)
-    dry = cli(hookenv, "replay", str(saved), op, "begin", "--dry-run")
-    assert (dry.returncode != 0) == (hook.returncode != 0), (case, hook.err, dry.stdout)
-    if hook.returncode:
-        line = hook.err.strip().splitlines()[-1]
+    op, subop = hook.split()
+    result = hookenv.run(op, subop, xml)
+    dry = cli(hookenv, "replay", str(saved), op, subop, "--dry-run")
+    assert (dry.returncode != 0) == (result.returncode != 0), (case, result.err, dry.stdout)
+    if result.returncode:
+        line = result.err.strip().splitlines()[-1]
         assert f"would veto: {line}" in dry.stdout, (line, dry.stdout)
+    else:
+        assert "would veto" not in dry.stdout, dry.stdout

@@ -38,6 +38,8 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert config.path is None
     assert (config.exchange_timeout, config.invocation_timeout, config.required) == (10.0, 30.0, True)
     assert config.features == HOOKS_OPTIONS["features"].default
+    # Declared once, in HOOKS_OPTIONS: Config's own field defaults are those.
+    assert {key: getattr(Config(), key) for key in HOOKS_OPTIONS} == {k: o.default for k, o in HOOKS_OPTIONS.items()}
     assert CONFIG_PATH == "/etc/libvirt/vdp-hooks.conf"
 
 
@@ -63,6 +65,11 @@ def test_full_config(tmp_path: Path) -> None:
     )
     assert config.uplink("fabric-a") == "eth0" and config.uplink("eno9") == "eno9"
     assert config.feature_required("rec1") is True and config.feature_required("links") is False
+    # The feature's settings see the same parsed value (None: the section does not say).
+    from hooks.feature import feature_class
+
+    assert config.feature_settings("rec1", feature_class("rec1").options)["required"] is True
+    assert config.feature_settings("links", feature_class("links").options)["required"] is None
 
 
 @pytest.mark.parametrize(

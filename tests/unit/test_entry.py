@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hooks
-from hooks import runner
+from hooks import ops, runner
+from hooks.config import HOOKS_OPTIONS
 from hooks.feature import BUILTIN_FEATURES, feature_class
 from tests.unit.conftest import (
     BEGIN_HOOKS,
@@ -66,7 +67,10 @@ def _copy_tree(root: Path) -> Path:
 def test_entry_constants_match_the_framework() -> None:
     entry = _load_entry()
     assert hooks.NAMESPACE.encode() in entry._MARKERS
-    assert entry._NEVER_FAIL == runner.NEVER_FAIL
+    # The entry's stdlib copies of hooks/ops.py's table.
+    assert entry._NEVER_FAIL == ops.NEVER_FAIL
+    assert entry._HANDLED == ops.HANDLED
+    assert HOOKS_OPTIONS["invocation_timeout"].default == entry._STDIN_SECONDS
     assert entry._STATE_DIR == hooks.STATE_DIR_DEFAULT
     for name in BUILTIN_FEATURES:
         try:

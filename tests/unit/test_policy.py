@@ -16,15 +16,15 @@ import pytest
 
 from hooks.config import Config
 from hooks.event import Event, PortSpec
-from hooks.policy import Emergency, Policy, clear_emergency, read_emergency, set_emergency
+from hooks.policy import Decision, Emergency, Policy, clear_emergency, read_emergency, set_emergency
 from tests.unit.conftest import MAC_A, MAC_B, HookEnv, domain_xml, hooks_md, port
 
 TRI = (None, True, False)
 
 
 def _policy(host: bool, guest: bool | None, emergency: bool, feature_host: bool | None = None) -> Policy:
-    sections = {"rec1": MappingProxyType({"required": ("yes" if feature_host else "no", 7)})}
-    config = Config(required=host, raw_sections=MappingProxyType(sections) if feature_host is not None else {})
+    sections = {"rec1": feature_host} if feature_host is not None else {}
+    config = Config(required=host, feature_required_keys=MappingProxyType(sections))
     event = Event(
         "g", uuid.uuid4(), "prepare", "begin", "-", feature_policy={} if guest is None else {"rec1": guest}
     )
@@ -46,15 +46,25 @@ def test_precedence_matrix(host: bool, guest: bool | None, port_required: bool |
         expected, source = guest, "guest metadata"
     else:
         expected, source = host, "host config"
-    assert policy.required("rec1", spec) is expected
-    assert policy.source("rec1", spec) == source
+    assert policy.decide("rec1", spec) == Decision(expected, source)
 
 
 @pytest.mark.parametrize(("hooks_default", "feature_host"), list(itertools.product((True, False), (True, False))))
 def test_feature_section_overrides_the_hooks_default(hooks_default: bool, feature_host: bool) -> None:
     policy = _policy(hooks_default, None, False, feature_host=feature_host)
-    assert policy.required("rec1") is feature_host
-    assert policy.required("rec2") is hooks_default  # no section: the [hooks] default
+    assert policy.decide("rec1") == Decision(feature_host, "host config")
+    assert policy.decide("rec2") == Decision(hooks_default, "host config")  # no section: the [hooks] default
+
+
+def test_a_failure_of_the_feature_as_a_whole_vetoes_if_any_of_its_ports_is_required() -> None:
+    policy = _policy(False, None, False)
+    optional = PortSpec(mac=MAC_A, where="<vdp:port>", kind="qbg", required=False)
+    needed = PortSpec(mac=MAC_B, where="<vdp:port>", kind="qbg", required=True)
+    assert policy.decide_all("rec1", [optional, needed]) == Decision(True, f"port {MAC_B}")
+    assert policy.decide_all("rec1", [optional]) == Decision(False, f"port {MAC_A}")
+    assert policy.decide_all("rec1", []) == Decision(False, "host config")
+    assert _policy(False, True, False).decide_all("rec1", []) == Decision(True, "guest metadata")
+    assert _policy(True, None, True).decide_all("rec1", [needed]) == Decision(False, "emergency override")
 
 
 def test_emergency_file(tmp_path: Path) -> None:

@@ -254,3 +254,25 @@ def test_release_when_a_journaled_plugin_was_uninstalled(hookenv: HookEnv, tmp_p
     # Reinstalled: the next release end finishes the job.
     assert hookenv.run("release", "end", xml).returncode == 0
     assert hookenv.journal(GID) is None
+
+
+def test_a_context_is_not_changed_after_it_is_built(tmp_path: Path) -> None:
+    """The framework hands the rollback a new Context (the full deadline) instead of changing the one the
+    feature's setup was given."""
+    import uuid
+
+    from hooks.config import Config
+    from hooks.deadline import Deadline
+    from hooks.event import Event
+    from hooks.feature import Context
+    from hooks.journal import Journal
+    from hooks.plain import replace
+
+    event = Event("g", uuid.uuid4(), "prepare", "begin", "-")
+    with Journal(str(tmp_path)).open(event.uuid, "g", timeout=5) as gj:
+        ctx = Context("rec1", event, Config(), {}, Deadline(5), gj)
+        with pytest.raises(AttributeError, match="frozen"):
+            ctx.deadline = Deadline(10)  # type: ignore[misc]
+        later = replace(ctx, deadline=Deadline(10))
+        later.intend("k", "assoc", {})
+        assert ctx.created == later.created != [], "one list of what this invocation journaled"
