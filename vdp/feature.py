@@ -472,7 +472,8 @@ class VdpFeature(Feature):
         (a silent or late switch): say so, and since when -- the oldest of the VSI's unanswered withdrawals
         (journaled as UNANSWERED) and unconfirmed setup requests (a record's creation) is the one lldpad
         still holds."""
-        from vdp import nlmsg, status
+        from vdp import status
+        from vdp.wire import netlink as nlmsg
 
         instance = record.data.get("instance")
         starts = []
@@ -854,7 +855,8 @@ class VdpFeature(Feature):
         return lost
 
     def _lost_qbh(self, records: Sequence[Record]) -> list[Record]:
-        from vdp import nlmsg, qbh
+        from vdp import qbh
+        from vdp.wire import netlink as nlmsg
 
         keep = (nlmsg.PORT_PROFILE_RESPONSE_SUCCESS, nlmsg.PORT_PROFILE_RESPONSE_INPROGRESS)
         lost = []

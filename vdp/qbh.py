@@ -2,7 +2,7 @@
 
 The host asks the adapter's driver to bind a port to a named port profile with an ``RTM_SETLINK`` to the
 kernel (netlink port id 0): ``IFLA_PORT_SELF`` for the device itself, or ``IFLA_VF_PORTS{IFLA_VF_PORT}``
-with ``IFLA_PORT_VF`` on the PF for an SR-IOV VF (encoding: ``vdp.nlmsg.encode_qbh_request``).  The
+with ``IFLA_PORT_VF`` on the PF for an SR-IOV VF (encoding: ``vdp.wire.netlink.encode_qbh_request``).  The
 driver acknowledges at once and works in the background; the outcome is read by polling ``RTM_GETLINK``
 with ``IFLA_EXT_MASK = RTEXT_FILTER_VF`` until ``IFLA_PORT_RESPONSE`` stops saying INPROGRESS (0x101).
 In the mainline kernel only enic implements this (``ndo_set_vf_port`` / ``ndo_get_vf_port``,
@@ -48,8 +48,10 @@ from collections.abc import Sequence
 
 from hooks.errors import ConfigError, FeatureError, PeerUnavailable
 from hooks.plain import plain
-from vdp import nlmsg
-from vdp.nlmsg import (
+from vdp.rtsocket import RouteSocket
+from vdp.status import qbh_message
+from vdp.wire import netlink
+from vdp.wire.netlink import (
     ASSOCIATE,
     DISASSOCIATE,
     NLMSG_DONE,
@@ -62,8 +64,6 @@ from vdp.nlmsg import (
     RTM_NEWLINK,
     PortStatus,
 )
-from vdp.rtsocket import RouteSocket
-from vdp.status import qbh_message
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
@@ -492,7 +492,7 @@ class QbhClient(RouteSocket):
                 f"nothing listens on netlink port {dest} (the port-profile test peer is gone)"
             ) from exc
 
-    def _recv(self, until: float) -> list[tuple[nlmsg.NetlinkHeader, bytes]]:
+    def _recv(self, until: float) -> list[tuple[netlink.NetlinkHeader, bytes]]:
         return self._recv_messages(until)
 
     def _acks(self, seqs: set[int], end: float) -> dict[int, int]:
@@ -505,12 +505,12 @@ class QbhClient(RouteSocket):
                 break
             for hdr, msg in messages:
                 if hdr.type == NLMSG_ERROR and hdr.seq in seqs and hdr.seq not in got:
-                    got[hdr.seq] = nlmsg.decode_error(msg)
+                    got[hdr.seq] = netlink.decode_error(msg)
         return got
 
     def _link_message(self, ifindex: int, up: bool) -> tuple[int, bytes]:
         seq = self._next_seq()
-        return seq, nlmsg.encode_link_state(seq=seq, port_id=self.port_id, ifindex=ifindex, up=up)
+        return seq, netlink.encode_link_state(seq=seq, port_id=self.port_id, ifindex=ifindex, up=up)
 
     def _set_links(self, ifnames: Sequence[str], *, up: bool, end: float) -> dict[str, str]:
         """Set interfaces up or down through the kernel, together; ifname -> problem ('' when fine).
@@ -542,13 +542,13 @@ class QbhClient(RouteSocket):
     def _getlink(self, ifindex: int, end: float) -> bytes | int | None:
         """The reply to one GETLINK (the link message), a negative errno, or None on silence."""
         seq = self._next_seq()
-        self._send(nlmsg.encode_getlink(seq=seq, port_id=self.port_id, ifindex=ifindex), self.dest_pid)
+        self._send(netlink.encode_getlink(seq=seq, port_id=self.port_id, ifindex=ifindex), self.dest_pid)
         while time.monotonic() < end:
             for hdr, msg in self._recv(end):
                 if hdr.seq != seq:
                     continue  # a late reply to an earlier round
                 if hdr.type == NLMSG_ERROR:
-                    err = nlmsg.decode_error(msg)
+                    err = netlink.decode_error(msg)
                     if err:
                         return err
                     continue  # the acknowledgement that follows the reply
@@ -559,7 +559,7 @@ class QbhClient(RouteSocket):
     def _encode(self, p: _Pending, request: int, seq: int) -> bytes:
         req = p.req
         send_mac = req.port.vf is not None or self.port_self_mac
-        return nlmsg.encode_qbh_request(
+        return netlink.encode_qbh_request(
             seq=seq,
             port_id=self.port_id,
             ifindex=req.port.pf_ifindex,
@@ -697,7 +697,7 @@ class QbhClient(RouteSocket):
                 req, False, None, f"{req.describe()}: reading the status failed: {kernel_errno_message(reply, req)}"
             )
         try:
-            ports = nlmsg.decode_ports(reply)
+            ports = netlink.decode_ports(reply)
         except ValueError as exc:
             return QbhResult(req, False, None, f"{req.describe()}: unreadable status reply ({exc})")
         mine = _find_port(ports, req.port.vf)
@@ -751,7 +751,7 @@ class QbhClient(RouteSocket):
             raise PeerUnavailable(f"no answer about {port.describe()} within {self.exchange_timeout:g} s")
         if isinstance(reply, int):
             raise PeerUnavailable(f"cannot read the port-profile state of {port.describe()}: {os.strerror(-reply)}")
-        return _find_port(nlmsg.decode_ports(reply), port.vf)
+        return _find_port(netlink.decode_ports(reply), port.vf)
 
     def supports_port_profiles(self, port: QbhPort) -> bool:
         """Whether the driver of ``port``'s PF implements port profiles (``ndo_set_vf_port``).
@@ -767,14 +767,14 @@ class QbhClient(RouteSocket):
         end = time.monotonic() + self.exchange_timeout
         reply = self._getlink(port.pf_ifindex, end)
         if isinstance(reply, bytes):
-            msg: Any = nlmsg.LinkMsg(reply)
+            msg: Any = netlink.LinkMsg(reply)
             msg.decode()
             if msg.get_attr("IFLA_PORT_SELF") is not None or msg.get_attr("IFLA_VF_PORTS") is not None:
                 return True
         elif isinstance(reply, int) and -reply == errno.ENODEV:
             raise PeerUnavailable(f"interface {port.pf_ifname} does not exist (ENODEV)")
         seq = self._next_seq()
-        self._send(nlmsg.encode_empty_vf_ports(seq=seq, port_id=self.port_id, ifindex=port.pf_ifindex), self.dest_pid)
+        self._send(netlink.encode_empty_vf_ports(seq=seq, port_id=self.port_id, ifindex=port.pf_ifindex), self.dest_pid)
         err = self._acks({seq}, end).get(seq)
         if err is None:
             raise PeerUnavailable(
@@ -802,9 +802,9 @@ def _validate(req: QbhRequest) -> str:
         return f"unknown request {req.request}"
     if req.request != DISASSOCIATE:
         size = len(req.profile.encode())
-        if not 0 < size < nlmsg.PORT_PROFILE_MAX:
+        if not 0 < size < netlink.PORT_PROFILE_MAX:
             return (
-                f"the port profile name must be 1..{nlmsg.PORT_PROFILE_MAX - 1} bytes (got {size}) -- "
+                f"the port profile name must be 1..{netlink.PORT_PROFILE_MAX - 1} bytes (got {size}) -- "
                 "fix profileid in the guest metadata"
             )
     try:

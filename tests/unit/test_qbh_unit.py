@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from hooks.errors import ConfigError, FeatureError, PeerUnavailable
-from vdp import nlmsg, qbh
+from vdp import qbh
 from vdp.qbh import QbhClient, QbhPort, QbhRequest
+from vdp.wire import netlink
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "libvirt9_qbh.json"
 
@@ -246,7 +247,7 @@ class _Capture:
                 data = self.sock.recv(65536)
             except BlockingIOError:
                 return out
-            out.extend(m for _h, m in nlmsg.split_messages(data))
+            out.extend(m for _h, m in netlink.split_messages(data))
 
 
 @pytest.fixture
@@ -261,7 +262,7 @@ def _golden_requests() -> list[tuple[str, QbhRequest, bytes]]:
     doc = json.loads(GOLDEN.read_text())
     out: list[tuple[str, QbhRequest, bytes]] = []
     for m in doc["messages"]:
-        if m["header"]["nlmsg_type"] != nlmsg.RTM_SETLINK:
+        if m["header"]["nlmsg_type"] != netlink.RTM_SETLINK:
             continue
         var = m["varying"]
         guest = m["name"].split("_", 1)[0]
@@ -333,8 +334,8 @@ def test_by_default_the_device_itself_gets_no_mac(capture: _Capture) -> None:
     with QbhClient(dest_pid=capture.port_id, exchange_timeout=0.05, manage_link=False) as client:
         client.submit([_req()])
     sent = capture.messages()
-    assert nlmsg.decode_vfinfo(sent[0]) == []
-    (port,) = nlmsg.decode_ports(sent[0])
+    assert netlink.decode_vfinfo(sent[0]) == []
+    (port,) = netlink.decode_ports(sent[0])
     assert port.port_self and port.profile == "finance-10" and port.request == qbh.ASSOCIATE
 
 
@@ -342,10 +343,10 @@ def test_a_vf_gets_its_mac_with_its_number(capture: _Capture) -> None:
     with QbhClient(dest_pid=capture.port_id, exchange_timeout=0.05, manage_link=False) as client:
         client.submit([_req(vf=2)])
     sent = capture.messages()
-    assert nlmsg.decode_vfinfo(sent[0]) == [("52:54:00:aa:00:03", None)]
+    assert netlink.decode_vfinfo(sent[0]) == [("52:54:00:aa:00:03", None)]
     # struct ifla_vf_mac.vf is the VF number, not -1 (rtnetlink refuses >= INT_MAX)
     assert struct.pack("=I", 2) + bytes.fromhex("525400aa0003") in sent[0]
-    (port,) = nlmsg.decode_ports(sent[0])
+    (port,) = netlink.decode_ports(sent[0])
     assert port.vf == 2 and not port.port_self
 
 
@@ -359,12 +360,12 @@ def test_silence_times_out_and_sends_disassociate(capture: _Capture) -> None:
     assert "DISASSOCIATE" in result.message
     assert 0.2 <= took < 1.0
     sent = capture.messages()
-    requests = [nlmsg.decode_ports(m)[0].request for m in sent]
+    requests = [netlink.decode_ports(m)[0].request for m in sent]
     assert requests == [qbh.ASSOCIATE, qbh.DISASSOCIATE]
-    undo = nlmsg.decode_ports(sent[1])[0]
+    undo = netlink.decode_ports(sent[1])[0]
     # libvirt's DISASSOCIATE: VF and request only
     assert (undo.vf, undo.profile, undo.instance, undo.host_uuid) == (1, None, None, None)
-    assert nlmsg.decode_vfinfo(sent[1]) == []
+    assert netlink.decode_vfinfo(sent[1]) == []
 
 
 def test_deadline_caps_the_wait(capture: _Capture) -> None:
@@ -389,4 +390,4 @@ def test_bad_requests_fail_alone_without_being_sent(capture: _Capture, req: QbhR
     assert not bad.ok and word in bad.message
     assert good.timed_out  # the good one went out (and met silence)
     sent = capture.messages()
-    assert [nlmsg.decode_ports(m)[0].vf for m in sent] == [3, 3]
+    assert [netlink.decode_ports(m)[0].vf for m in sent] == [3, 3]

@@ -22,7 +22,7 @@ real NETLINK_ROUTE socket bound to its own port id, answering ``RTM_SETLINK`` wi
 The adapter firmware behind the driver is scripted per test with :class:`Firmware`: how many status polls
 answer INPROGRESS before the final response, which response, a failing device command (the SETLINK's
 errno), a port reported without response, or silence.  Wire parsing and building here are written
-independently of ``vdp.nlmsg`` so that a codec bug on the client side cannot hide behind the same bug here.
+independently of ``vdp.wire.netlink`` so that a codec bug on the client side cannot hide behind the same bug here.
 
 Use in a thread (``with EnicPeer(...) as peer``) inside a network namespace the test made (see
 :func:`enter_netns`), or as a process for hook-level tests::
@@ -171,7 +171,7 @@ class _PortState:
     firmware: Firmware = field(default_factory=Firmware)
 
 
-# --- wire helpers (independent of vdp.nlmsg) -------------------------------------------------------------
+# --- wire helpers (independent of vdp.wire.netlink) -------------------------------------------------------------
 
 
 def _attrs(data: bytes) -> list[tuple[int, bytes]]:

@@ -5,7 +5,7 @@ classes.  pyroute2 knows ``IFLA_VFINFO_LIST`` but leaves ``IFLA_VF_PORTS`` and `
 so the whole message is declared here, attribute by attribute, from ``include/uapi/linux/if_link.h``.
 
 The encoders reproduce what libvirt sends byte for byte (attribute order, ``NLA_F_NESTED`` on every nest,
-``NLM_F_REQUEST | NLM_F_ACK``); ``tests/unit/test_nlmsg.py`` holds the golden bytes.
+``NLM_F_REQUEST | NLM_F_ACK``); ``tests/unit/test_wire_netlink.py`` holds the golden bytes.
 
 Only ``pyroute2.netlink`` is imported, never the ``pyroute2`` package itself: its ``__init__`` pulls in
 IPRoute, NDB and friends and costs 150-200 ms, most of a hook's whole time budget (see
