@@ -36,8 +36,10 @@ from tests.lab.harness.enicpeer import (
     enter_netns,
 )
 from tests.lab.harness.netns import Netns, unique_suffix
-from vdp import qbh
-from vdp.qbh import QbhClient, QbhPort, QbhRequest
+from vdp.qbh import client as qbh
+from vdp.qbh import host as qbh_host
+from vdp.qbh.client import QbhClient, QbhRequest
+from vdp.qbh.host import QbhPort
 from vdp.wire import netlink
 
 pytestmark = pytest.mark.lab
@@ -340,7 +342,7 @@ def kernel(netns: Netns) -> Iterator[tuple[QbhPort, QbhPort]]:
 
 
 def test_resolve_port_on_real_sysfs_in_a_namespace(netns: Netns) -> None:
-    code = "from vdp import qbh; print(qbh.resolve_port('vf1'))"
+    code = "from vdp.qbh import host; print(host.resolve_port('vf1'))"
     out = netns.run([sys.executable, "-c", code], cwd=str(REPO)).stdout
     idx = int(netns.run(["cat", "/sys/class/net/vf1/ifindex"]).stdout)
     assert out.strip() == repr(QbhPort("vf1", "vf1", idx, None))  # a veth is no VF: the device itself
@@ -348,7 +350,7 @@ def test_resolve_port_on_real_sysfs_in_a_namespace(netns: Netns) -> None:
 
 def test_resolve_port_refuses_sysfs_of_another_namespace(netns: Netns) -> None:
     with enter_netns(netns.name), pytest.raises(PeerUnavailable, match="does not show this network namespace"):
-        qbh.resolve_port("up0")
+        qbh_host.resolve_port("up0")
 
 
 @pytest.mark.parametrize("request_type", [qbh.ASSOCIATE, qbh.PREASSOCIATE_RR])
@@ -443,8 +445,8 @@ def test_peer_process_with_control_file_and_client_in_the_namespace(netns: Netns
         port_id = int(ready.read_text())
         # A client process in the namespace, resolving the port on real sysfs (ip netns exec mounts it).
         code = (
-            "import uuid; from vdp import qbh\n"
-            "port = qbh.resolve_port('up0')\n"
+            "import uuid; from vdp.qbh import client as qbh, host as qbh_host\n"
+            "port = qbh_host.resolve_port('up0')\n"
             f"c = qbh.QbhClient(dest_pid={port_id}, exchange_timeout=2)\n"
             "print(c.supports_port_profiles(port))\n"
             f"req = qbh.QbhRequest(port, '{MAC}', 'finance-10', uuid.UUID('{GUEST}'), uuid.UUID('{HOST}'), 2)\n"

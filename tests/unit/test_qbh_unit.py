@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from hooks.errors import ConfigError, FeatureError, PeerUnavailable
-from vdp import qbh
-from vdp.qbh import QbhClient, QbhPort, QbhRequest
+from vdp.qbh import client as qbh
+from vdp.qbh import host as qbh_host
+from vdp.qbh.client import QbhClient, QbhRequest
+from vdp.qbh.host import QbhPort
 from vdp.wire import netlink
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "libvirt9_qbh.json"
@@ -57,18 +59,18 @@ def _fake_sysfs(root: Path, *, vfs: int = 3, pf_net: tuple[str, ...] = ("eth1",)
 
 def test_plain_device_addresses_itself(tmp_path: Path) -> None:
     sysfs = _fake_sysfs(tmp_path)
-    assert qbh.resolve_port("eth0", sysfs=str(sysfs)) == QbhPort("eth0", "eth0", 2, None)
+    assert qbh_host.resolve_port("eth0", sysfs=str(sysfs)) == QbhPort("eth0", "eth0", 2, None)
 
 
 def test_a_pf_addresses_itself(tmp_path: Path) -> None:
     sysfs = _fake_sysfs(tmp_path)
-    assert qbh.resolve_port("eth1", sysfs=str(sysfs)) == QbhPort("eth1", "eth1", 3, None)
+    assert qbh_host.resolve_port("eth1", sysfs=str(sysfs)) == QbhPort("eth1", "eth1", 3, None)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2])
 def test_vf_resolves_to_its_pf_and_number(tmp_path: Path, n: int) -> None:
     sysfs = _fake_sysfs(tmp_path)
-    port = qbh.resolve_port(f"eth1v{n}", sysfs=str(sysfs))
+    port = qbh_host.resolve_port(f"eth1v{n}", sysfs=str(sysfs))
     assert port == QbhPort(f"eth1v{n}", "eth1", 3, n)
     assert port.describe() == f"VF {n} of eth1 (eth1v{n})"
 
@@ -77,32 +79,32 @@ def test_vf_number_comes_from_the_virtfn_link_not_the_name(tmp_path: Path) -> No
     sysfs = _fake_sysfs(tmp_path)
     # A VF renamed to something that suggests another number is still found by its PCI function.
     os.rename(sysfs / "class" / "net" / "eth1v2", sysfs / "class" / "net" / "guest0")
-    assert qbh.resolve_port("guest0", sysfs=str(sysfs)).vf == 2
+    assert qbh_host.resolve_port("guest0", sysfs=str(sysfs)).vf == 2
 
 
 def test_vf_whose_pf_has_no_netdev_is_a_clear_error(tmp_path: Path) -> None:
     sysfs = _fake_sysfs(tmp_path, pf_net=())
     with pytest.raises(PeerUnavailable, match=r"VF 1 of PCI device 0000:03:00.0.*cannot be found"):
-        qbh.resolve_port("eth1v1", sysfs=str(sysfs))
+        qbh_host.resolve_port("eth1v1", sysfs=str(sysfs))
 
 
 def test_vf_not_listed_by_its_pf_is_a_clear_error(tmp_path: Path) -> None:
     sysfs = _fake_sysfs(tmp_path)
     (sysfs / "devices" / "pci0000:00" / "0000:03:00.0" / "virtfn1").unlink()
     with pytest.raises(PeerUnavailable, match="does not list it"):
-        qbh.resolve_port("eth1v1", sysfs=str(sysfs))
+        qbh_host.resolve_port("eth1v1", sysfs=str(sysfs))
 
 
 @pytest.mark.parametrize("name", ["nosuch0", "", "../eth0", "a/b", ".."])
 def test_missing_or_bad_interface_names(tmp_path: Path, name: str) -> None:
     sysfs = _fake_sysfs(tmp_path)
     with pytest.raises(PeerUnavailable):
-        qbh.resolve_port(name, sysfs=str(sysfs))
+        qbh_host.resolve_port(name, sysfs=str(sysfs))
 
 
 def test_real_sysfs_loopback_is_itself() -> None:
     # /sys is real on every Linux machine; lo is never a VF.
-    assert qbh.resolve_port("lo") == QbhPort("lo", "lo", socket.if_nametoindex("lo"), None)
+    assert qbh_host.resolve_port("lo") == QbhPort("lo", "lo", socket.if_nametoindex("lo"), None)
 
 
 # --- host UUID -------------------------------------------------------------------------------------------------
@@ -122,17 +124,17 @@ def _files(tmp_path: Path, dmi: str | None, machine_id: str | None) -> dict[str,
 
 
 def test_configured_wins(tmp_path: Path) -> None:
-    assert qbh.host_uuid("aaaaaaaa-0000-4000-8000-0000000000ca", **_files(tmp_path, U1, U2)) == uuid.UUID(
+    assert qbh_host.host_uuid("aaaaaaaa-0000-4000-8000-0000000000ca", **_files(tmp_path, U1, U2)) == uuid.UUID(
         "aaaaaaaa-0000-4000-8000-0000000000ca"
     )
 
 
 def test_smbios_before_machine_id(tmp_path: Path) -> None:
-    assert qbh.host_uuid(None, **_files(tmp_path, U1.upper(), U2)) == uuid.UUID(U1)
+    assert qbh_host.host_uuid(None, **_files(tmp_path, U1.upper(), U2)) == uuid.UUID(U1)
 
 
 def test_machine_id_when_no_smbios(tmp_path: Path) -> None:
-    assert qbh.host_uuid(None, **_files(tmp_path, None, U2)) == uuid.UUID(U2)
+    assert qbh_host.host_uuid(None, **_files(tmp_path, None, U2)) == uuid.UUID(U2)
 
 
 @pytest.mark.parametrize(
@@ -140,31 +142,32 @@ def test_machine_id_when_no_smbios(tmp_path: Path) -> None:
 )
 def test_invalid_smbios_uuid_is_skipped_like_libvirt(tmp_path: Path, bad: str) -> None:
     # virUUIDIsValid: 16 equal bytes are no host UUID (firmware placeholders).
-    assert qbh.host_uuid(None, **_files(tmp_path, bad, U2)) == uuid.UUID(U2)
+    assert qbh_host.host_uuid(None, **_files(tmp_path, bad, U2)) == uuid.UUID(U2)
 
 
 def test_libvirt_liberal_syntax_is_accepted(tmp_path: Path) -> None:
     # virUUIDParse allows '-' or ' ' between pairs and surrounding blanks.
-    assert qbh.host_uuid("  4c4c4544 0042 3510 8052 b4c04f4e3232 ", **_files(tmp_path, None, None)) == uuid.UUID(U1)
+    liberal = "  4c4c4544 0042 3510 8052 b4c04f4e3232 "
+    assert qbh_host.host_uuid(liberal, **_files(tmp_path, None, None)) == uuid.UUID(U1)
 
 
 @pytest.mark.parametrize("bad", ["00000000-0000-0000-0000-000000000000", "4c4c4544-0042", "zz" * 16])
 def test_bad_configured_uuid_is_a_config_error(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ConfigError, match="host_uuid"):
-        qbh.host_uuid(bad, **_files(tmp_path, U1, U2))
+        qbh_host.host_uuid(bad, **_files(tmp_path, U1, U2))
 
 
 def test_nothing_found_says_what_to_set(tmp_path: Path) -> None:
     with pytest.raises(FeatureError, match="host_uuid"):
-        qbh.host_uuid(None, **_files(tmp_path, None, "0" * 32))
+        qbh_host.host_uuid(None, **_files(tmp_path, None, "0" * 32))
 
 
 def test_libvirt_config_host_uuid(tmp_path: Path) -> None:
     daemon = tmp_path / "libvirtd.conf"
     daemon.write_text('# host_uuid = "00000000-0000-0000-0000-000000000000"\nhost_uuid = "' + U1 + '"\n')
-    assert qbh.libvirt_host_uuid([str(tmp_path / "absent.conf"), str(daemon)]) == U1
+    assert qbh_host.libvirt_host_uuid([str(tmp_path / "absent.conf"), str(daemon)]) == U1
     daemon.write_text('#host_uuid = "x"\nlog_level = 3\n')
-    assert qbh.libvirt_host_uuid([str(daemon)]) is None
+    assert qbh_host.libvirt_host_uuid([str(daemon)]) is None
 
 
 # --- messages ----------------------------------------------------------------------------------------------------

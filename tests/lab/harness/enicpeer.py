@@ -1,6 +1,6 @@
 """A netlink peer that plays the kernel and the enic driver for 802.1Qbh port profiles.
 
-No enic hardware exists here, so tests point ``vdp.qbh.QbhClient(dest_pid=peer.port_id)`` at this peer: a
+No enic hardware exists here, so tests point ``vdp.qbh.client.QbhClient(dest_pid=peer.port_id)`` at this peer: a
 real NETLINK_ROUTE socket bound to its own port id, answering ``RTM_SETLINK`` with ``NLMSG_ERROR`` and
 ``RTM_GETLINK`` with ``RTM_NEWLINK``, the way the kernel does for a device driven by enic.  It follows
 (facts read, no code copied):
