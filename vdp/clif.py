@@ -30,18 +30,10 @@ from collections.abc import Sequence
 
 from hooks.errors import DeadlineExceeded, FeatureError, HookError, PeerRefused, PeerUnavailable
 from hooks.plain import as_dict
-from vdp.status import VDP22_NONE, VDP22_SUCCESS
+from vdp.messages import clif_status_text
 from vdp.wire.clif import (
-    CMD_AGENT_NOT_FOUND,
-    CMD_BAD_PARAMS,
-    CMD_DEVICE_NOT_FOUND,
     CMD_GETTLV,
-    CMD_INVALID,
-    CMD_NOT_APPLICABLE,
-    CMD_NOT_CAPABLE,
     CMD_RESPONSE,
-    CMD_VDP_BUSY,
-    CMD_VDP_PROT_NO_SUPPORT,
     LLDP_MOD_MAND,
     LLDP_MOD_VDP22,
     MAX_CLIF_MSGBUF,
@@ -70,6 +62,18 @@ from vdp.wire.clif import (
 )
 from vdp.wire.clif import strip_command_header as _strip_command_header
 from vdp.wire.clif import vsi_records as _vsi_records
+from vdp.wire.codes import (
+    CMD_AGENT_NOT_FOUND,
+    CMD_BAD_PARAMS,
+    CMD_DEVICE_NOT_FOUND,
+    CMD_INVALID,
+    CMD_NOT_APPLICABLE,
+    CMD_NOT_CAPABLE,
+    CMD_VDP_BUSY,
+    CMD_VDP_PROT_NO_SUPPORT,
+    VDP22_NONE,
+    VDP22_SUCCESS,
+)
 
 __all__ = [
     "CLIF_LIBRARY",
@@ -85,24 +89,6 @@ __all__ = [
 
 CLIF_LIBRARY = "liblldp_clif.so.1"
 LLDPAD_SOCKET = "\0/com/intel/lldpad"  # abstract address, per network namespace
-
-# Texts of lldpad's command status (include/lldpad_status.h, enum vdp22_cmd_status; numbers in vdp.wire.clif)
-_CMD_STATUS = {
-    1: "failed",
-    2: "device not found or inactive",
-    3: "agent instance for device not found",
-    4: "invalid command",
-    5: "invalid parameters",
-    6: "peer feature not present",
-    7: "version not compatible",
-    8: "device not capable",
-    9: "command not applicable",
-    10: "access denied",
-    11: "TLV does not support agent type",
-    13: "VDP protocol not supported on interface",
-    14: "not enough memory",
-    15: "VSI association in progress",
-}
 
 _INSTALL_HINT = "install lldpad (Debian/Ubuntu: apt-get install lldpad; RHEL/Fedora: dnf install lldpad)"
 _START_HINT = "start lldpad (systemctl start lldpad) in this host's network namespace, or " + _INSTALL_HINT
@@ -223,7 +209,7 @@ def _lldpad_listening() -> bool:
 
 def _status_error(status: int, what: str, ifname: str) -> HookError:
     """Map a non-zero lldpad command status to the product's exception with an admin hint."""
-    text = _CMD_STATUS.get(status, f"status {status}")
+    text = clif_status_text(status)
     msg = f"lldpad refused {what} on {ifname}: {text}"
     if status in (CMD_DEVICE_NOT_FOUND, CMD_AGENT_NOT_FOUND):
         return PeerUnavailable(

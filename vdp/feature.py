@@ -472,7 +472,7 @@ class VdpFeature(Feature):
         (a silent or late switch): say so, and since when -- the oldest of the VSI's unanswered withdrawals
         (journaled as UNANSWERED) and unconfirmed setup requests (a record's creation) is the one lldpad
         still holds."""
-        from vdp import status
+        from vdp import messages as status
         from vdp.wire import netlink as nlmsg
 
         instance = record.data.get("instance")

@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 
 from hooks.errors import PeerUnavailable
 from hooks.plain import plain
+from vdp.messages import VDP22_NONE, VDP22_SUCCESS, errno_message, split_vdp22, stuck_message, vdp22_message
 from vdp.rtsocket import RouteSocket
-from vdp.status import VDP22_NONE, VDP22_SUCCESS, errno_message, split_vdp22, stuck_message, vdp22_message
 from vdp.wire import netlink as nlmsg
 from vdp.wire.netlink import (
     ASSOCIATE,

@@ -218,19 +218,6 @@ def test_einval_with_the_mac_for_the_device_itself_explains_the_kernel_check() -
     assert "Linux 5.5" not in qbh.kernel_errno_message(-errno.EINVAL, _req(vf=1), port_self_mac=True)
 
 
-@pytest.mark.parametrize(
-    ("response", "word"),
-    [(0x102, "invalid"), (0x103, "bad state"), (0x104, "insufficient resources"), (0x105, "adapter reported an error")],
-)
-def test_each_profile_response_has_one_line(response: int, word: str) -> None:
-    text = qbh.response_message(response)
-    assert word in text and f"{response:#x}" in text and "\n" not in text
-
-
-def test_missing_response_is_named() -> None:
-    assert "IFLA_PORT_RESPONSE missing" in qbh.response_message(None)
-
-
 # --- what goes on the wire (a bare netlink socket stands in for a silent kernel; no root needed) ---------------
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vdp.wire import clif
+from vdp.wire import clif, codes
 
 INSTANCE = uuid.UUID("09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f")
 
@@ -323,7 +323,7 @@ def test_session_tables() -> None:
     (empty,) = _messages("table_empty", "received")
     (nosuch,) = _messages("table_nosuch", "received")
     assert clif.parse_vsi_list(clif.strip_command_header(clif.parse_reply(empty).body)) == []
-    assert clif.parse_reply(nosuch).status == clif.CMD_DEVICE_NOT_FOUND
+    assert clif.parse_reply(nosuch).status == codes.CMD_DEVICE_NOT_FOUND
     for name in ("table_one", "query_uuid"):
         (raw,) = _messages(name, "received")
         (record,) = clif.parse_vsi_list(clif.strip_command_header(clif.parse_reply(raw).body))

@@ -50,9 +50,9 @@ from collections.abc import Sequence
 
 from hooks.errors import PeerUnavailable
 from hooks.plain import plain
+from vdp.messages import qbh_errno_message, qbh_response_message
 from vdp.qbh.host import QbhPort
 from vdp.rtsocket import RouteSocket
-from vdp.status import qbh_message
 from vdp.wire import netlink
 from vdp.wire.netlink import (
     ASSOCIATE,
@@ -81,7 +81,6 @@ __all__ = [
     "QbhRequest",
     "QbhResult",
     "kernel_errno_message",
-    "response_message",
 ]
 
 _POLL_FIRST = 0.001  # first GETLINK this long after the acknowledgement
@@ -128,61 +127,20 @@ class QbhResult:
     timed_out: bool = False
 
 
-# --- messages ---------------------------------------------------------------------------------------------
-
-_ERRNO_TEXT = {
-    errno.EINVAL: (
-        "the driver rejected the request as invalid (empty or missing port profile name, VF number out of "
-        "range, or no MAC address for the VF) -- check profileid in the guest metadata and that the VF "
-        "exists (cat /sys/class/net/{pf}/device/sriov_numvfs)"
-    ),
-    errno.ENODEV: "the device is gone (ENODEV) -- check that {pf} exists and its driver is loaded",
-    errno.ENOMEM: "the adapter is out of resources (ENOMEM) -- free vNICs/VFs on the adapter or use another host",
-    errno.EPERM: "permission denied (EPERM) -- port profiles need CAP_NET_ADMIN (the hook runs as root)",
-    errno.EBUSY: "the adapter is busy with another command (EBUSY) -- retry in a moment",
-    errno.ETIMEDOUT: "the adapter firmware did not answer (ETIMEDOUT) -- check the adapter (dmesg) and retry",
-    errno.ENETDOWN: "the adapter's uplink is down (ENETDOWN) -- check the fabric interconnect link",
-    errno.EIO: "the adapter firmware reported an I/O error (EIO) -- check dmesg for enic errors",
-    errno.EFAULT: "the adapter firmware rejected the command (EFAULT) -- check dmesg for enic errors",
-}
+# --- messages (texts: vdp.messages) ---------------------------------------------------------------------
 
 
 def kernel_errno_message(err: int, req: QbhRequest | None = None, *, port_self_mac: bool = False) -> str:
-    """One line for the kernel's refusal (``NLMSG_ERROR``) of a port-profile request; sign ignored."""
-    code = abs(err)
-    port = req.port if req is not None else None
-    pf = port.pf_ifname if port is not None else "the device"
-    if code == errno.EOPNOTSUPP:
-        if req is not None and req.request == PREASSOCIATE:
-            return (
-                "the driver does not support plain PREASSOCIATE (EOPNOTSUPP; enic never does) -- "
-                "use PREASSOCIATE_RR for the reservation"
-            )
-        return (
-            f"{pf} cannot do 802.1Qbh port profiles (the kernel answered EOPNOTSUPP) -- a Cisco VIC (enic) "
-            "or another adapter whose driver supports port profiles (ndo_set_vf_port) is needed; on a VIC, "
-            "the device itself needs a dynamic vNIC (VM-FEX) and a VF needs SR-IOV enabled"
-        )
-    if code == errno.EINVAL and port_self_mac and port is not None and port.vf is None:
-        return (
-            "the kernel rejected the MAC for the device itself (IFLA_VF_MAC with vf -1 is refused since "
-            "Linux 5.5, EINVAL) -- leave port_self_mac off so the device's own MAC is used"
-        )
-    text = _ERRNO_TEXT.get(code)
-    name = errno.errorcode.get(code, str(code))
-    if text is None:
-        return f"the kernel refused the request: {os.strerror(code)} ({name}) -- check dmesg for the driver's log"
-    return text.format(pf=pf)
-
-
-def response_message(response: int | None) -> str:
-    """One line for an ``IFLA_PORT_RESPONSE`` (None: the driver reported the port without a response)."""
-    if response is None:
-        return (
-            "the driver reported the port without a response (IFLA_PORT_RESPONSE missing) -- check the "
-            "driver's log (dmesg)"
-        )
-    return qbh_message(response)
+    """One line for the kernel's refusal (``NLMSG_ERROR``) of ``req``; sign ignored."""
+    if req is None:
+        return qbh_errno_message(err, port_self_mac=port_self_mac)
+    return qbh_errno_message(
+        err,
+        pf=req.port.pf_ifname,
+        preassociate=req.request == PREASSOCIATE,
+        port_self=req.port.vf is None,
+        port_self_mac=port_self_mac,
+    )
 
 
 # --- the client -----------------------------------------------------------------------------------------------
@@ -477,7 +435,7 @@ class QbhClient(RouteSocket):
         if mine.response == PORT_PROFILE_RESPONSE_INPROGRESS:
             return None
         ok = mine.response == PORT_PROFILE_RESPONSE_SUCCESS
-        text = "done" if ok else response_message(mine.response)
+        text = "done" if ok else qbh_response_message(mine.response)
         return QbhResult(req, ok, mine.response, f"{req.describe()}: {text}{p.note}")
 
     def status(self, port: QbhPort) -> PortStatus | None:

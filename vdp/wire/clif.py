@@ -10,7 +10,7 @@ openlldp ``include/clif_msgs.h``, ``qbg/vdp22_cmds.c``, ``qbg/vdp_ascii.c``); no
 * event    ``M<module:8x>E<level:2x>{<len:4x><key/value list of one VSI>}`` (to attached clients only),
 * ping ``P`` -> ``R00PPONG<pid>``, attach ``A<module hex>`` -> ``R00A``, detach ``D`` -> ``R00D``.
 
-Malformed input raises ValueError; what an answer means for the admin is ``vdp.clif``'s and ``vdp.status``'s.
+Malformed input raises ValueError; what an answer means for the admin is ``vdp.messages``'s.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Sequence
 
 from hooks.plain import plain
-from vdp.status import VDP22_SUCCESS, split_vdp22, vdp22_message
+from vdp.messages import split_vdp22, vdp22_message
+from vdp.wire.codes import CMD_SUCCESS, VDP22_SUCCESS
 
 __all__ = [
-    "CMD_SUCCESS",
     "LLDP_MOD_MAND",
     "LLDP_MOD_VDP22",
     "REQUEST_LABELS",
@@ -83,16 +83,6 @@ TLVID_VDP_DRAFT = 0x001B4002  # draft 0.2 VDP: OUI 00-1b-3f + 1, subtype 2 (also
 VDP22_MODES = {"preassoc": 1, "preassoc-rr": 2, "assoc": 3, "deassoc": 4}
 HINTS = ("none", "to", "from")
 
-# lldpad command status (include/lldpad_status.h, enum vdp22_cmd_status)
-CMD_SUCCESS = 0
-CMD_DEVICE_NOT_FOUND = 2
-CMD_AGENT_NOT_FOUND = 3
-CMD_INVALID = 4
-CMD_BAD_PARAMS = 5
-CMD_NOT_CAPABLE = 8
-CMD_NOT_APPLICABLE = 9
-CMD_VDP_PROT_NO_SUPPORT = 13
-CMD_VDP_BUSY = 15
 
 # -- building requests -------------------------------------------------------------------------------------
 
@@ -392,7 +382,7 @@ class VsiReply:
     """What lldpad reported for one VSI request once the switch answered (the vdp22 event).
 
     ``mode`` is the state lldpad reports (``deassoc`` after a refused association); ``response`` the raw
-    VDP22 response (low byte status, high byte error bits, see ``vdp.status``); ``vlan`` the VLAN of the
+    VDP22 response (low byte status, high byte error bits, see ``vdp.wire.codes``); ``vlan`` the VLAN of the
     first filter (the switch's choice when 0 was requested); ``fields`` every key/value as sent.
     """
 

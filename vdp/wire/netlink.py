@@ -23,6 +23,14 @@ import uuid
 
 from hooks.leanimport import import_lean
 from hooks.plain import plain
+from vdp.wire.codes import (  # enum { PORT_PROFILE_RESPONSE_* }, named in one place for vdp.messages too
+    PORT_PROFILE_RESPONSE_BADSTATE,
+    PORT_PROFILE_RESPONSE_ERROR,
+    PORT_PROFILE_RESPONSE_INPROGRESS,
+    PORT_PROFILE_RESPONSE_INSUFFICIENT_RESOURCES,
+    PORT_PROFILE_RESPONSE_INVALID,
+    PORT_PROFILE_RESPONSE_SUCCESS,
+)
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
@@ -148,14 +156,6 @@ REQUEST_NAMES = {
     ASSOCIATE: "ASSOCIATE",
     DISASSOCIATE: "DISASSOCIATE",
 }
-
-# enum { PORT_PROFILE_RESPONSE_* } (802.1Qbh, kernel/enic)
-PORT_PROFILE_RESPONSE_SUCCESS = 0x100
-PORT_PROFILE_RESPONSE_INPROGRESS = 0x101
-PORT_PROFILE_RESPONSE_INVALID = 0x102
-PORT_PROFILE_RESPONSE_BADSTATE = 0x103
-PORT_PROFILE_RESPONSE_INSUFFICIENT_RESOURCES = 0x104
-PORT_PROFILE_RESPONSE_ERROR = 0x105
 
 _NLMSGHDR = struct.Struct("=IHHII")  # struct nlmsghdr {u32 len; u16 type; u16 flags; u32 seq; u32 pid}
 _NLA_HEADER = struct.Struct("=HH")  # struct nlattr {u16 nla_len; u16 nla_type}
