@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import time
 
 from vdp.wire import netlink
 
@@ -50,8 +51,6 @@ class RouteSocket:
 
     def _recv_messages(self, until: float) -> list[tuple[netlink.NetlinkHeader, bytes]]:
         """Messages of one datagram, or [] when ``until`` (monotonic) passes first."""
-        import time
-
         wait = until - time.monotonic()
         if wait > 0:
             ready, _, _ = select.select([self._sock], [], [], wait)

@@ -412,3 +412,13 @@ def test_link_state_and_empty_vf_ports_messages() -> None:
     assert probe[:16] == struct.pack("=IHHII", 36, netlink.RTM_SETLINK, 0x5, 9, 99)
     assert struct.unpack_from("=BxHiII", probe, 16) == (0, 0, 5, 0, 0)
     assert struct.unpack_from("=HH", probe, 32)[1] & 0x3FFF == netlink.IFLA_VF_PORTS
+
+
+def test_has_port_attrs() -> None:
+    """What QbhClient.supports_port_profiles reads first: the kernel lists ports only for capable drivers."""
+    for vf in (None, 3):
+        raw = netlink.encode_qbh_request(seq=1, port_id=0, ifindex=2, vf=vf, mac=MAC, profile="p", instance=DOMAIN,
+                                         host_uuid=DOMAIN, request=netlink.ASSOCIATE)
+        assert netlink.has_port_attrs(raw)
+    assert netlink.has_port_attrs(netlink.encode_empty_vf_ports(seq=9, port_id=99, ifindex=5))  # an empty nest
+    assert not netlink.has_port_attrs(netlink.encode_link_state(seq=7, port_id=99, ifindex=5, up=True))

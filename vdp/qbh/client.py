@@ -68,10 +68,6 @@ from vdp.wire.netlink import (
     PortStatus,
 )
 
-TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
-if TYPE_CHECKING:
-    from typing import Any
-
 __all__ = [
     "ASSOCIATE",
     "DISASSOCIATE",
@@ -467,9 +463,7 @@ class QbhClient(RouteSocket):
         end = time.monotonic() + self.exchange_timeout
         reply = self._getlink(port.pf_ifindex, end)
         if isinstance(reply, bytes):
-            msg: Any = netlink.LinkMsg(reply)
-            msg.decode()
-            if msg.get_attr("IFLA_PORT_SELF") is not None or msg.get_attr("IFLA_VF_PORTS") is not None:
+            if netlink.has_port_attrs(reply):
                 return True
         elif isinstance(reply, int) and -reply == errno.ENODEV:
             raise PeerUnavailable(f"interface {port.pf_ifname} does not exist (ENODEV)")

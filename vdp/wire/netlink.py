@@ -70,6 +70,7 @@ __all__ = [
     "encode_link_state",
     "encode_qbg_request",
     "encode_qbh_request",
+    "has_port_attrs",
     "parse_header",
     "split_messages",
 ]
@@ -663,6 +664,14 @@ def _decoded_port(cls: Any, attr: bytes, *, port_self: bool) -> PortStatus:
     port = cls(attr)
     port.decode()
     return _port_status(port, port_self=port_self)
+
+
+def has_port_attrs(msg_bytes: bytes) -> bool:
+    """Does a link message carry ``IFLA_PORT_SELF`` or ``IFLA_VF_PORTS``?  (The kernel includes them, with
+    ``RTEXT_FILTER_VF``, only for drivers with ``ndo_get_vf_port``.)"""
+    msg = LinkMsg(msg_bytes)
+    msg.decode()
+    return msg.get_attr("IFLA_PORT_SELF") is not None or msg.get_attr("IFLA_VF_PORTS") is not None
 
 
 def decode_vfinfo(msg_bytes: bytes) -> list[tuple[str | None, int | None]]:
