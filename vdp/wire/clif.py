@@ -2,7 +2,8 @@
 
 Built and parsed here in the exact form the tools send (traced with strace against lldpad 1.1+git20221028;
 openlldp ``include/clif_msgs.h``, ``qbg/vdp22_cmds.c``, ``qbg/vdp_ascii.c``); nothing here opens a socket
-(the connection is ``vdp.clif``).  ``tests/unit/test_wire_clif.py`` holds the golden exchanges:
+(the connection is ``vdp.clif``).  Golden: a recorded session, ``tests/golden/clif/lldpad11.json``
+(``tests/unit/test_wire_clif.py``).  The messages:
 
 * request  ``M<module:8x>C3<cmd:2x><ops:8x><len(ifname):2x><ifname>02<tlvid:8x>{<len:2x><key>[<len:4x><value>]}``
   (``C3``: command message, version 3; ``02``: the nearest customer bridge agent),
@@ -11,6 +12,9 @@ openlldp ``include/clif_msgs.h``, ``qbg/vdp22_cmds.c``, ``qbg/vdp_ascii.c``); no
 * ping ``P`` -> ``R00PPONG<pid>``, attach ``A<module hex>`` -> ``R00A``, detach ``D`` -> ``R00D``.
 
 Malformed input raises ValueError; what an answer means for the admin is ``vdp.messages``'s.
+
+Over 400 lines on purpose: one protocol's codec, each request next to the parser of its reply; a third of
+it is docstrings recording lldpad's measured behaviour and the EVB22 TLV's bit layout.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ The encoders reproduce what libvirt sends byte for byte (attribute order, ``NLA_
 Only ``pyroute2.netlink`` is imported, never the ``pyroute2`` package itself: its ``__init__`` pulls in
 IPRoute, NDB and friends and costs 150-200 ms, most of a hook's whole time budget (see
 ``_import_netlink_base``).
+
+Over 400 lines on purpose: the declarations, the encoders and the decoders of one message family belong
+together (a field's layout and its use are read side by side, as in pyroute2's ``ifinfmsg``).
 """
 
 from __future__ import annotations
