@@ -361,7 +361,7 @@ class Agent:
 
     def on_datagram(self, data: bytes, sender: int) -> None:
         """An unsolicited message from lldpad: a VSI ended (request DISASSOCIATE)."""
-        from vdp import nlmsg
+        from vdp.wire import netlink as nlmsg
 
         if sender != self.lldpad_pid:  # only lldpad speaks here (the kernel is 0; other processes: ignore)
             self.check_lldpad()

@@ -472,7 +472,8 @@ class VdpFeature(Feature):
         (a silent or late switch): say so, and since when -- the oldest of the VSI's unanswered withdrawals
         (journaled as UNANSWERED) and unconfirmed setup requests (a record's creation) is the one lldpad
         still holds."""
-        from vdp import nlmsg, status
+        from vdp import messages as status
+        from vdp.wire import netlink as nlmsg
 
         instance = record.data.get("instance")
         starts = []
@@ -582,10 +583,11 @@ class VdpFeature(Feature):
     def _send_qbh(
         self, records: Sequence[Record], request: int, ctx: Context
     ) -> dict[str, tuple[HookError | None, dict[str, Any]]]:
-        from vdp import qbh
+        from vdp.qbh import client as qbh
+        from vdp.qbh import host as qbh_host
 
         # The host UUID libvirt itself would send (its daemon config), else SMBIOS, else machine-id.
-        host = qbh.host_uuid(self.settings["host_uuid"] or qbh.libvirt_host_uuid())
+        host = qbh_host.host_uuid(self.settings["host_uuid"] or qbh_host.libvirt_host_uuid())
         results: dict[str, tuple[HookError | None, dict[str, Any]]] = {}
         sendable, requests = [], []
         for r in records:
@@ -617,10 +619,10 @@ class VdpFeature(Feature):
     @staticmethod
     def _qbh_port(record: Record) -> Any:
         """The PF/VF to address: resolved from sysfs now, or as journaled when the interface is gone."""
-        from vdp import qbh
+        from vdp.qbh import host as qbh_host
 
         try:
-            return qbh.resolve_port(record.data["ifname"])
+            return qbh_host.resolve_port(record.data["ifname"])
         except HookError:
             if "pf_ifname" not in record.data:
                 raise
@@ -628,7 +630,7 @@ class VdpFeature(Feature):
             index = _ifindex(pf)
             if index is None:
                 raise
-            return qbh.QbhPort(record.data["ifname"], pf, index, record.data.get("vf"))
+            return qbh_host.QbhPort(record.data["ifname"], pf, index, record.data.get("vf"))
 
     # ------------------------------------------------------------------------------------------ teardown
     def teardown(self, records: Sequence[Record], ctx: Context) -> list[Outcome]:
@@ -767,12 +769,12 @@ class VdpFeature(Feature):
                 client.table(ifname)  # lldpad refuses uplinks without VDP with a clear error
 
     def _check_qbh(self, ifname: str) -> None:
-        from vdp import qbh
+        from vdp.qbh import host as qbh_host
 
-        self._check_qbh_port(qbh.resolve_port(ifname))
+        self._check_qbh_port(qbh_host.resolve_port(ifname))
 
     def _check_qbh_port(self, port: Any) -> None:
-        from vdp import qbh
+        from vdp.qbh import client as qbh
 
         with qbh.QbhClient(dest_pid=_qbh_destination(), exchange_timeout=self.config.exchange_timeout) as client:
             if not client.supports_port_profiles(port):
@@ -783,10 +785,10 @@ class VdpFeature(Feature):
 
     def _check_qbh_pci(self, address: str) -> HookError | None:
         """A VF named by PCI address (``type='hostdev'``): its PF must be here, up, and do port profiles."""
-        from vdp import qbh
+        from vdp.qbh import host as qbh_host
 
         try:
-            port = qbh.resolve_pci(address)
+            port = qbh_host.resolve_pci(address)
             problem = link_state(port.pf_ifname)
             if problem:
                 raise PeerUnavailable(f"its PF: {problem}")
@@ -854,7 +856,8 @@ class VdpFeature(Feature):
         return lost
 
     def _lost_qbh(self, records: Sequence[Record]) -> list[Record]:
-        from vdp import nlmsg, qbh
+        from vdp.qbh import client as qbh
+        from vdp.wire import netlink as nlmsg
 
         keep = (nlmsg.PORT_PROFILE_RESPONSE_SUCCESS, nlmsg.PORT_PROFILE_RESPONSE_INPROGRESS)
         lost = []

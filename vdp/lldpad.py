@@ -1,7 +1,7 @@
 """802.1Qbg (VDP) through lldpad's netlink interface.
 
 lldpad listens on a NETLINK_ROUTE socket whose port id is its process id.  A client sends it
-``RTM_SETLINK`` requests (the layout libvirt uses, see ``vdp.nlmsg``) and learns the outcome by polling
+``RTM_SETLINK`` requests (the layout libvirt uses, see ``vdp.wire.netlink``) and learns the outcome by polling
 ``RTM_GETLINK``: lldpad answers with a message of type ``NLMSG_DONE`` carrying the interface's VSI table,
 one ``IFLA_VF_PORT`` per VSI, with ``IFLA_PORT_RESPONSE`` present only once the switch has answered.
 
@@ -32,8 +32,10 @@ from collections.abc import Callable, Sequence
 
 from hooks.errors import PeerUnavailable
 from hooks.plain import plain
-from vdp import nlmsg
-from vdp.nlmsg import (
+from vdp.messages import VDP22_NONE, VDP22_SUCCESS, errno_message, split_vdp22, stuck_message, vdp22_message
+from vdp.rtsocket import RouteSocket
+from vdp.wire import netlink as nlmsg
+from vdp.wire.netlink import (
     ASSOCIATE,
     DISASSOCIATE,
     NLMSG_DONE,
@@ -46,8 +48,6 @@ from vdp.nlmsg import (
     PortStatus,
     VsiType,
 )
-from vdp.rtsocket import RouteSocket
-from vdp.status import VDP22_NONE, VDP22_SUCCESS, errno_message, split_vdp22, stuck_message, vdp22_message
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:

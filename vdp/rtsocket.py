@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import select
 import socket
+import time
 
-from vdp import nlmsg
+from vdp.wire import netlink
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
@@ -48,10 +49,8 @@ class RouteSocket:
         self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
         return self._seq
 
-    def _recv_messages(self, until: float) -> list[tuple[nlmsg.NetlinkHeader, bytes]]:
+    def _recv_messages(self, until: float) -> list[tuple[netlink.NetlinkHeader, bytes]]:
         """Messages of one datagram, or [] when ``until`` (monotonic) passes first."""
-        import time
-
         wait = until - time.monotonic()
         if wait > 0:
             ready, _, _ = select.select([self._sock], [], [], wait)
@@ -61,4 +60,4 @@ class RouteSocket:
             data = self._sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return []
-        return nlmsg.split_messages(data)
+        return netlink.split_messages(data)

@@ -28,7 +28,7 @@ ROUNDS = 20
 
 BENCH = r"""
 import json, socket, statistics, sys, time, uuid
-from vdp import nlmsg
+from vdp.wire import netlink as nlmsg
 from vdp.lldpad import LldpadClient, VsiRequest, VsiType, find_lldpad_pid
 
 IFNAME, ROUNDS = sys.argv[1], int(sys.argv[2])

@@ -30,7 +30,7 @@ from hooks.cli import HOOK_IMPORTS
 from tests.lab.harness.guestxml import Port, domain_xml
 from tests.lab.harness.hookrun import ENTRY, HookHost
 from tests.lab.harness.vdplab import VdpLab
-from vdp import nlmsg
+from vdp.wire import netlink as nlmsg
 
 pytestmark = [pytest.mark.bench, pytest.mark.lab]
 
@@ -41,7 +41,8 @@ IMPORTS = HOOK_IMPORTS.format(lib=REPO) + "import os; os._exit(0)\n"  # what `vd
 LIBVIRT_WAY = """
 import sys, time, uuid
 sys.path.insert(0, %r)
-from vdp import lldpad, nlmsg
+from vdp import lldpad
+from vdp.wire import netlink as nlmsg
 reqs = [lldpad.VsiRequest(ifname=ifn, mac=mac, vlan=vlan, vsi_type=nlmsg.VsiType(11, 1193047, 2),
         instance=uuid.UUID(inst), request=%d) for ifn, mac, vlan, inst in %r]
 start = time.monotonic()
@@ -65,7 +66,8 @@ print(time.monotonic() - start)
 SUBMIT = """
 import sys, uuid
 sys.path.insert(0, %r)
-from vdp import lldpad, nlmsg
+from vdp import lldpad
+from vdp.wire import netlink as nlmsg
 reqs = [lldpad.VsiRequest(ifname=ifn, mac=mac, vlan=vlan, vsi_type=nlmsg.VsiType(11, 1193047, 2),
         instance=uuid.UUID(inst), request=%d) for ifn, mac, vlan, inst in %r]
 with lldpad.LldpadClient(exchange_timeout=30) as client:

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DRIVER = r"""
 import json, socket, sys, time, uuid
 from hooks.errors import PeerUnavailable
-from vdp import nlmsg
+from vdp.wire import netlink as nlmsg
 from vdp.lldpad import LldpadClient, VsiRequest, VsiType, find_lldpad_pid
 
 cmd = json.loads(sys.argv[1])

@@ -36,8 +36,11 @@ from tests.lab.harness.enicpeer import (
     enter_netns,
 )
 from tests.lab.harness.netns import Netns, unique_suffix
-from vdp import nlmsg, qbh
-from vdp.qbh import QbhClient, QbhPort, QbhRequest
+from vdp.qbh import client as qbh
+from vdp.qbh import host as qbh_host
+from vdp.qbh.client import QbhClient, QbhRequest
+from vdp.qbh.host import QbhPort
+from vdp.wire import netlink
 
 pytestmark = pytest.mark.lab
 
@@ -152,8 +155,8 @@ def test_in_progress_then_success_polls_fast(lab: Lab) -> None:
         (result,) = client.submit([_req(lab.self_port, qbh.ASSOCIATE)])
         took = time.monotonic() - started
     assert result.ok, result.message
-    polls = [r for r in lab.peer.received if r.type == nlmsg.RTM_GETLINK]
-    assert len(polls) == 6 and all(r.ext_mask == nlmsg.RTEXT_FILTER_VF for r in polls)
+    polls = [r for r in lab.peer.received if r.type == netlink.RTM_GETLINK]
+    assert len(polls) == 6 and all(r.ext_mask == netlink.RTEXT_FILTER_VF for r in polls)
     # 1+2+4+8+16+32 ms of back-off; libvirt's fixed 125 ms interval would need 750 ms
     assert took < 0.5, took
 
@@ -280,9 +283,9 @@ def test_requests_of_one_submit_are_in_flight_together(lab: Lab) -> None:
         results = client.submit([_req(p, qbh.ASSOCIATE, guest=g) for p, g in zip(ports, guests)])
     assert all(r.ok for r in results), [r.message for r in results]
     kinds = [r.type for r in lab.peer.received]
-    assert kinds[:3] == [nlmsg.RTM_SETLINK] * 3  # all three out before the first status poll
+    assert kinds[:3] == [netlink.RTM_SETLINK] * 3  # all three out before the first status poll
     # one GETLINK per round serves all ports of the PF: 4 in-progress answers + the final one
-    assert kinds.count(nlmsg.RTM_GETLINK) == 5
+    assert kinds.count(netlink.RTM_GETLINK) == 5
     for port, guest in zip(ports, guests):
         assert lab.peer.state(port.pf_ifindex, port.vf)["instance"] == str(guest)
 
@@ -322,7 +325,7 @@ def test_supports_port_profiles_on_the_peer_before_any_request(lab: Lab) -> None
         # a dynamic vNIC without VFs reports nothing until its first request: the SETLINK probe decides
         assert client.supports_port_profiles(lab.self_port)
     probe = lab.peer.received[-1]
-    assert probe.type == nlmsg.RTM_SETLINK and probe.vf_ports_present and probe.vf_ports == ()
+    assert probe.type == netlink.RTM_SETLINK and probe.vf_ports_present and probe.vf_ports == ()
     assert lab.peer.state(lab.self_port.pf_ifindex, None)["applied"] is False  # the probe changed nothing
 
 
@@ -339,7 +342,7 @@ def kernel(netns: Netns) -> Iterator[tuple[QbhPort, QbhPort]]:
 
 
 def test_resolve_port_on_real_sysfs_in_a_namespace(netns: Netns) -> None:
-    code = "from vdp import qbh; print(qbh.resolve_port('vf1'))"
+    code = "from vdp.qbh import host; print(host.resolve_port('vf1'))"
     out = netns.run([sys.executable, "-c", code], cwd=str(REPO)).stdout
     idx = int(netns.run(["cat", "/sys/class/net/vf1/ifindex"]).stdout)
     assert out.strip() == repr(QbhPort("vf1", "vf1", idx, None))  # a veth is no VF: the device itself
@@ -347,7 +350,7 @@ def test_resolve_port_on_real_sysfs_in_a_namespace(netns: Netns) -> None:
 
 def test_resolve_port_refuses_sysfs_of_another_namespace(netns: Netns) -> None:
     with enter_netns(netns.name), pytest.raises(PeerUnavailable, match="does not show this network namespace"):
-        qbh.resolve_port("up0")
+        qbh_host.resolve_port("up0")
 
 
 @pytest.mark.parametrize("request_type", [qbh.ASSOCIATE, qbh.PREASSOCIATE_RR])
@@ -388,20 +391,20 @@ def test_real_kernel_getlink_with_filter_vf_on_a_veth_has_no_port_attributes(ker
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     try:
         sock.bind((0, 0))
-        sock.sendto(nlmsg.encode_getlink(seq=7, port_id=sock.getsockname()[0], ifindex=kernel[0].pf_ifindex), (0, 0))
-        reply = nlmsg.split_messages(sock.recv(65536))[0][1]
+        sock.sendto(netlink.encode_getlink(seq=7, port_id=sock.getsockname()[0], ifindex=kernel[0].pf_ifindex), (0, 0))
+        reply = netlink.split_messages(sock.recv(65536))[0][1]
     finally:
         sock.close()
-    assert nlmsg.parse_header(reply).type == nlmsg.RTM_NEWLINK
+    assert netlink.parse_header(reply).type == netlink.RTM_NEWLINK
     types = set()
     pos = 32
     while pos + 4 <= len(reply):
         length, atype = struct.unpack_from("=HH", reply, pos)
         types.add(atype & 0x3FFF)
         pos += (length + 3) & ~3
-    assert nlmsg.IFLA_IFNAME in types
-    assert not types & {nlmsg.IFLA_VFINFO_LIST, nlmsg.IFLA_VF_PORTS, nlmsg.IFLA_PORT_SELF}
-    assert nlmsg.decode_ports(reply) == []
+    assert netlink.IFLA_IFNAME in types
+    assert not types & {netlink.IFLA_VFINFO_LIST, netlink.IFLA_VF_PORTS, netlink.IFLA_PORT_SELF}
+    assert netlink.decode_ports(reply) == []
 
 
 # --- the peer as a process (how hook-level tests use it) ------------------------------------------------------------
@@ -442,8 +445,8 @@ def test_peer_process_with_control_file_and_client_in_the_namespace(netns: Netns
         port_id = int(ready.read_text())
         # A client process in the namespace, resolving the port on real sysfs (ip netns exec mounts it).
         code = (
-            "import uuid; from vdp import qbh\n"
-            "port = qbh.resolve_port('up0')\n"
+            "import uuid; from vdp.qbh import client as qbh, host as qbh_host\n"
+            "port = qbh_host.resolve_port('up0')\n"
             f"c = qbh.QbhClient(dest_pid={port_id}, exchange_timeout=2)\n"
             "print(c.supports_port_profiles(port))\n"
             f"req = qbh.QbhRequest(port, '{MAC}', 'finance-10', uuid.UUID('{GUEST}'), uuid.UUID('{HOST}'), 2)\n"
@@ -464,7 +467,7 @@ def test_peer_process_with_control_file_and_client_in_the_namespace(netns: Netns
         assert out[1].startswith(f"False {INSUFFICIENT_RESOURCES} ") and "insufficient resources" in out[1], out
         time.sleep(0.2)
         lines = [json.loads(line) for line in log.read_text().splitlines()]
-        setlinks = [entry for entry in lines if entry["type"] == nlmsg.RTM_SETLINK and entry["requests"]]
+        setlinks = [entry for entry in lines if entry["type"] == netlink.RTM_SETLINK and entry["requests"]]
         assert [entry["requests"] for entry in setlinks] == [[[None, qbh.ASSOCIATE]]] * 2
         assert setlinks[0]["port_self"]["instance"] == str(GUEST)
     finally:

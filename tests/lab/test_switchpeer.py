@@ -47,11 +47,11 @@ STATION_CONF = """nearest_customer_bridge : {{ {ifname} : {{ adminStatus = 3;
 """
 
 # Runs inside a station's namespaces: one netlink request to lldpad (unless REQ is "table"), then GETLINK
-# polls until the instance has a response or WAIT seconds pass.  Prints JSON.  (Raw vdp.nlmsg messages,
+# polls until the instance has a response or WAIT seconds pass.  Prints JSON.  (Raw vdp.wire.netlink messages,
 # so what is checked is lldpad's answer, independent of the project's client logic.)
 NL_SCRIPT = r"""
 import json, socket, sys, time, uuid
-from vdp import nlmsg
+from vdp.wire import netlink as nlmsg
 pid, ifname, mac, vlan, inst, req, wait = sys.argv[1:8]
 pid, wait = int(pid), float(wait)
 ifindex = socket.if_nametoindex(ifname)

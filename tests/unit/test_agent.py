@@ -22,7 +22,7 @@ from hooks.errors import ConfigError
 from hooks.feature import is_known_feature
 from hooks.journal import DONE, INTENT, PENDING, Journal, Record
 from hooks.log import Sink
-from vdp import nlmsg
+from vdp.wire import netlink as nlmsg
 
 
 # ------------------------------------------------------------------------------------------ agent.json

@@ -14,8 +14,8 @@ from hooks.errors import PeerUnavailable
 from hooks.event import parse_event
 from tests.unit.conftest import MAC_A, HookEnv, domain_xml
 from tests.unit.test_qbh_unit import _fake_sysfs
-from vdp import qbh
-from vdp.qbh import QbhPort
+from vdp.qbh import host as qbh_host
+from vdp.qbh.host import QbhPort
 
 
 def hostdev_interface(
@@ -57,8 +57,8 @@ def test_hostdev_interface_keeps_its_pci_address() -> None:
 def test_a_vf_by_pci_address_resolves_to_its_pf_and_number(tmp_path: Path) -> None:
     sysfs = str(_pci_sysfs(tmp_path))
     # Bound to vfio-pci: no interface of its own, so the PF's name stands for it.
-    assert qbh.resolve_pci("0000:03:10.1", sysfs=sysfs) == QbhPort("eth1", "eth1", 3, 1)
-    assert qbh.resolve_pci("0000:03:10.0", sysfs=sysfs) == QbhPort("eth1v0", "eth1", 3, 0)
+    assert qbh_host.resolve_pci("0000:03:10.1", sysfs=sysfs) == QbhPort("eth1", "eth1", 3, 1)
+    assert qbh_host.resolve_pci("0000:03:10.0", sysfs=sysfs) == QbhPort("eth1v0", "eth1", 3, 0)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_a_vf_by_pci_address_resolves_to_its_pf_and_number(tmp_path: Path) -> No
 )
 def test_pci_addresses_that_are_no_vf_here_are_clear_errors(tmp_path: Path, address: str, needle: str) -> None:
     with pytest.raises(PeerUnavailable, match=needle):
-        qbh.resolve_pci(address, sysfs=str(_pci_sysfs(tmp_path)))
+        qbh_host.resolve_pci(address, sysfs=str(_pci_sysfs(tmp_path)))
 
 
 def test_migrate_begin_vetoes_a_hostdev_qbh_port_whose_vf_is_not_here(hookenv: HookEnv) -> None:

@@ -64,7 +64,7 @@ def test_dependency_imports_without_its_stand_in_modules(dependency: str) -> Non
     out = _fresh(
         f"""
         if {dependency!r} == "pyroute2.netlink":
-            import vdp.nlmsg  # imports pyroute2.netlink the way the hook does (without pyroute2/__init__)
+            import vdp.wire.netlink  # imports pyroute2.netlink the way the hook does (without pyroute2/__init__)
         else:
             leanimport.import_lean({dependency!r})
         out["fallbacks"] = leanimport.fallbacks

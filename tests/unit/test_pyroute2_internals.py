@@ -1,6 +1,6 @@
-"""The pyroute2 internals vdp.nlmsg relies on.  If a pyroute2 release changes them, these fail first.
+"""The pyroute2 internals vdp.wire.netlink relies on.  If a pyroute2 release changes them, these fail first.
 
-vdp.nlmsg imports ``pyroute2.netlink`` without running ``pyroute2/__init__.py`` (150-200 ms, most of a
+vdp.wire.netlink imports ``pyroute2.netlink`` without running ``pyroute2/__init__.py`` (150-200 ms, most of a
 hook's budget) and subclasses ``nla``/``nlmsg`` with ``nla_map`` 4-tuples and nested classes.  Each test
 says which assumption broke.  Run under both interpreters (Debian's pyroute2 0.7.x and the newest).
 """
@@ -13,7 +13,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from vdp import nlmsg as vn
+from vdp.wire import netlink as vn
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ def _fresh(code: str) -> dict[str, object]:
 
 def test_bypass_does_not_run_package_init() -> None:
     got = _fresh(
-        "import sys, json, vdp.nlmsg as n\n"
+        "import sys, json, vdp.wire.netlink as n\n"
         "mods = sorted(m for m in sys.modules if m.startswith('pyroute2'))\n"
         "print(json.dumps({'mods': mods, 'netlink': n._netlink.__file__, 'heavy': [m for m in sys.modules\n"
         "  if m in ('sqlite3', 'pyroute2.iproute', 'pyroute2.ndb', 'pyroute2.ipdb', 'asyncio')]}))"
@@ -44,18 +44,18 @@ def test_bypass_does_not_run_package_init() -> None:
 
 def test_real_import_after_bypass_still_works() -> None:
     got = _fresh(
-        "import json, vdp.nlmsg as n, pyroute2, pyroute2.netlink as pn\n"
+        "import json, vdp.wire.netlink as n, pyroute2, pyroute2.netlink as pn\n"
         "print(json.dumps({'iproute': hasattr(pyroute2, 'IPRoute'), 'same': pn is n._netlink,\n"
         "  'init': pyroute2.__file__}))"
     )
-    assert got["iproute"], "import pyroute2 after vdp.nlmsg must give the full package"
+    assert got["iproute"], "import pyroute2 after vdp.wire.netlink must give the full package"
     assert got["same"], "the submodule loaded by the bypass must be reused, not loaded twice"
     assert str(got["init"]).endswith("pyroute2/__init__.py")
 
 
 def test_bypass_reuses_an_already_imported_pyroute2() -> None:
     got = _fresh(
-        "import json, pyroute2, pyroute2.netlink as pn, vdp.nlmsg as n\n"
+        "import json, pyroute2, pyroute2.netlink as pn, vdp.wire.netlink as n\n"
         "print(json.dumps({'same': n._netlink is pn, 'cls': n.nla is pn.nla}))"
     )
     assert got == {"same": True, "cls": True}
@@ -64,11 +64,11 @@ def test_bypass_reuses_an_already_imported_pyroute2() -> None:
 def test_import_cost_is_small() -> None:
     """Informative and loose: the bypass exists because ``import pyroute2`` costs 150-200 ms."""
     got = _fresh(
-        "import time, json; t = time.perf_counter(); import vdp.nlmsg\n"
+        "import time, json; t = time.perf_counter(); import vdp.wire.netlink\n"
         "a = time.perf_counter() - t\n"
         "print(json.dumps({'ms': a * 1000}))"
     )
-    print(f"import vdp.nlmsg: {got['ms']:.1f} ms")
+    print(f"import vdp.wire.netlink: {got['ms']:.1f} ms")
     assert float(got["ms"]) < 120.0  # type: ignore[arg-type]
 
 
@@ -111,7 +111,8 @@ def test_nla_map_flags_and_nested_lookup() -> None:
 
 
 def test_single_value_field_decodes_to_bytes() -> None:
-    """An nla whose only field is ``value``: get_attr yields the value or the dict (vdp.nlmsg copes with both)."""
+    """An nla whose only field is ``value``: get_attr yields the value or the dict (vdp.wire.netlink copes
+    with both)."""
     raw = vn.encode_qbh_request(seq=1, port_id=0, ifindex=1, vf=None, mac=None, profile="p",
                                 instance=uuid.UUID(int=5), host_uuid=uuid.UUID(int=6), request=vn.ASSOCIATE)
     msg = vn.LinkMsg(raw)

@@ -16,8 +16,11 @@ from typing import Any
 import pytest
 
 from hooks.errors import ConfigError, FeatureError, PeerUnavailable
-from vdp import nlmsg, qbh
-from vdp.qbh import QbhClient, QbhPort, QbhRequest
+from vdp.qbh import client as qbh
+from vdp.qbh import host as qbh_host
+from vdp.qbh.client import QbhClient, QbhRequest
+from vdp.qbh.host import QbhPort
+from vdp.wire import netlink
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "libvirt9_qbh.json"
 
@@ -56,18 +59,18 @@ def _fake_sysfs(root: Path, *, vfs: int = 3, pf_net: tuple[str, ...] = ("eth1",)
 
 def test_plain_device_addresses_itself(tmp_path: Path) -> None:
     sysfs = _fake_sysfs(tmp_path)
-    assert qbh.resolve_port("eth0", sysfs=str(sysfs)) == QbhPort("eth0", "eth0", 2, None)
+    assert qbh_host.resolve_port("eth0", sysfs=str(sysfs)) == QbhPort("eth0", "eth0", 2, None)
 
 
 def test_a_pf_addresses_itself(tmp_path: Path) -> None:
     sysfs = _fake_sysfs(tmp_path)
-    assert qbh.resolve_port("eth1", sysfs=str(sysfs)) == QbhPort("eth1", "eth1", 3, None)
+    assert qbh_host.resolve_port("eth1", sysfs=str(sysfs)) == QbhPort("eth1", "eth1", 3, None)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2])
 def test_vf_resolves_to_its_pf_and_number(tmp_path: Path, n: int) -> None:
     sysfs = _fake_sysfs(tmp_path)
-    port = qbh.resolve_port(f"eth1v{n}", sysfs=str(sysfs))
+    port = qbh_host.resolve_port(f"eth1v{n}", sysfs=str(sysfs))
     assert port == QbhPort(f"eth1v{n}", "eth1", 3, n)
     assert port.describe() == f"VF {n} of eth1 (eth1v{n})"
 
@@ -76,32 +79,32 @@ def test_vf_number_comes_from_the_virtfn_link_not_the_name(tmp_path: Path) -> No
     sysfs = _fake_sysfs(tmp_path)
     # A VF renamed to something that suggests another number is still found by its PCI function.
     os.rename(sysfs / "class" / "net" / "eth1v2", sysfs / "class" / "net" / "guest0")
-    assert qbh.resolve_port("guest0", sysfs=str(sysfs)).vf == 2
+    assert qbh_host.resolve_port("guest0", sysfs=str(sysfs)).vf == 2
 
 
 def test_vf_whose_pf_has_no_netdev_is_a_clear_error(tmp_path: Path) -> None:
     sysfs = _fake_sysfs(tmp_path, pf_net=())
     with pytest.raises(PeerUnavailable, match=r"VF 1 of PCI device 0000:03:00.0.*cannot be found"):
-        qbh.resolve_port("eth1v1", sysfs=str(sysfs))
+        qbh_host.resolve_port("eth1v1", sysfs=str(sysfs))
 
 
 def test_vf_not_listed_by_its_pf_is_a_clear_error(tmp_path: Path) -> None:
     sysfs = _fake_sysfs(tmp_path)
     (sysfs / "devices" / "pci0000:00" / "0000:03:00.0" / "virtfn1").unlink()
     with pytest.raises(PeerUnavailable, match="does not list it"):
-        qbh.resolve_port("eth1v1", sysfs=str(sysfs))
+        qbh_host.resolve_port("eth1v1", sysfs=str(sysfs))
 
 
 @pytest.mark.parametrize("name", ["nosuch0", "", "../eth0", "a/b", ".."])
 def test_missing_or_bad_interface_names(tmp_path: Path, name: str) -> None:
     sysfs = _fake_sysfs(tmp_path)
     with pytest.raises(PeerUnavailable):
-        qbh.resolve_port(name, sysfs=str(sysfs))
+        qbh_host.resolve_port(name, sysfs=str(sysfs))
 
 
 def test_real_sysfs_loopback_is_itself() -> None:
     # /sys is real on every Linux machine; lo is never a VF.
-    assert qbh.resolve_port("lo") == QbhPort("lo", "lo", socket.if_nametoindex("lo"), None)
+    assert qbh_host.resolve_port("lo") == QbhPort("lo", "lo", socket.if_nametoindex("lo"), None)
 
 
 # --- host UUID -------------------------------------------------------------------------------------------------
@@ -121,17 +124,17 @@ def _files(tmp_path: Path, dmi: str | None, machine_id: str | None) -> dict[str,
 
 
 def test_configured_wins(tmp_path: Path) -> None:
-    assert qbh.host_uuid("aaaaaaaa-0000-4000-8000-0000000000ca", **_files(tmp_path, U1, U2)) == uuid.UUID(
+    assert qbh_host.host_uuid("aaaaaaaa-0000-4000-8000-0000000000ca", **_files(tmp_path, U1, U2)) == uuid.UUID(
         "aaaaaaaa-0000-4000-8000-0000000000ca"
     )
 
 
 def test_smbios_before_machine_id(tmp_path: Path) -> None:
-    assert qbh.host_uuid(None, **_files(tmp_path, U1.upper(), U2)) == uuid.UUID(U1)
+    assert qbh_host.host_uuid(None, **_files(tmp_path, U1.upper(), U2)) == uuid.UUID(U1)
 
 
 def test_machine_id_when_no_smbios(tmp_path: Path) -> None:
-    assert qbh.host_uuid(None, **_files(tmp_path, None, U2)) == uuid.UUID(U2)
+    assert qbh_host.host_uuid(None, **_files(tmp_path, None, U2)) == uuid.UUID(U2)
 
 
 @pytest.mark.parametrize(
@@ -139,31 +142,32 @@ def test_machine_id_when_no_smbios(tmp_path: Path) -> None:
 )
 def test_invalid_smbios_uuid_is_skipped_like_libvirt(tmp_path: Path, bad: str) -> None:
     # virUUIDIsValid: 16 equal bytes are no host UUID (firmware placeholders).
-    assert qbh.host_uuid(None, **_files(tmp_path, bad, U2)) == uuid.UUID(U2)
+    assert qbh_host.host_uuid(None, **_files(tmp_path, bad, U2)) == uuid.UUID(U2)
 
 
 def test_libvirt_liberal_syntax_is_accepted(tmp_path: Path) -> None:
     # virUUIDParse allows '-' or ' ' between pairs and surrounding blanks.
-    assert qbh.host_uuid("  4c4c4544 0042 3510 8052 b4c04f4e3232 ", **_files(tmp_path, None, None)) == uuid.UUID(U1)
+    liberal = "  4c4c4544 0042 3510 8052 b4c04f4e3232 "
+    assert qbh_host.host_uuid(liberal, **_files(tmp_path, None, None)) == uuid.UUID(U1)
 
 
 @pytest.mark.parametrize("bad", ["00000000-0000-0000-0000-000000000000", "4c4c4544-0042", "zz" * 16])
 def test_bad_configured_uuid_is_a_config_error(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ConfigError, match="host_uuid"):
-        qbh.host_uuid(bad, **_files(tmp_path, U1, U2))
+        qbh_host.host_uuid(bad, **_files(tmp_path, U1, U2))
 
 
 def test_nothing_found_says_what_to_set(tmp_path: Path) -> None:
     with pytest.raises(FeatureError, match="host_uuid"):
-        qbh.host_uuid(None, **_files(tmp_path, None, "0" * 32))
+        qbh_host.host_uuid(None, **_files(tmp_path, None, "0" * 32))
 
 
 def test_libvirt_config_host_uuid(tmp_path: Path) -> None:
     daemon = tmp_path / "libvirtd.conf"
     daemon.write_text('# host_uuid = "00000000-0000-0000-0000-000000000000"\nhost_uuid = "' + U1 + '"\n')
-    assert qbh.libvirt_host_uuid([str(tmp_path / "absent.conf"), str(daemon)]) == U1
+    assert qbh_host.libvirt_host_uuid([str(tmp_path / "absent.conf"), str(daemon)]) == U1
     daemon.write_text('#host_uuid = "x"\nlog_level = 3\n')
-    assert qbh.libvirt_host_uuid([str(daemon)]) is None
+    assert qbh_host.libvirt_host_uuid([str(daemon)]) is None
 
 
 # --- messages ----------------------------------------------------------------------------------------------------
@@ -214,19 +218,6 @@ def test_einval_with_the_mac_for_the_device_itself_explains_the_kernel_check() -
     assert "Linux 5.5" not in qbh.kernel_errno_message(-errno.EINVAL, _req(vf=1), port_self_mac=True)
 
 
-@pytest.mark.parametrize(
-    ("response", "word"),
-    [(0x102, "invalid"), (0x103, "bad state"), (0x104, "insufficient resources"), (0x105, "adapter reported an error")],
-)
-def test_each_profile_response_has_one_line(response: int, word: str) -> None:
-    text = qbh.response_message(response)
-    assert word in text and f"{response:#x}" in text and "\n" not in text
-
-
-def test_missing_response_is_named() -> None:
-    assert "IFLA_PORT_RESPONSE missing" in qbh.response_message(None)
-
-
 # --- what goes on the wire (a bare netlink socket stands in for a silent kernel; no root needed) ---------------
 
 
@@ -246,7 +237,7 @@ class _Capture:
                 data = self.sock.recv(65536)
             except BlockingIOError:
                 return out
-            out.extend(m for _h, m in nlmsg.split_messages(data))
+            out.extend(m for _h, m in netlink.split_messages(data))
 
 
 @pytest.fixture
@@ -261,7 +252,7 @@ def _golden_requests() -> list[tuple[str, QbhRequest, bytes]]:
     doc = json.loads(GOLDEN.read_text())
     out: list[tuple[str, QbhRequest, bytes]] = []
     for m in doc["messages"]:
-        if m["header"]["nlmsg_type"] != nlmsg.RTM_SETLINK:
+        if m["header"]["nlmsg_type"] != netlink.RTM_SETLINK:
             continue
         var = m["varying"]
         guest = m["name"].split("_", 1)[0]
@@ -333,8 +324,8 @@ def test_by_default_the_device_itself_gets_no_mac(capture: _Capture) -> None:
     with QbhClient(dest_pid=capture.port_id, exchange_timeout=0.05, manage_link=False) as client:
         client.submit([_req()])
     sent = capture.messages()
-    assert nlmsg.decode_vfinfo(sent[0]) == []
-    (port,) = nlmsg.decode_ports(sent[0])
+    assert netlink.decode_vfinfo(sent[0]) == []
+    (port,) = netlink.decode_ports(sent[0])
     assert port.port_self and port.profile == "finance-10" and port.request == qbh.ASSOCIATE
 
 
@@ -342,10 +333,10 @@ def test_a_vf_gets_its_mac_with_its_number(capture: _Capture) -> None:
     with QbhClient(dest_pid=capture.port_id, exchange_timeout=0.05, manage_link=False) as client:
         client.submit([_req(vf=2)])
     sent = capture.messages()
-    assert nlmsg.decode_vfinfo(sent[0]) == [("52:54:00:aa:00:03", None)]
+    assert netlink.decode_vfinfo(sent[0]) == [("52:54:00:aa:00:03", None)]
     # struct ifla_vf_mac.vf is the VF number, not -1 (rtnetlink refuses >= INT_MAX)
     assert struct.pack("=I", 2) + bytes.fromhex("525400aa0003") in sent[0]
-    (port,) = nlmsg.decode_ports(sent[0])
+    (port,) = netlink.decode_ports(sent[0])
     assert port.vf == 2 and not port.port_self
 
 
@@ -359,12 +350,12 @@ def test_silence_times_out_and_sends_disassociate(capture: _Capture) -> None:
     assert "DISASSOCIATE" in result.message
     assert 0.2 <= took < 1.0
     sent = capture.messages()
-    requests = [nlmsg.decode_ports(m)[0].request for m in sent]
+    requests = [netlink.decode_ports(m)[0].request for m in sent]
     assert requests == [qbh.ASSOCIATE, qbh.DISASSOCIATE]
-    undo = nlmsg.decode_ports(sent[1])[0]
+    undo = netlink.decode_ports(sent[1])[0]
     # libvirt's DISASSOCIATE: VF and request only
     assert (undo.vf, undo.profile, undo.instance, undo.host_uuid) == (1, None, None, None)
-    assert nlmsg.decode_vfinfo(sent[1]) == []
+    assert netlink.decode_vfinfo(sent[1]) == []
 
 
 def test_deadline_caps_the_wait(capture: _Capture) -> None:
@@ -389,4 +380,4 @@ def test_bad_requests_fail_alone_without_being_sent(capture: _Capture, req: QbhR
     assert not bad.ok and word in bad.message
     assert good.timed_out  # the good one went out (and met silence)
     sent = capture.messages()
-    assert [nlmsg.decode_ports(m)[0].vf for m in sent] == [3, 3]
+    assert [netlink.decode_ports(m)[0].vf for m in sent] == [3, 3]

@@ -44,7 +44,7 @@ def test_association_after_a_reservation_keeps_its_transport() -> None:
 def test_stuck_vsi_line_names_the_cause_once() -> None:
     """The line for a request refused because lldpad still waits for the switch: request and uplink
     once in the text (the hint's command names the uplink again, to be copied), since when, what to do."""
-    from vdp.status import stuck_message
+    from vdp.messages import stuck_message
 
     busy = stuck_message("ASSOCIATE on up0", since=" since 2026-12-01 10:00:00 (prepare begin)", uplink="up0")
     assert busy.startswith("ASSOCIATE on up0: lldpad still holds an unanswered request from the switch for this "

@@ -82,7 +82,7 @@ CLEAN_ENV = {"LC_ALL": "C", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
 # seconds after the EVB TLVs look negotiated (measured after an lldpad restart); then -EINVAL (unknown VSI).
 _VDP_PROBE = r"""
 import socket, sys, uuid
-from vdp import nlmsg
+from vdp.wire import netlink as nlmsg
 pid, ifname = int(sys.argv[1]), sys.argv[2]
 s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
 s.bind((0, 0))

@@ -1,6 +1,6 @@
 """A netlink peer that plays the kernel and the enic driver for 802.1Qbh port profiles.
 
-No enic hardware exists here, so tests point ``vdp.qbh.QbhClient(dest_pid=peer.port_id)`` at this peer: a
+No enic hardware exists here, so tests point ``vdp.qbh.client.QbhClient(dest_pid=peer.port_id)`` at this peer: a
 real NETLINK_ROUTE socket bound to its own port id, answering ``RTM_SETLINK`` with ``NLMSG_ERROR`` and
 ``RTM_GETLINK`` with ``RTM_NEWLINK``, the way the kernel does for a device driven by enic.  It follows
 (facts read, no code copied):
@@ -22,7 +22,7 @@ real NETLINK_ROUTE socket bound to its own port id, answering ``RTM_SETLINK`` wi
 The adapter firmware behind the driver is scripted per test with :class:`Firmware`: how many status polls
 answer INPROGRESS before the final response, which response, a failing device command (the SETLINK's
 errno), a port reported without response, or silence.  Wire parsing and building here are written
-independently of ``vdp.nlmsg`` so that a codec bug on the client side cannot hide behind the same bug here.
+independently of ``vdp.wire.netlink`` so that a codec bug on the client side cannot hide behind the same bug here.
 
 Use in a thread (``with EnicPeer(...) as peer``) inside a network namespace the test made (see
 :func:`enter_netns`), or as a process for hook-level tests::
@@ -171,7 +171,7 @@ class _PortState:
     firmware: Firmware = field(default_factory=Firmware)
 
 
-# --- wire helpers (independent of vdp.nlmsg) -------------------------------------------------------------
+# --- wire helpers (independent of vdp.wire.netlink) -------------------------------------------------------------
 
 
 def _attrs(data: bytes) -> list[tuple[int, bytes]]:

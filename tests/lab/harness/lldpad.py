@@ -35,7 +35,7 @@ import uuid as uuidlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from vdp import nlmsg
+from vdp.wire import netlink as nlmsg
 
 from .netns import Daemon, Netns
 

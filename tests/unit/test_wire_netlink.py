@@ -1,4 +1,4 @@
-"""vdp.nlmsg: byte-for-byte encoding against libvirt 9.0's messages, and decoding of replies.
+"""vdp.wire.netlink: byte-for-byte encoding against libvirt 9.0's messages, and decoding of replies.
 
 Three sources of expected bytes, none produced by the code under test:
 * the layout PROTOCOL.md section 3 documents (assembled here with ``struct``),
@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vdp import nlmsg
-from vdp.nlmsg import (
+from vdp.wire import netlink
+from vdp.wire.netlink import (
     ASSOCIATE,
     DISASSOCIATE,
     NLMSG_DONE,
@@ -83,7 +83,7 @@ def _protocol_md_setlink(seq: int, pid: int, ifindex: int, request: int, vlan: i
 @pytest.mark.parametrize("req", [PREASSOCIATE, PREASSOCIATE_RR, ASSOCIATE, DISASSOCIATE])
 @pytest.mark.parametrize(("seq", "pid", "ifindex"), [(1, 2, 3), (0xFFFFFFFF, 0x80000001, 2), (1795635759, 0, 77)])
 def test_qbg_request_matches_protocol_md(req: int, seq: int, pid: int, ifindex: int) -> None:
-    got = nlmsg.encode_qbg_request(
+    got = netlink.encode_qbg_request(
         seq=seq, port_id=pid, ifindex=ifindex, ifname="uplink0", mac=MAC, vlan=0, vsi_type=VSI,
         instance=INSTANCE, request=req,
     )
@@ -92,7 +92,7 @@ def test_qbg_request_matches_protocol_md(req: int, seq: int, pid: int, ifindex: 
 
 
 def test_qbg_request_vlan_and_no_nested_flag() -> None:
-    got = nlmsg.encode_qbg_request(
+    got = netlink.encode_qbg_request(
         seq=5, port_id=6, ifindex=7, ifname="uplink0", mac=MAC, vlan=100, vsi_type=VSI, instance=INSTANCE,
         request=ASSOCIATE, nested_flag=False,
     )
@@ -104,10 +104,10 @@ def test_qbg_request_vlan_and_no_nested_flag() -> None:
 
 
 def test_getlink_matches_protocol_md() -> None:
-    got = nlmsg.encode_getlink(seq=0x01020304, port_id=0x0A0B0C0D, ifindex=9)
+    got = netlink.encode_getlink(seq=0x01020304, port_id=0x0A0B0C0D, ifindex=9)
     assert got.hex() == "28000000" "1200" "0500" "04030201" "0d0c0b0a" "00000000" "09000000" "00000000" \
         "00000000" "0800" "1d00" "01000000"
-    assert len(nlmsg.encode_getlink(seq=1, port_id=1, ifindex=1, ext_mask=None)) == 32
+    assert len(netlink.encode_getlink(seq=1, port_id=1, ifindex=1, ext_mask=None)) == 32
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_qbg_request_rejects_bad_values(kwargs: dict[str, Any], what: str) -> No
     }
     args.update(kwargs)
     with pytest.raises(ValueError, match=what):
-        nlmsg.encode_qbg_request(**args)
+        netlink.encode_qbg_request(**args)
 
 
 # --- 802.1Qbh -------------------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def _vfinfo_mac(vf: int, mac: str) -> bytes:
 
 
 def test_qbh_vf_request_layout() -> None:
-    got = nlmsg.encode_qbh_request(
+    got = netlink.encode_qbh_request(
         seq=3, port_id=0, ifindex=4, vf=7, mac=MAC, profile="finance-10", instance=DOMAIN, host_uuid=HOST,
         request=ASSOCIATE,
     )
@@ -157,14 +157,14 @@ def test_qbh_vf_request_layout() -> None:
 
 
 def test_qbh_disassociate_carries_only_vf_and_request() -> None:
-    got = nlmsg.encode_qbh_request(
+    got = netlink.encode_qbh_request(
         seq=3, port_id=0, ifindex=4, vf=7, mac=MAC, profile="finance-10", instance=DOMAIN, host_uuid=HOST,
         request=DISASSOCIATE,
     )
     port = _nla(1, struct.pack("=I", 7)) + _nla(6, bytes([DISASSOCIATE]))
     want = _msg(RTM_SETLINK, 5, 3, 0, 4, _nla(24, _nla(1, port, nested=True), nested=True))
     assert got.hex() == want.hex()
-    self_got = nlmsg.encode_qbh_request(
+    self_got = netlink.encode_qbh_request(
         seq=3, port_id=0, ifindex=4, vf=None, mac=None, profile=None, instance=None, host_uuid=None,
         request=DISASSOCIATE,
     )
@@ -173,10 +173,10 @@ def test_qbh_disassociate_carries_only_vf_and_request() -> None:
 
 def test_qbh_needs_profile_and_uuids() -> None:
     with pytest.raises(ValueError, match="profile"):
-        nlmsg.encode_qbh_request(seq=1, port_id=0, ifindex=1, vf=None, mac=MAC, profile=None, instance=DOMAIN,
+        netlink.encode_qbh_request(seq=1, port_id=0, ifindex=1, vf=None, mac=MAC, profile=None, instance=DOMAIN,
                                  host_uuid=HOST, request=ASSOCIATE)
     with pytest.raises(ValueError, match=r"1\.\.39"):
-        nlmsg.encode_qbh_request(seq=1, port_id=0, ifindex=1, vf=None, mac=MAC, profile="x" * 40,
+        netlink.encode_qbh_request(seq=1, port_id=0, ifindex=1, vf=None, mac=MAC, profile="x" * 40,
                                  instance=DOMAIN, host_uuid=HOST, request=ASSOCIATE)
 
 
@@ -212,18 +212,18 @@ def _encode_like(doc: dict[str, Any], m: dict[str, Any]) -> bytes | None:
         return None
     ifindex = m["ifinfomsg"]["ifi_index"]
     if mtype == RTM_GETLINK:
-        return nlmsg.encode_getlink(seq=hdr["nlmsg_seq"], port_id=hdr["nlmsg_pid"], ifindex=ifindex,
+        return netlink.encode_getlink(seq=hdr["nlmsg_seq"], port_id=hdr["nlmsg_pid"], ifindex=ifindex,
                                     flags=hdr["nlmsg_flags"])
     if mtype != RTM_SETLINK:
         return None
     if port["type"] == "802.1Qbg":
-        return nlmsg.encode_qbg_request(
+        return netlink.encode_qbg_request(
             seq=hdr["nlmsg_seq"], port_id=hdr["nlmsg_pid"], ifindex=ifindex,
             ifname=port["uplink"].split()[0], mac=port["mac"], vlan=m["varying"].get("vlan", port["vlan"]),
             vsi_type=VsiType(port["managerid"], port["typeid"], port["typeidversion"]),
             instance=uuid.UUID(m["instance_uuid"]), request=REQUESTS[m["request"]], flags=hdr["nlmsg_flags"],
         )
-    return nlmsg.encode_qbh_request(
+    return netlink.encode_qbh_request(
         seq=hdr["nlmsg_seq"], port_id=hdr["nlmsg_pid"], ifindex=ifindex, vf=_qbh_vf(doc, m), mac=port["mac"],
         profile=port["profileid"],
         instance=uuid.UUID(m["instance_uuid"]), host_uuid=uuid.UUID(m["varying"]["host_uuid"]),
@@ -243,20 +243,20 @@ def _qbh_vf(doc: dict[str, Any], m: dict[str, Any]) -> int | None:
                          ids=[s[0] for s in SAMPLES if s[2]["header"]["nlmsg_type"] in _OURS])
 def test_golden_encode_and_decode(name: str, doc: dict[str, Any], m: dict[str, Any]) -> None:
     raw = bytes.fromhex(m["hex"])
-    hdr = nlmsg.parse_header(raw)
+    hdr = netlink.parse_header(raw)
     assert (hdr.length, hdr.type, hdr.flags, hdr.seq, hdr.pid) == (
         m["length"], m["header"]["nlmsg_type"], m["header"]["nlmsg_flags"], m["header"]["nlmsg_seq"],
         m["header"]["nlmsg_pid"])
-    assert nlmsg.split_messages(raw) == [(hdr, raw)]
+    assert netlink.split_messages(raw) == [(hdr, raw)]
     encoded = _encode_like(doc, m)
     if encoded is not None:  # what we send: byte-identical to libvirt
         assert encoded.hex() == m["hex"], name
     if hdr.type == NLMSG_ERROR:
-        assert nlmsg.decode_error(raw) == m["error"]
+        assert netlink.decode_error(raw) == m["error"]
         return
     if hdr.type == RTM_GETLINK:
         return
-    ports = nlmsg.decode_ports(raw)
+    ports = netlink.decode_ports(raw)
     assert len(ports) == 1
     assert ports[0].instance == uuid.UUID(m["instance_uuid"])
     port = doc["port"]
@@ -266,10 +266,10 @@ def test_golden_encode_and_decode(name: str, doc: dict[str, Any], m: dict[str, A
         return
     assert ports[0].request == REQUESTS[m["request"]]
     assert ports[0].response is None
-    assert nlmsg.decode_vfinfo(raw)[0][0] == port["mac"]
+    assert netlink.decode_vfinfo(raw)[0][0] == port["mac"]
     if port["type"] == "802.1Qbg":
         assert ports[0].vsi_type == VsiType(port["managerid"], port["typeid"], port["typeidversion"])
-        assert nlmsg.decode_vfinfo(raw) == [(port["mac"], m["varying"].get("vlan", port["vlan"]))]
+        assert netlink.decode_vfinfo(raw) == [(port["mac"], m["varying"].get("vlan", port["vlan"]))]
         assert not ports[0].port_self
     else:
         assert ports[0].profile == port["profileid"]
@@ -277,7 +277,7 @@ def test_golden_encode_and_decode(name: str, doc: dict[str, Any], m: dict[str, A
         vf = _qbh_vf(doc, m)
         assert ports[0].port_self == (vf is None)
         assert ports[0].vf == (PORT_SELF_VF if vf is None else vf)
-        assert nlmsg.decode_vfinfo(raw) == [(port["mac"], None)]
+        assert netlink.decode_vfinfo(raw) == [(port["mac"], None)]
 
 
 # --- decoding replies -----------------------------------------------------------------------------------
@@ -296,9 +296,9 @@ def _lldpad_done(seq: int, vsis: list[tuple[uuid.UUID, int | None]], *, nested: 
 @pytest.mark.parametrize("nested", [True, False])
 def test_decode_lldpad_table(nested: bool) -> None:
     a, b = uuid.uuid4(), uuid.uuid4()
-    got = nlmsg.decode_ports(_lldpad_done(9, [(a, None), (b, 0x0204)], nested=nested))
+    got = netlink.decode_ports(_lldpad_done(9, [(a, None), (b, 0x0204)], nested=nested))
     assert [(p.instance, p.response, p.vf) for p in got] == [(a, None, PORT_SELF_VF), (b, 0x0204, PORT_SELF_VF)]
-    assert nlmsg.decode_ports(_msg(NLMSG_DONE, 0, 9, 1, 3, _nla(24, b"", nested=True))) == []
+    assert netlink.decode_ports(_msg(NLMSG_DONE, 0, 9, 1, 3, _nla(24, b"", nested=True))) == []
 
 
 @pytest.mark.parametrize("nested", [True, False])
@@ -306,28 +306,28 @@ def test_decode_only_some_vsis(nested: bool) -> None:
     """A busy uplink's table: only the VSIs asked for are decoded and returned, in table order."""
     vsis = [uuid.uuid4() for _ in range(50)]
     raw = _lldpad_done(9, [(v, i) for i, v in enumerate(vsis)], nested=nested)
-    got = nlmsg.decode_ports(raw, only=[vsis[40], vsis[3]])
+    got = netlink.decode_ports(raw, only=[vsis[40], vsis[3]])
     assert [(p.instance, p.response) for p in got] == [(vsis[3], 3), (vsis[40], 40)]
-    assert nlmsg.decode_ports(raw, only=[uuid.uuid4()]) == []
-    assert nlmsg.decode_ports(raw, only=[]) == []
-    assert [p.instance for p in nlmsg.decode_ports(raw)] == vsis
+    assert netlink.decode_ports(raw, only=[uuid.uuid4()]) == []
+    assert netlink.decode_ports(raw, only=[]) == []
+    assert [p.instance for p in netlink.decode_ports(raw)] == vsis
     # Another attribute carrying the same 16 bytes (the host UUID of a Qbh port) does not make it ours.
     other = _nla(25, _nla(5, vsis[0].bytes) + _nla(4, uuid.uuid4().bytes), nested=True)
-    assert nlmsg.decode_ports(_msg(RTM_NEWLINK, 2, 1, 0, 5, other), only=[vsis[0]]) == []
+    assert netlink.decode_ports(_msg(RTM_NEWLINK, 2, 1, 0, 5, other), only=[vsis[0]]) == []
 
 
 def test_decode_rejects_an_attribute_running_past_the_message() -> None:
     raw = bytearray(_lldpad_done(9, [(uuid.uuid4(), 0)], nested=True))
     struct.pack_into("=H", raw, 32, 0x400)  # IFLA_VF_PORTS claims 1 KiB
     with pytest.raises(ValueError, match="malformed netlink attribute"):
-        nlmsg.decode_ports(bytes(raw))
+        netlink.decode_ports(bytes(raw))
 
 
 def test_decode_kernel_port_self_and_vf_ports() -> None:
     port_self = _nla(25, _nla(4, DOMAIN.bytes) + _nla(7, struct.pack("=H", 0x101)), nested=True)
     vf_ports = _nla(24, _nla(1, _nla(1, struct.pack("=I", 3)) + _nla(7, struct.pack("=H", 0x102)),
                              nested=True), nested=True)
-    got = nlmsg.decode_ports(_msg(RTM_NEWLINK, 2, 1, 0, 5, _nla(3, b"enic0\0") + vf_ports + port_self))
+    got = netlink.decode_ports(_msg(RTM_NEWLINK, 2, 1, 0, 5, _nla(3, b"enic0\0") + vf_ports + port_self))
     assert [(p.vf, p.response, p.port_self) for p in got] == [(3, 0x102, False), (PORT_SELF_VF, 0x101, True)]
     assert got[1].instance == DOMAIN
 
@@ -340,26 +340,26 @@ def test_decode_unsolicited_notification() -> None:
         + _nla(1, struct.pack("=I", PORT_SELF_VF)) + _nla(6, struct.pack("=H", 3))
     raw = _msg(RTM_SETLINK, 0, 77, 4242, 3, _nla(3, b"uplink0\0") + vfinfo + _nla(24, _nla(1, port, nested=True),
                                                                                  nested=True))
-    (p,) = nlmsg.decode_ports(raw)
+    (p,) = netlink.decode_ports(raw)
     assert (p.instance, p.request, p.vsi_type) == (INSTANCE, DISASSOCIATE, VSI)
-    assert nlmsg.decode_vfinfo(raw) == [(MAC, 321)]
+    assert netlink.decode_vfinfo(raw) == [(MAC, 321)]
 
 
 def test_decode_error_and_bad_input() -> None:
     err = struct.pack("=IHHII", 36, NLMSG_ERROR, 0, 1, 2) + struct.pack("=i", -errno.ENXIO) + b"\0" * 16
-    assert nlmsg.decode_error(err) == -errno.ENXIO
+    assert netlink.decode_error(err) == -errno.ENXIO
     with pytest.raises(ValueError, match="not NLMSG_ERROR"):
-        nlmsg.decode_error(_lldpad_done(1, [], nested=True))
+        netlink.decode_error(_lldpad_done(1, [], nested=True))
     with pytest.raises(ValueError, match="no link attributes"):
-        nlmsg.decode_ports(err)
+        netlink.decode_ports(err)
     with pytest.raises(ValueError, match="no ifinfomsg"):
-        nlmsg.decode_ports(struct.pack("=IHHII", 16, NLMSG_DONE, 2, 1, 0))
+        netlink.decode_ports(struct.pack("=IHHII", 16, NLMSG_DONE, 2, 1, 0))
 
 
 def test_split_messages_multi_and_truncated() -> None:
     a = _lldpad_done(1, [(INSTANCE, 0)], nested=True)
-    b = nlmsg.encode_getlink(seq=2, port_id=3, ifindex=4)
-    got = nlmsg.split_messages(a + b + b"\x99\x00\x00\x00")
+    b = netlink.encode_getlink(seq=2, port_id=3, ifindex=4)
+    got = netlink.split_messages(a + b + b"\x99\x00\x00\x00")
     assert [(h.seq, m) for h, m in got] == [(1, a), (2, b)]
 
 
@@ -377,13 +377,13 @@ uuids = st.binary(min_size=16, max_size=16).map(lambda b: uuid.UUID(bytes=b))
 )
 def test_qbg_roundtrip(seq: int, pid: int, ifindex: int, ifname: str, mac: str, vlan: int, mgr: int, tid: int,
                        ver: int, inst: uuid.UUID, request: int) -> None:
-    raw = nlmsg.encode_qbg_request(seq=seq, port_id=pid, ifindex=ifindex, ifname=ifname, mac=mac, vlan=vlan,
+    raw = netlink.encode_qbg_request(seq=seq, port_id=pid, ifindex=ifindex, ifname=ifname, mac=mac, vlan=vlan,
                                    vsi_type=VsiType(mgr, tid, ver), instance=inst, request=request)
-    hdr = nlmsg.parse_header(raw)
+    hdr = netlink.parse_header(raw)
     assert (hdr.length, hdr.type, hdr.flags, hdr.seq, hdr.pid) == (len(raw), RTM_SETLINK, 5, seq, pid)
-    (p,) = nlmsg.decode_ports(raw)
+    (p,) = netlink.decode_ports(raw)
     assert (p.instance, p.request, p.vsi_type) == (inst, request, VsiType(mgr, tid, ver))
-    assert nlmsg.decode_vfinfo(raw) == [(mac, vlan)]
+    assert netlink.decode_vfinfo(raw) == [(mac, vlan)]
 
 
 @given(vf=st.one_of(st.none(), st.integers(0, 255)), mac=macs, inst=uuids, host=uuids,
@@ -391,24 +391,34 @@ def test_qbg_roundtrip(seq: int, pid: int, ifindex: int, ifname: str, mac: str, 
        request=st.sampled_from([PREASSOCIATE, PREASSOCIATE_RR, ASSOCIATE]))
 def test_qbh_roundtrip(vf: int | None, mac: str, inst: uuid.UUID, host: uuid.UUID, profile: str,
                        request: int) -> None:
-    raw = nlmsg.encode_qbh_request(seq=1, port_id=0, ifindex=2, vf=vf, mac=mac, profile=profile, instance=inst,
+    raw = netlink.encode_qbh_request(seq=1, port_id=0, ifindex=2, vf=vf, mac=mac, profile=profile, instance=inst,
                                    host_uuid=host, request=request)
-    (p,) = nlmsg.decode_ports(raw)
+    (p,) = netlink.decode_ports(raw)
     assert (p.profile, p.instance, p.host_uuid, p.request) == (profile, inst, host, request)
     assert p.vf == (PORT_SELF_VF if vf is None else vf)
     assert p.port_self == (vf is None)
-    assert nlmsg.decode_vfinfo(raw) == [(mac, None)]
+    assert netlink.decode_vfinfo(raw) == [(mac, None)]
 
 
 def test_link_state_and_empty_vf_ports_messages() -> None:
     """The two plain RTM_SETLINKs the Qbh client sends: IFF_UP on/off (ifi_change = IFF_UP), and an empty
     IFLA_VF_PORTS probe (struct ifinfomsg: family, pad, type, index, flags, change)."""
-    up = nlmsg.encode_link_state(seq=7, port_id=99, ifindex=5, up=True)
-    down = nlmsg.encode_link_state(seq=8, port_id=99, ifindex=5, up=False)
-    assert up[:16] == struct.pack("=IHHII", 32, nlmsg.RTM_SETLINK, 0x5, 7, 99)
+    up = netlink.encode_link_state(seq=7, port_id=99, ifindex=5, up=True)
+    down = netlink.encode_link_state(seq=8, port_id=99, ifindex=5, up=False)
+    assert up[:16] == struct.pack("=IHHII", 32, netlink.RTM_SETLINK, 0x5, 7, 99)
     assert struct.unpack_from("=BxHiII", up, 16) == (0, 0, 5, 0x1, 0x1)
     assert struct.unpack_from("=BxHiII", down, 16) == (0, 0, 5, 0x0, 0x1)
-    probe = nlmsg.encode_empty_vf_ports(seq=9, port_id=99, ifindex=5)
-    assert probe[:16] == struct.pack("=IHHII", 36, nlmsg.RTM_SETLINK, 0x5, 9, 99)
+    probe = netlink.encode_empty_vf_ports(seq=9, port_id=99, ifindex=5)
+    assert probe[:16] == struct.pack("=IHHII", 36, netlink.RTM_SETLINK, 0x5, 9, 99)
     assert struct.unpack_from("=BxHiII", probe, 16) == (0, 0, 5, 0, 0)
-    assert struct.unpack_from("=HH", probe, 32)[1] & 0x3FFF == nlmsg.IFLA_VF_PORTS
+    assert struct.unpack_from("=HH", probe, 32)[1] & 0x3FFF == netlink.IFLA_VF_PORTS
+
+
+def test_has_port_attrs() -> None:
+    """What QbhClient.supports_port_profiles reads first: the kernel lists ports only for capable drivers."""
+    for vf in (None, 3):
+        raw = netlink.encode_qbh_request(seq=1, port_id=0, ifindex=2, vf=vf, mac=MAC, profile="p", instance=DOMAIN,
+                                         host_uuid=DOMAIN, request=netlink.ASSOCIATE)
+        assert netlink.has_port_attrs(raw)
+    assert netlink.has_port_attrs(netlink.encode_empty_vf_ports(seq=9, port_id=99, ifindex=5))  # an empty nest
+    assert not netlink.has_port_attrs(netlink.encode_link_state(seq=7, port_id=99, ifindex=5, up=True))

@@ -5,11 +5,14 @@ classes.  pyroute2 knows ``IFLA_VFINFO_LIST`` but leaves ``IFLA_VF_PORTS`` and `
 so the whole message is declared here, attribute by attribute, from ``include/uapi/linux/if_link.h``.
 
 The encoders reproduce what libvirt sends byte for byte (attribute order, ``NLA_F_NESTED`` on every nest,
-``NLM_F_REQUEST | NLM_F_ACK``); ``tests/unit/test_nlmsg.py`` holds the golden bytes.
+``NLM_F_REQUEST | NLM_F_ACK``); ``tests/unit/test_wire_netlink.py`` holds the golden bytes.
 
 Only ``pyroute2.netlink`` is imported, never the ``pyroute2`` package itself: its ``__init__`` pulls in
 IPRoute, NDB and friends and costs 150-200 ms, most of a hook's whole time budget (see
 ``_import_netlink_base``).
+
+Over 400 lines on purpose: the declarations, the encoders and the decoders of one message family belong
+together (a field's layout and its use are read side by side, as in pyroute2's ``ifinfmsg``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ import uuid
 
 from hooks.leanimport import import_lean
 from hooks.plain import plain
+from vdp.wire.codes import (  # enum { PORT_PROFILE_RESPONSE_* }, named in one place for vdp.messages too
+    PORT_PROFILE_RESPONSE_BADSTATE,
+    PORT_PROFILE_RESPONSE_ERROR,
+    PORT_PROFILE_RESPONSE_INPROGRESS,
+    PORT_PROFILE_RESPONSE_INSUFFICIENT_RESOURCES,
+    PORT_PROFILE_RESPONSE_INVALID,
+    PORT_PROFILE_RESPONSE_SUCCESS,
+)
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
@@ -62,6 +73,7 @@ __all__ = [
     "encode_link_state",
     "encode_qbg_request",
     "encode_qbh_request",
+    "has_port_attrs",
     "parse_header",
     "split_messages",
 ]
@@ -148,14 +160,6 @@ REQUEST_NAMES = {
     ASSOCIATE: "ASSOCIATE",
     DISASSOCIATE: "DISASSOCIATE",
 }
-
-# enum { PORT_PROFILE_RESPONSE_* } (802.1Qbh, kernel/enic)
-PORT_PROFILE_RESPONSE_SUCCESS = 0x100
-PORT_PROFILE_RESPONSE_INPROGRESS = 0x101
-PORT_PROFILE_RESPONSE_INVALID = 0x102
-PORT_PROFILE_RESPONSE_BADSTATE = 0x103
-PORT_PROFILE_RESPONSE_INSUFFICIENT_RESOURCES = 0x104
-PORT_PROFILE_RESPONSE_ERROR = 0x105
 
 _NLMSGHDR = struct.Struct("=IHHII")  # struct nlmsghdr {u32 len; u16 type; u16 flags; u32 seq; u32 pid}
 _NLA_HEADER = struct.Struct("=HH")  # struct nlattr {u16 nla_len; u16 nla_type}
@@ -663,6 +667,14 @@ def _decoded_port(cls: Any, attr: bytes, *, port_self: bool) -> PortStatus:
     port = cls(attr)
     port.decode()
     return _port_status(port, port_self=port_self)
+
+
+def has_port_attrs(msg_bytes: bytes) -> bool:
+    """Does a link message carry ``IFLA_PORT_SELF`` or ``IFLA_VF_PORTS``?  (The kernel includes them, with
+    ``RTEXT_FILTER_VF``, only for drivers with ``ndo_get_vf_port``.)"""
+    msg = LinkMsg(msg_bytes)
+    msg.decode()
+    return msg.get_attr("IFLA_PORT_SELF") is not None or msg.get_attr("IFLA_VF_PORTS") is not None
 
 
 def decode_vfinfo(msg_bytes: bytes) -> list[tuple[str | None, int | None]]:

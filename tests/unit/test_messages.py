@@ -1,4 +1,4 @@
-"""vdp.status: every documented answer becomes a specific, actionable line."""
+"""vdp.messages: every documented answer becomes a specific, actionable line."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ import errno
 
 import pytest
 
-from vdp import status
-from vdp.status import (
+from vdp import messages
+from vdp.messages import (
     ERR_ACK_TIMEOUT,
     ERR_KEEPALIVE_TIMEOUT,
     ERR_TRANSMIT,
     errno_message,
     qbh_message,
+    qbh_response_message,
     split_vdp22,
     vdp22_message,
 )
+from vdp.wire import clif, codes, netlink
 
 # (status code, a word the line must contain) -- the meanings of openlldp's enum vdp22_cmdresp
 VDP22 = [
@@ -33,9 +35,9 @@ VDP22 = [
 
 
 def test_constants_follow_openlldp() -> None:
-    assert [status.VDP22_SUCCESS, status.VDP22_INVALID_FORMAT, status.VDP22_NO_RESOURCES, status.VDP22_NO_VSIMGR,
-            status.VDP22_OTHER, status.VDP22_NOADDR] == [0, 1, 2, 3, 4, 5]
-    assert [status.VDP22_DEASSOC, status.VDP22_TIMEOUT, status.VDP22_KEEP, status.VDP22_NONE] == [
+    assert [messages.VDP22_SUCCESS, messages.VDP22_INVALID_FORMAT, messages.VDP22_NO_RESOURCES,
+            messages.VDP22_NO_VSIMGR, messages.VDP22_OTHER, messages.VDP22_NOADDR] == [0, 1, 2, 3, 4, 5]
+    assert [messages.VDP22_DEASSOC, messages.VDP22_TIMEOUT, messages.VDP22_KEEP, messages.VDP22_NONE] == [
         252, 253, 254, 255]
     # enum vdp22_cmderr { VDP22_KATO = 0, VDP22_ACKTO, VDP22_TXERR }, used as 1 << value
     assert (ERR_KEEPALIVE_TIMEOUT, ERR_ACK_TIMEOUT, ERR_TRANSMIT) == (1, 2, 4)
@@ -120,8 +122,8 @@ def test_switch_status_byte_forms(code: int, word: str) -> None:
     assert hard.startswith(f"VDP status {0x10 | code:#04x}:") and "hard error" in hard
     assert " -- " in keep and " -- " in hard
     assert "unknown" not in keep + hard
-    assert status.is_refusal_byte(0x20 | code) and status.is_refusal_byte(0x10 | code)
-    assert not status.is_refusal_byte(code)
+    assert messages.is_refusal_byte(0x20 | code) and messages.is_refusal_byte(0x10 | code)
+    assert not messages.is_refusal_byte(code)
 
 
 def test_switch_status_byte_with_error_bits_and_without_code() -> None:
@@ -129,4 +131,53 @@ def test_switch_status_byte_with_error_bits_and_without_code() -> None:
     assert "(keep)" in line and "another reason" in line and "no acknowledgement" in line
     assert "reason code 0" in vdp22_message(0x10)
     assert "unknown VDP22 status 64" in vdp22_message(0x40)  # never sent by lldpad: not a refusal byte
-    assert {status.is_refusal_byte(s) for s in (0, 5, 252, 253, 254, 255)} == {False}
+    assert {messages.is_refusal_byte(s) for s in (0, 5, 252, 253, 254, 255)} == {False}
+
+
+# -- 802.1Qbh responses (were vdp.qbh's response_message) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("response", "word"),
+    [(0x102, "invalid"), (0x103, "bad state"), (0x104, "insufficient resources"), (0x105, "adapter reported an error")],
+)
+def test_each_profile_response_has_one_line(response: int, word: str) -> None:
+    text = qbh_response_message(response)
+    assert word in text and f"{response:#x}" in text and "\n" not in text
+
+
+def test_missing_response_is_named() -> None:
+    assert "IFLA_PORT_RESPONSE missing" in qbh_response_message(None)
+
+
+# -- the one table ---------------------------------------------------------------------------------------------
+
+
+def test_every_text_is_one_line_keyed_by_a_known_kind() -> None:
+    kinds = {messages.VDP22, messages.VDP22_ERROR_BIT, messages.LLDPAD_ERRNO, messages.CLIF_STATUS, messages.QBH,
+             messages.QBH_ERRNO}
+    assert {kind for kind, _ in messages._TEXT} == kinds
+    for key, text in messages._TEXT.items():
+        assert text and "\n" not in text and text == text.strip(), key
+
+
+def test_clif_status_texts() -> None:
+    # lldpad's command status words, as lldptool prints them (include/lldpad_status.h); 12 is unused.
+    assert messages.clif_status_text(codes.CMD_DEVICE_NOT_FOUND) == "device not found or inactive"
+    assert messages.clif_status_text(codes.CMD_VDP_BUSY) == "VSI association in progress"
+    assert messages.clif_status_text(12) == "status 12"
+    named = [v for k, v in vars(codes).items() if k.startswith("CMD_") and v != codes.CMD_SUCCESS]
+    assert sorted(named) == [*range(1, 12), 13, 14, 15]
+    assert all((messages.CLIF_STATUS, v) in messages._TEXT for v in named)
+
+
+def test_qbh_errno_texts_name_the_pf() -> None:
+    assert "eth1" in messages.qbh_errno_message(-errno.ENODEV, pf="eth1")
+    assert "PREASSOCIATE_RR" in messages.qbh_errno_message(-errno.EOPNOTSUPP, preassociate=True)
+    assert "Linux 5.5" in messages.qbh_errno_message(errno.EINVAL, port_self=True, port_self_mac=True)
+    assert "Linux 5.5" not in messages.qbh_errno_message(errno.EINVAL, port_self=False, port_self_mac=True)
+
+
+def test_netlink_and_clif_codecs_share_the_named_codes() -> None:
+    assert netlink.PORT_PROFILE_RESPONSE_INPROGRESS == codes.PORT_PROFILE_RESPONSE_INPROGRESS == 0x101
+    assert clif.Reply(codes.CMD_SUCCESS, "").ok

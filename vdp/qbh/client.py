@@ -1,8 +1,8 @@
-"""802.1Qbh port profiles (Cisco VM-FEX / enic) through the kernel.
+"""802.1Qbh port profiles (Cisco VM-FEX / enic) through the kernel: the netlink client.
 
 The host asks the adapter's driver to bind a port to a named port profile with an ``RTM_SETLINK`` to the
 kernel (netlink port id 0): ``IFLA_PORT_SELF`` for the device itself, or ``IFLA_VF_PORTS{IFLA_VF_PORT}``
-with ``IFLA_PORT_VF`` on the PF for an SR-IOV VF (encoding: ``vdp.nlmsg.encode_qbh_request``).  The
+with ``IFLA_PORT_VF`` on the PF for an SR-IOV VF (encoding: ``vdp.wire.netlink.encode_qbh_request``).  The
 driver acknowledges at once and works in the background; the outcome is read by polling ``RTM_GETLINK``
 with ``IFLA_EXT_MASK = RTEXT_FILTER_VF`` until ``IFLA_PORT_RESPONSE`` stops saying INPROGRESS (0x101).
 In the mainline kernel only enic implements this (``ndo_set_vf_port`` / ``ndo_get_vf_port``,
@@ -33,23 +33,28 @@ Where it differs, and why:
   the MAC (``IFLA_VF_MAC`` with the VF number, which rtnetlink accepts).
 * Link up/down use ``RTM_SETLINK`` with ``IFF_UP`` in ``ifi_change``, always to the kernel, even when the
   port-profile messages go to a test peer.
+
+Over 400 lines on purpose: :meth:`QbhClient.submit` is one exchange (down, SETLINK, acknowledgements, poll,
+undo on timeout, up) that reads top to bottom like libvirt's, and :meth:`QbhClient._judge` beside it
+says what every reply means; split apart, each half would need the other to be understood.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import re
 import socket
 import time
 import uuid
 from collections.abc import Sequence
 
-from hooks.errors import ConfigError, FeatureError, PeerUnavailable
+from hooks.errors import PeerUnavailable
 from hooks.plain import plain
-from vdp import nlmsg
-from vdp.nlmsg import (
+from vdp.messages import qbh_errno_message, qbh_response_message
+from vdp.qbh.host import QbhPort
+from vdp.rtsocket import RouteSocket
+from vdp.wire import netlink
+from vdp.wire.netlink import (
     ASSOCIATE,
     DISASSOCIATE,
     NLMSG_DONE,
@@ -62,12 +67,6 @@ from vdp.nlmsg import (
     RTM_NEWLINK,
     PortStatus,
 )
-from vdp.rtsocket import RouteSocket
-from vdp.status import qbh_message
-
-TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
-if TYPE_CHECKING:
-    from typing import Any
 
 __all__ = [
     "ASSOCIATE",
@@ -75,21 +74,10 @@ __all__ = [
     "PREASSOCIATE",
     "PREASSOCIATE_RR",
     "QbhClient",
-    "QbhPort",
     "QbhRequest",
     "QbhResult",
-    "host_uuid",
     "kernel_errno_message",
-    "libvirt_host_uuid",
-    "resolve_pci",
-    "resolve_port",
-    "response_message",
 ]
-
-SYSFS = "/sys"
-DMI_UUID_PATHS = ("/sys/devices/virtual/dmi/id/product_uuid", "/sys/class/dmi/id/product_uuid")
-MACHINE_ID_PATH = "/etc/machine-id"
-LIBVIRT_CONFS = ("/etc/libvirt/libvirtd.conf", "/etc/libvirt/virtqemud.conf")
 
 _POLL_FIRST = 0.001  # first GETLINK this long after the acknowledgement
 _POLL_CAP = 0.100  # the interval doubles up to this
@@ -97,27 +85,6 @@ _CLEANUP_GRACE = 0.5  # reserved before the deadline for the DISASSOCIATE that f
 
 
 # --- value types ------------------------------------------------------------------------------------------
-
-
-@plain(frozen=True)
-class QbhPort:
-    """Where a port profile is applied.
-
-    ``ifname`` is the interface the guest's traffic uses (the VF's netdev, or the device itself): it is set
-    down before DISASSOCIATE and up after ASSOCIATE.  Requests go to ``pf_ifindex`` (``pf_ifname``); ``vf``
-    is the VF number there, or None for the device itself (``IFLA_PORT_SELF``).
-    """
-
-    ifname: str
-    pf_ifname: str
-    pf_ifindex: int
-    vf: int | None
-
-    def describe(self) -> str:
-        """``eth2`` or ``VF 3 of eth1 (eth1v3)`` for messages."""
-        if self.vf is None:
-            return self.pf_ifname
-        return f"VF {self.vf} of {self.pf_ifname} ({self.ifname})"
 
 
 @plain(frozen=True)
@@ -156,291 +123,20 @@ class QbhResult:
     timed_out: bool = False
 
 
-# --- messages ---------------------------------------------------------------------------------------------
-
-_ERRNO_TEXT = {
-    errno.EINVAL: (
-        "the driver rejected the request as invalid (empty or missing port profile name, VF number out of "
-        "range, or no MAC address for the VF) -- check profileid in the guest metadata and that the VF "
-        "exists (cat /sys/class/net/{pf}/device/sriov_numvfs)"
-    ),
-    errno.ENODEV: "the device is gone (ENODEV) -- check that {pf} exists and its driver is loaded",
-    errno.ENOMEM: "the adapter is out of resources (ENOMEM) -- free vNICs/VFs on the adapter or use another host",
-    errno.EPERM: "permission denied (EPERM) -- port profiles need CAP_NET_ADMIN (the hook runs as root)",
-    errno.EBUSY: "the adapter is busy with another command (EBUSY) -- retry in a moment",
-    errno.ETIMEDOUT: "the adapter firmware did not answer (ETIMEDOUT) -- check the adapter (dmesg) and retry",
-    errno.ENETDOWN: "the adapter's uplink is down (ENETDOWN) -- check the fabric interconnect link",
-    errno.EIO: "the adapter firmware reported an I/O error (EIO) -- check dmesg for enic errors",
-    errno.EFAULT: "the adapter firmware rejected the command (EFAULT) -- check dmesg for enic errors",
-}
+# --- messages (texts: vdp.messages) ---------------------------------------------------------------------
 
 
 def kernel_errno_message(err: int, req: QbhRequest | None = None, *, port_self_mac: bool = False) -> str:
-    """One line for the kernel's refusal (``NLMSG_ERROR``) of a port-profile request; sign ignored."""
-    code = abs(err)
-    port = req.port if req is not None else None
-    pf = port.pf_ifname if port is not None else "the device"
-    if code == errno.EOPNOTSUPP:
-        if req is not None and req.request == PREASSOCIATE:
-            return (
-                "the driver does not support plain PREASSOCIATE (EOPNOTSUPP; enic never does) -- "
-                "use PREASSOCIATE_RR for the reservation"
-            )
-        return (
-            f"{pf} cannot do 802.1Qbh port profiles (the kernel answered EOPNOTSUPP) -- a Cisco VIC (enic) "
-            "or another adapter whose driver supports port profiles (ndo_set_vf_port) is needed; on a VIC, "
-            "the device itself needs a dynamic vNIC (VM-FEX) and a VF needs SR-IOV enabled"
-        )
-    if code == errno.EINVAL and port_self_mac and port is not None and port.vf is None:
-        return (
-            "the kernel rejected the MAC for the device itself (IFLA_VF_MAC with vf -1 is refused since "
-            "Linux 5.5, EINVAL) -- leave port_self_mac off so the device's own MAC is used"
-        )
-    text = _ERRNO_TEXT.get(code)
-    name = errno.errorcode.get(code, str(code))
-    if text is None:
-        return f"the kernel refused the request: {os.strerror(code)} ({name}) -- check dmesg for the driver's log"
-    return text.format(pf=pf)
-
-
-def response_message(response: int | None) -> str:
-    """One line for an ``IFLA_PORT_RESPONSE`` (None: the driver reported the port without a response)."""
-    if response is None:
-        return (
-            "the driver reported the port without a response (IFLA_PORT_RESPONSE missing) -- check the "
-            "driver's log (dmesg)"
-        )
-    return qbh_message(response)
-
-
-# --- resolving interfaces ---------------------------------------------------------------------------------
-
-
-def _read(path: str) -> str:
-    with open(path, encoding="ascii", errors="replace") as f:
-        return f.read().strip()
-
-
-def resolve_port(ifname: str, *, sysfs: str = SYSFS) -> QbhPort:
-    """Where requests for ``ifname`` go: its PF and VF number when it is an SR-IOV VF, else itself.
-
-    A VF is recognised by ``/sys/class/net/IF/device/physfn``; its number is N of the PF's ``virtfnN``
-    link that points to the same PCI function, its PF is the network interface of ``physfn`` (as libvirt
-    finds them).  Raises PeerUnavailable when ``ifname`` does not exist or its PF cannot be found.
-    """
-    if not ifname or "/" in ifname or ifname in (".", ".."):
-        raise PeerUnavailable(f"'{ifname}' is not an interface name", hint="check the port's uplink")
-    base = os.path.join(sysfs, "class", "net", ifname)
-    if sysfs == SYSFS:
-        _check_sysfs_view(ifname, base)
-    if not os.path.isdir(base):
-        raise PeerUnavailable(
-            f"interface {ifname} does not exist on this host",
-            hint="check the [uplinks] mapping in vdp-hooks.conf and 'ip link'",
-        )
-    physfn = os.path.join(base, "device", "physfn")
-    if not os.path.exists(physfn):
-        return QbhPort(ifname, ifname, _ifindex_of(ifname, sysfs), None)
-
-    vf_dev = os.path.realpath(os.path.join(base, "device"))
-    pf_dev = os.path.realpath(physfn)
-    vf_number = None
-    try:
-        entries = os.listdir(pf_dev)
-    except OSError as exc:
-        raise PeerUnavailable(
-            f"{ifname} is an SR-IOV VF but its PF device {pf_dev} cannot be read ({exc.strerror})",
-            hint="check the PF's driver (lspci -k)",
-        ) from exc
-    for entry in entries:
-        m = re.fullmatch(r"virtfn(\d+)", entry)
-        if m and os.path.realpath(os.path.join(pf_dev, entry)) == vf_dev:
-            vf_number = int(m.group(1))
-            break
-    if vf_number is None:
-        raise PeerUnavailable(
-            f"{ifname} is an SR-IOV VF but its PF {os.path.basename(pf_dev)} does not list it (no virtfnN link)",
-            hint="check SR-IOV on the PF (cat .../sriov_numvfs) and the PF driver",
-        )
-    try:
-        pf_names = sorted(os.listdir(os.path.join(pf_dev, "net")))
-    except OSError:
-        pf_names = []
-    if len(pf_names) != 1:
-        found = ", ".join(pf_names) if pf_names else "none"
-        raise PeerUnavailable(
-            f"{ifname} is VF {vf_number} of PCI device {os.path.basename(pf_dev)}, whose network interface "
-            f"cannot be found here (interfaces: {found})",
-            hint="the PF needs its driver loaded and must be in this network namespace",
-        )
-    pf = pf_names[0]
-    return QbhPort(ifname, pf, _ifindex_of(pf, sysfs), vf_number)
-
-
-def resolve_pci(address: str, *, sysfs: str = SYSFS) -> QbhPort:
-    """Where requests for the VF at PCI ``address`` ("0000:03:10.2", a ``type='hostdev'`` interface) go.
-
-    The VF is usually bound to vfio-pci and has no network interface: its PF is the network interface of
-    ``/sys/bus/pci/devices/ADDR/physfn``, its number the N of the PF's ``virtfnN`` link to it (as libvirt
-    finds them for hostdev port profiles).  ``ifname`` is the VF's own interface if it has one, else the
-    PF's.  Raises PeerUnavailable when the device is not here or is no SR-IOV VF."""
-    dev = os.path.join(sysfs, "bus", "pci", "devices", address)
-    if "/" in address or not os.path.isdir(dev):
-        raise PeerUnavailable(f"PCI device {address} does not exist on this host", hint="check lspci and the guest")
-    physfn = os.path.join(dev, "physfn")
-    if not os.path.exists(physfn):
-        raise PeerUnavailable(
-            f"PCI device {address} is not an SR-IOV VF (no physfn)",
-            hint="802.1Qbh on a hostdev interface needs a VF of a port-profile capable adapter",
-        )
-    pf_dev = os.path.realpath(physfn)
-    vf_dev = os.path.realpath(dev)
-    vf_number = None
-    with contextlib.suppress(OSError):
-        for entry in os.listdir(pf_dev):
-            m = re.fullmatch(r"virtfn(\d+)", entry)
-            if m and os.path.realpath(os.path.join(pf_dev, entry)) == vf_dev:
-                vf_number = int(m.group(1))
-    pf_names = sorted(os.listdir(os.path.join(pf_dev, "net"))) if os.path.isdir(os.path.join(pf_dev, "net")) else []
-    if vf_number is None or len(pf_names) != 1:
-        raise PeerUnavailable(
-            f"PCI device {address}: its PF {os.path.basename(pf_dev)} "
-            + ("does not list it (no virtfnN link)" if vf_number is None else "has no single network interface here"),
-            hint="the PF needs its driver loaded and must be in this network namespace",
-        )
-    own = sorted(os.listdir(os.path.join(dev, "net"))) if os.path.isdir(os.path.join(dev, "net")) else []
-    pf = pf_names[0]
-    return QbhPort(own[0] if own else pf, pf, _ifindex_of(pf, sysfs), vf_number)
-
-
-def _check_sysfs_view(ifname: str, base: str) -> None:
-    """Refuse to read sysfs that belongs to another network namespace.
-
-    /sys shows the interfaces of the namespace that mounted it: a process that entered a network
-    namespace without mounting sysfs anew (``ip netns exec`` does mount it) would read some other
-    device's topology under the same name.  The interface index tells: sysfs and the kernel must agree.
-    """
-    try:
-        kernel_index = socket.if_nametoindex(ifname)
-    except OSError:
-        return  # not in this namespace: reported as missing below
-    try:
-        sysfs_index = int(_read(os.path.join(base, "ifindex")))
-    except (OSError, ValueError):
-        sysfs_index = None
-    if sysfs_index != kernel_index:
-        raise PeerUnavailable(
-            f"/sys does not show this network namespace's {ifname} (ifindex {kernel_index}, sysfs says "
-            f"{sysfs_index if sysfs_index is not None else 'no such interface'})",
-            hint="run in a mount namespace with sysfs mounted for this network namespace (as 'ip netns exec' does)",
-        )
-
-
-def _ifindex_of(ifname: str, sysfs: str) -> int:
-    """The interface index: from the kernel when ``sysfs`` is the real one, else from the (fake) tree."""
-    if sysfs == SYSFS:
-        try:
-            return socket.if_nametoindex(ifname)
-        except OSError as exc:
-            raise PeerUnavailable(f"interface {ifname} does not exist on this host") from exc
-    try:
-        return int(_read(os.path.join(sysfs, "class", "net", ifname, "ifindex")))
-    except (OSError, ValueError) as exc:
-        raise PeerUnavailable(f"interface {ifname}: cannot read its ifindex ({exc})") from exc
-
-
-def _driver_of(ifname: str, sysfs: str = SYSFS) -> str | None:
-    link = os.path.join(sysfs, "class", "net", ifname, "device", "driver")
-    try:
-        return os.path.basename(os.path.realpath(link)) if os.path.exists(link) else None
-    except OSError:
-        return None
-
-
-# --- host UUID ----------------------------------------------------------------------------------------------
-
-
-def _parse_uuid(text: str) -> uuid.UUID | None:
-    """A UUID the way libvirt accepts a host UUID (``virUUIDParse`` + ``virUUIDIsValid``), else None.
-
-    32 hex digits, '-' or ' ' allowed between pairs, surrounding blanks ignored; all 16 bytes equal
-    (zeros, ff...) is not a valid host UUID.
-    """
-    compact = re.sub(r"[-\s]", "", text.strip())
-    if not re.fullmatch(r"[0-9a-fA-F]{32}", compact):
-        return None
-    value = uuid.UUID(hex=compact)
-    if len(set(value.bytes)) == 1:
-        return None
-    return value
-
-
-def host_uuid(
-    configured: str | None = None,
-    *,
-    dmi_paths: Sequence[str] = DMI_UUID_PATHS,
-    machine_id_path: str = MACHINE_ID_PATH,
-) -> uuid.UUID:
-    """The host UUID sent as ``IFLA_PORT_HOST_UUID``: ``configured``, else SMBIOS, else ``/etc/machine-id``.
-
-    libvirt (``virGetHostUUID``, ``daemonSetupHostUUID``): ``host_uuid`` in libvirtd.conf / virtqemud.conf
-    wins; else ``host_uuid_source`` says where to read it: ``smbios`` (default) reads
-    /sys/devices/virtual/dmi/id/product_uuid then /sys/class/dmi/id/product_uuid, and if neither gives a
-    valid UUID, libvirt makes up a *random* one per daemon start; ``machine-id`` reads /etc/machine-id.
-    A UUID whose 16 bytes are all equal is invalid.  Here the fallback after SMBIOS is /etc/machine-id
-    rather than a random value: the hook runs once per event, and a UUID that changes between
-    ASSOCIATE and DISASSOCIATE would be worse than a stable one.  To send exactly libvirt's value, pass
-    :func:`libvirt_host_uuid` as ``configured`` (or set host_uuid in vdp-hooks.conf).
-
-    Raises ConfigError for a bad ``configured`` value, FeatureError when nothing gives a UUID.
-    """
-    if configured:
-        value = _parse_uuid(configured)
-        if value is None:
-            raise ConfigError(f"host_uuid '{configured}' is not a valid UUID (32 hex digits, not all the same)")
-        return value
-    for path in dmi_paths:
-        try:
-            value = _parse_uuid(_read(path))
-        except OSError:
-            continue
-        if value is not None:
-            return value
-    try:
-        value = _parse_uuid(_read(machine_id_path))
-    except OSError:
-        value = None
-    if value is not None:
-        return value
-    raise FeatureError(
-        "cannot determine the host UUID for 802.1Qbh (no SMBIOS product_uuid, no valid /etc/machine-id)",
-        hint="set host_uuid in the [vdp] section of vdp-hooks.conf",
+    """One line for the kernel's refusal (``NLMSG_ERROR``) of ``req``; sign ignored."""
+    if req is None:
+        return qbh_errno_message(err, port_self_mac=port_self_mac)
+    return qbh_errno_message(
+        err,
+        pf=req.port.pf_ifname,
+        preassociate=req.request == PREASSOCIATE,
+        port_self=req.port.vf is None,
+        port_self_mac=port_self_mac,
     )
-
-
-def libvirt_host_uuid(paths: Sequence[str] = LIBVIRT_CONFS) -> str | None:
-    """``host_uuid`` from libvirt's daemon config, or /etc/machine-id's when ``host_uuid_source`` says so.
-
-    None when neither is set (libvirt then uses SMBIOS, as :func:`host_uuid` does).  The first file that
-    sets either key decides; files that do not exist are skipped.
-    """
-    for path in paths:
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                text = f.read()
-        except OSError:
-            continue
-        keys = dict(re.findall(r'(?m)^\s*(host_uuid|host_uuid_source)\s*=\s*"([^"]*)"', text))
-        if keys.get("host_uuid"):
-            return keys["host_uuid"]
-        if keys.get("host_uuid_source") == "machine-id":
-            try:
-                return _read(MACHINE_ID_PATH)
-            except OSError:
-                return None
-        if keys:
-            return None
-    return None
 
 
 # --- the client -----------------------------------------------------------------------------------------------
@@ -492,7 +188,7 @@ class QbhClient(RouteSocket):
                 f"nothing listens on netlink port {dest} (the port-profile test peer is gone)"
             ) from exc
 
-    def _recv(self, until: float) -> list[tuple[nlmsg.NetlinkHeader, bytes]]:
+    def _recv(self, until: float) -> list[tuple[netlink.NetlinkHeader, bytes]]:
         return self._recv_messages(until)
 
     def _acks(self, seqs: set[int], end: float) -> dict[int, int]:
@@ -505,12 +201,12 @@ class QbhClient(RouteSocket):
                 break
             for hdr, msg in messages:
                 if hdr.type == NLMSG_ERROR and hdr.seq in seqs and hdr.seq not in got:
-                    got[hdr.seq] = nlmsg.decode_error(msg)
+                    got[hdr.seq] = netlink.decode_error(msg)
         return got
 
     def _link_message(self, ifindex: int, up: bool) -> tuple[int, bytes]:
         seq = self._next_seq()
-        return seq, nlmsg.encode_link_state(seq=seq, port_id=self.port_id, ifindex=ifindex, up=up)
+        return seq, netlink.encode_link_state(seq=seq, port_id=self.port_id, ifindex=ifindex, up=up)
 
     def _set_links(self, ifnames: Sequence[str], *, up: bool, end: float) -> dict[str, str]:
         """Set interfaces up or down through the kernel, together; ifname -> problem ('' when fine).
@@ -542,13 +238,13 @@ class QbhClient(RouteSocket):
     def _getlink(self, ifindex: int, end: float) -> bytes | int | None:
         """The reply to one GETLINK (the link message), a negative errno, or None on silence."""
         seq = self._next_seq()
-        self._send(nlmsg.encode_getlink(seq=seq, port_id=self.port_id, ifindex=ifindex), self.dest_pid)
+        self._send(netlink.encode_getlink(seq=seq, port_id=self.port_id, ifindex=ifindex), self.dest_pid)
         while time.monotonic() < end:
             for hdr, msg in self._recv(end):
                 if hdr.seq != seq:
                     continue  # a late reply to an earlier round
                 if hdr.type == NLMSG_ERROR:
-                    err = nlmsg.decode_error(msg)
+                    err = netlink.decode_error(msg)
                     if err:
                         return err
                     continue  # the acknowledgement that follows the reply
@@ -559,7 +255,7 @@ class QbhClient(RouteSocket):
     def _encode(self, p: _Pending, request: int, seq: int) -> bytes:
         req = p.req
         send_mac = req.port.vf is not None or self.port_self_mac
-        return nlmsg.encode_qbh_request(
+        return netlink.encode_qbh_request(
             seq=seq,
             port_id=self.port_id,
             ifindex=req.port.pf_ifindex,
@@ -697,7 +393,7 @@ class QbhClient(RouteSocket):
                 req, False, None, f"{req.describe()}: reading the status failed: {kernel_errno_message(reply, req)}"
             )
         try:
-            ports = nlmsg.decode_ports(reply)
+            ports = netlink.decode_ports(reply)
         except ValueError as exc:
             return QbhResult(req, False, None, f"{req.describe()}: unreadable status reply ({exc})")
         mine = _find_port(ports, req.port.vf)
@@ -735,7 +431,7 @@ class QbhClient(RouteSocket):
         if mine.response == PORT_PROFILE_RESPONSE_INPROGRESS:
             return None
         ok = mine.response == PORT_PROFILE_RESPONSE_SUCCESS
-        text = "done" if ok else response_message(mine.response)
+        text = "done" if ok else qbh_response_message(mine.response)
         return QbhResult(req, ok, mine.response, f"{req.describe()}: {text}{p.note}")
 
     def status(self, port: QbhPort) -> PortStatus | None:
@@ -751,7 +447,7 @@ class QbhClient(RouteSocket):
             raise PeerUnavailable(f"no answer about {port.describe()} within {self.exchange_timeout:g} s")
         if isinstance(reply, int):
             raise PeerUnavailable(f"cannot read the port-profile state of {port.describe()}: {os.strerror(-reply)}")
-        return _find_port(nlmsg.decode_ports(reply), port.vf)
+        return _find_port(netlink.decode_ports(reply), port.vf)
 
     def supports_port_profiles(self, port: QbhPort) -> bool:
         """Whether the driver of ``port``'s PF implements port profiles (``ndo_set_vf_port``).
@@ -767,14 +463,12 @@ class QbhClient(RouteSocket):
         end = time.monotonic() + self.exchange_timeout
         reply = self._getlink(port.pf_ifindex, end)
         if isinstance(reply, bytes):
-            msg: Any = nlmsg.LinkMsg(reply)
-            msg.decode()
-            if msg.get_attr("IFLA_PORT_SELF") is not None or msg.get_attr("IFLA_VF_PORTS") is not None:
+            if netlink.has_port_attrs(reply):
                 return True
         elif isinstance(reply, int) and -reply == errno.ENODEV:
             raise PeerUnavailable(f"interface {port.pf_ifname} does not exist (ENODEV)")
         seq = self._next_seq()
-        self._send(nlmsg.encode_empty_vf_ports(seq=seq, port_id=self.port_id, ifindex=port.pf_ifindex), self.dest_pid)
+        self._send(netlink.encode_empty_vf_ports(seq=seq, port_id=self.port_id, ifindex=port.pf_ifindex), self.dest_pid)
         err = self._acks({seq}, end).get(seq)
         if err is None:
             raise PeerUnavailable(
@@ -802,9 +496,9 @@ def _validate(req: QbhRequest) -> str:
         return f"unknown request {req.request}"
     if req.request != DISASSOCIATE:
         size = len(req.profile.encode())
-        if not 0 < size < nlmsg.PORT_PROFILE_MAX:
+        if not 0 < size < netlink.PORT_PROFILE_MAX:
             return (
-                f"the port profile name must be 1..{nlmsg.PORT_PROFILE_MAX - 1} bytes (got {size}) -- "
+                f"the port profile name must be 1..{netlink.PORT_PROFILE_MAX - 1} bytes (got {size}) -- "
                 "fix profileid in the guest metadata"
             )
     try:
