@@ -27,11 +27,18 @@ apt:
 
 # A virtualenv with the newest lxml and pyroute2 from PyPI plus the test tools; the product itself is
 # installed into it as a user would (pip install .), the tests still run from the source tree.
-venv: $(VENV)/.done $(VENV)/.installed
+venv: $(VENV)/.done $(VENV)/.installed $(VENV)/.libvirt
 $(VENV)/.done: setup.cfg pyproject.toml
 	$(SYSTEM_PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q ".[test]"
+	touch $@
+# The agent's libvirt events: Debian's python3-libvirt (what hosts run, built for this libvirt) linked into
+# the venv; PyPI's libvirt-python is C source only (libvirt-dev, pkg-config and a compiler on every `make venv`).
+$(VENV)/.libvirt: $(VENV)/.done
+	site=$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') && \
+	for f in $$($(SYSTEM_PYTHON) -c 'import libvirt, libvirtmod; print(libvirt.__file__, libvirtmod.__file__)'); do \
+		ln -sf "$$f" "$$site/"; done && $(VENV)/bin/python -c 'import libvirt'
 	touch $@
 # The installed copy follows the sources (tests/unit/test_installed.py runs it, not the source tree).
 $(VENV)/.installed: $(VENV)/.done $(wildcard hooks/*.py vdp/*.py vdp/*/*.py)

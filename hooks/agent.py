@@ -42,6 +42,7 @@ from collections.abc import Mapping, Sequence
 
 from hooks.config import Config, Option, load_config, parse_seconds
 from hooks.deadline import Deadline
+from hooks.domainevents import LIBVIRT_OPTIONS, Listener, open_listener
 from hooks.errors import ConfigError, HookError, JournalError
 from hooks.event import Event
 from hooks.feature import Context, Feature, feature_class, is_known_feature
@@ -89,6 +90,7 @@ AGENT_OPTIONS: Mapping[str, Option] = {
     "workers": Option(_count, 8, "guests the agent works on at once (e.g. after an lldpad restart)"),
     "scan_interval": Option(parse_seconds, 10.0, "seconds between looks at the journals for pending work"),
     "lldpad_check_interval": Option(parse_seconds, 2.0, "seconds between checks whether lldpad restarted"),
+    **LIBVIRT_OPTIONS,  # libvirt events (hooks.domainevents)
 }
 
 _LOCK_WAIT = 0.02  # the agent never queues behind a hook: it tries the lock this briefly, then comes back
@@ -161,6 +163,7 @@ class Agent:
         self.stopping = False
         self.lldpad_pid: int | None = None
         self._features: dict[str, Feature] = {}
+        self.libvirt: Listener | None = None  # libvirt events (hooks.domainevents, hooks.libvirtsync)
 
     # -- work ---------------------------------------------------------------------------------------
 
@@ -189,6 +192,9 @@ class Agent:
         log = EventLog(self.log.sink, guest=job.guest, uuid=str(guest_uuid), op=f"agent {reasons}")
         if self._locked(guest_uuid):
             return None
+        from hooks import libvirtsync  # libvirt events (a-libvirt): libvirt is asked before the lock is taken
+
+        libvirtsync.look(self, guest_uuid, job.reasons)
         try:
             with self.store.open(guest_uuid, job.guest, timeout=_LOCK_WAIT) as gj:
                 return self._work(gj, job, log)
@@ -225,6 +231,11 @@ class Agent:
         lost = job.reasons & {"deassoc", "lldpad", "start"}
         if lost and running(gj.records) and any(r.feature == "vdp" and r.state == DONE for r in gj.records):
             ok = self._repair(gj, event, log) and ok
+        # -- libvirt events (a-libvirt): resumed guests, vanished guests, hot-plug -----------------
+        from hooks import libvirtsync
+
+        ok = libvirtsync.work(self, gj, event, job.reasons, log) and ok
+        # -- end libvirt events --
         return ok
 
     def _teardown(self, gj: GuestJournal, event: Event, records: Sequence[Record], log: EventLog) -> bool:
@@ -420,10 +431,13 @@ class Agent:
                 self.check_lldpad()
                 self.all_running("start")
                 self.scan()
+                self.libvirt = open_listener(self.settings, self.log)  # libvirt events (a-libvirt)
                 with contextlib.suppress(OSError):
                     sd_notify("READY=1")
                 self._loop(sock, wake_r)
             finally:
+                if self.libvirt is not None:  # libvirt events (a-libvirt)
+                    self.libvirt.close()
                 withdraw(self.store.state_dir)
                 with contextlib.suppress(OSError):
                     sd_notify("STOPPING=1")
@@ -438,10 +452,15 @@ class Agent:
             now = time.monotonic()
             timers = [next_scan, next_lldpad, *(j.due for j in self.jobs.values())]
             wait = max(0.0, min(timers) - now)
+            events = [self.libvirt] if self.libvirt is not None else []  # libvirt events (a-libvirt)
             try:
-                ready, _, _ = select.select([sock, wake], [], [], wait)
+                ready, _, _ = select.select([sock, wake, *events], [], [], wait)
             except InterruptedError:
                 continue
+            if events and events[0] in ready:  # libvirt events (a-libvirt)
+                from hooks import libvirtsync
+
+                libvirtsync.on_notes(self)
             if wake in ready:
                 with contextlib.suppress(BlockingIOError):
                     wake.recv(64)

@@ -209,7 +209,7 @@ class VdpFeature(Feature):
             _choice("started", "resume"),
             "started",
             "when the migration destination associates: 'started' (started begin, can still veto) or "
-            "'resume' (after the guest resumed; needs the long-lived component, not built yet)",
+            "'resume' (by the agent, right after the guest resumed: cannot veto; without the agent: 'started')",
         ),
         "hints": Option(_choice("auto", "never"), "auto", "VDP22 migration hints through liblldp_clif"),
         "host_uuid": Option(str, "", "host UUID sent with 802.1Qbh requests (default: found like libvirt)"),
@@ -310,21 +310,39 @@ class VdpFeature(Feature):
             if not ctx.incoming:
                 return []
             if self.settings["associate_at"] == "resume":
-                ctx.log.warning(
-                    "associate_at = resume is not available yet (it needs the long-lived component); "
-                    "associating at started begin instead"
-                )
-            reserved = ctx.journaled("reserve")
-            # Associate what was reserved, as the switch answered it (e.g. the VLAN it assigned).
-            learnt = {r.key: r.data for r in reserved}
-            outcomes = self._request(event.ports, ASSOCIATE, ctx, learnt=learnt)
-            done = {o.key for o in outcomes if o.ok}
-            # The association supersedes the reservation: one record per port from here on.
-            ctx.forget([r for r in reserved if r.key in done])
-            return outcomes
+                from hooks.agentfile import agent_port
+                from hooks.runner import state_dir
+
+                if agent_port(state_dir()) is not None:
+                    # The agent associates once the guest resumed (hooks.libvirtsync): that cannot veto.
+                    ctx.log.info("associate_at = resume: the agent associates the reserved ports after the resume")
+                    return []
+                ctx.log.warning("associate_at = resume needs the agent, which is not running; associating now")
+            return self.associate_reserved(event, ctx)
         if hook == ("reconnect", "begin"):
             return self._reconnect(ctx)
         return []
+
+    def associate_reserved(self, event: Event, ctx: Context) -> list[Outcome]:
+        """ASSOCIATE (hint "to") what ``prepare begin`` reserved: at ``started begin``, or from the agent
+        after the incoming guest resumed (``associate_at = resume``)."""
+        reserved = ctx.journaled("reserve")
+        # Associate what was reserved, as the switch answered it (e.g. the VLAN it assigned).
+        learnt = {r.key: r.data for r in reserved}
+        outcomes = self._request(event.ports, ASSOCIATE, ctx, learnt=learnt)
+        done = {o.key for o in outcomes if o.ok}
+        # The association supersedes the reservation: one record per port from here on.
+        ctx.forget([r for r in reserved if r.key in done])
+        return outcomes
+
+    def reassociate(self, ctx: Context) -> list[Outcome]:
+        """ASSOCIATE every associated port again, held or not (the agent, when the source of a failed
+        outgoing migration resumed): lldpad sends a repeated ASSOCIATE to the switch (measured), and a switch
+        that moved the VSI to the destination, or holds it for a migration timeout, takes it back."""
+        records = [r for r in ctx.journaled("associate") if r.state == "done"]
+        results = self._send(records, ASSOCIATE, ctx, hint="none")
+        return [Outcome(r.key, results.get(r.key, (None, {}))[0], f"associated again on {r.data['ifname']}")
+                for r in records]
 
     def _request(
         self,
@@ -906,9 +924,12 @@ class VdpFeature(Feature):
 
         results = []
         if self.settings["associate_at"] == "resume":
-            results.append(
-                CheckResult("associate_at = resume", "WARN", "not available yet: associating at started begin")
-            )
+            from hooks.agentfile import agent_port
+            from hooks.runner import state_dir
+
+            if agent_port(state_dir()) is None:
+                hint = "needs the agent (not running): associating at started begin"
+                results.append(CheckResult("associate_at = resume", "WARN", hint))
         if not clif.library_available():
             results.append(CheckResult("liblldp_clif.so.1 loads", "WARN", "install lldpad (needed for 802.1Qbg)"))
         pid = lldpad.find_lldpad_pid()

@@ -33,18 +33,22 @@ import functools
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 import uuid as uuidlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .guestxml import Port, metadata_xml
 from .libvirt import LibvirtHost, guest_xml, link_hosts
 from .switchpeer import SwitchPeer
 from .vdplab import VdpLab
+
+if TYPE_CHECKING:
+    from .agentrun import AgentProcess
 
 __all__ = [
     "ENTRY",
@@ -320,6 +324,29 @@ class E2EHost:
     def destroy(self, guest: str) -> None:
         if self.domstate(guest):
             self.virsh("destroy", guest, check=False, timeout=60)
+
+    # -- the agent (libvirt events) ---------------------------------------------------------------
+
+    def set_config(self, extra: str) -> None:
+        """This host's vdp-hooks.conf: the lab's, plus ``extra`` (e.g. ``[agent]`` or ``[vdp]`` sections)."""
+        (self.libvirt.etc / "vdp-hooks.conf").write_text(hook_config(self.uplink, extra=extra))
+
+    def start_agent(self, log: Path) -> AgentProcess:
+        """``vdp-hooks agent`` in this libvirtd's namespaces (it connects to it as ``qemu:///system``)."""
+        from .agentrun import AgentProcess
+
+        assert self.libvirt.daemon is not None, f"libvirtd {self.name} is not running"
+        return AgentProcess(self.libvirt.daemon, self, log)
+
+    def kill_libvirtd(self) -> list[int]:
+        """SIGKILL libvirtd by pid (no hook runs, its guests' QEMUs stay); returns those QEMUs' pids."""
+        daemon = self.libvirt.daemon
+        assert daemon is not None
+        qemus = self.libvirt.qemu_pids()
+        os.kill(daemon.pid, signal.SIGKILL)
+        daemon.proc.wait()
+        self.libvirt.daemon = None
+        return qemus
 
     def restart_libvirtd(self, *, between: Callable[[], None] | None = None) -> float:
         """Stop libvirtd by pid with guests left running (as ``systemctl restart`` does), run
