@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from hooks.cli import HOOK_IMPORTS
+from hooks.hostcheck import HOOK_IMPORTS
 from tests.lab.harness.guestxml import Port, domain_xml
 from tests.lab.harness.hookrun import ENTRY, HookHost
 from tests.lab.harness.vdplab import VdpLab
