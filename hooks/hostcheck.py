@@ -229,18 +229,16 @@ def selinux_check(daemon: str, root: str = "/") -> CheckResult:
 
 
 # ----------------------------------------------------------------------------------------------- imports
-#: What the hook imports for a Qbg/Qbh port, the way its entry does (``python3 -S``, site-packages added
-#: without .pth files, the import stand-ins of hooks/boot.py); prints the dependencies that had to be
-#: imported the ordinary way.
+#: What the hook imports for a Qbg/Qbh port, the way its entry does (``python3 -S``, then hooks/boot.py's
+#: start-up); prints the dependencies that had to be imported the ordinary way.
 HOOK_IMPORTS = """
-import json, site, sys
-sys.path.extend(site.getsitepackages())
+import json, sys
 sys.path.insert(0, {lib!r})
-from hooks.leanimport import fallbacks, import_lean
-import_lean("uuid")
+from hooks import boot
+boot.start()
 import hooks.runner, vdp.feature, vdp.lldpad, vdp.clif
-import_lean("lxml.etree")
-print(json.dumps(fallbacks))
+boot.import_lean("lxml.etree")
+print(json.dumps(boot.fallbacks))
 """
 
 

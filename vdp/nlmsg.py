@@ -21,7 +21,7 @@ import sys
 import types
 import uuid
 
-from hooks.leanimport import import_lean
+from hooks.boot import import_lean
 from hooks.plain import plain
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
@@ -71,7 +71,7 @@ def _import_netlink_base() -> types.ModuleType:
     """Import ``pyroute2.netlink`` without running ``pyroute2/__init__.py``.
 
     Why: ``import pyroute2`` costs 150-200 ms (it imports IPRoute, NDB, sqlite, the plan9 server ...),
-    while the nla/nlmsg base classes in ``pyroute2.netlink`` cost ~5 ms (with hooks/leanimport.py keeping
+    while the nla/nlmsg base classes in ``pyroute2.netlink`` cost ~5 ms (with hooks/boot.py keeping
     logging, typing and traceback out).  The hook must finish in 100 ms.
     How: for the duration of the import, ``sys.modules['pyroute2']`` is a bare package object whose
     ``__path__`` is the real package directory, so ``pyroute2.netlink`` (and the ``pyroute2.common`` and
@@ -90,7 +90,7 @@ def _import_netlink_base() -> types.ModuleType:
     placeholder.__spec__ = spec
     sys.modules["pyroute2"] = placeholder
     try:
-        return import_lean("pyroute2.netlink")  # without logging/typing/traceback: see hooks/leanimport.py
+        return import_lean("pyroute2.netlink")  # without logging/typing/traceback: see hooks/boot.py
     finally:
         if sys.modules.get("pyroute2") is placeholder:
             del sys.modules["pyroute2"]
