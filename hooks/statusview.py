@@ -18,7 +18,36 @@ from hooks.policy import read_emergency
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TypedDict
+
+    # The model's shape, for the type checker only (at run time these are the plain dicts json prints).
+    class RecordView(TypedDict):
+        feature: str
+        port: str
+        kind: str
+        state: str
+        data: dict[str, Any]  # the feature's own journal data, as it wrote it
+        error: str
+        live: str
+        drift: bool
+
+    class GuestView(TypedDict, total=False):
+        guest: str
+        uuid: str
+        incoming: bool
+        records: list[RecordView]
+        error: str  # instead of the three above when the journal cannot be read
+
+    class EmergencyView(TypedDict):
+        until: float
+        reason: str
+
+    class StatusView(TypedDict):
+        state_dir: str
+        emergency: EmergencyView | None
+        guests: list[GuestView]
+        drift: bool
+        agent: dict[str, Any]  # hooks.agentfile's record of the agent, with "state"
 
 __all__ = ["collect", "to_json", "to_text"]
 
@@ -30,33 +59,35 @@ def _live(feature: Callable[[str], Feature], name: str, records: list[Record]) -
         return {r.key: f"unknown ({exc.one_line()})" for r in records}
 
 
-def _records(journal_records: list[Record], feature: Callable[[str], Feature]) -> list[dict[str, Any]]:
+def _records(journal_records: list[Record], feature: Callable[[str], Feature]) -> list[RecordView]:
     by_feature: dict[str, list[Record]] = {}
     for record in journal_records:
         by_feature.setdefault(record.feature, []).append(record)
-    rows = []
+    rows: list[RecordView] = []
     for name, recs in by_feature.items():
         live = _live(feature, name, recs)
         for record in recs:
-            row: dict[str, Any] = {
-                "feature": record.feature,
-                "port": record.key,
-                "kind": record.kind,
-                "state": record.state,
-                "data": record.data,
-                "error": record.error,
-                "live": live.get(record.key, ""),
-            }
-            # "ok ..." and "unknown (...)" are the live views that do not contradict the journal.
-            row["drift"] = bool(row["live"]) and not str(row["live"]).startswith(("ok", "unknown"))
-            rows.append(row)
+            now = live.get(record.key, "")
+            rows.append(
+                {
+                    "feature": record.feature,
+                    "port": record.key,
+                    "kind": record.kind,
+                    "state": record.state,
+                    "data": record.data,
+                    "error": record.error,
+                    "live": now,
+                    # "ok ..." and "unknown (...)" are the live views that do not contradict the journal.
+                    "drift": bool(now) and not str(now).startswith(("ok", "unknown")),
+                }
+            )
     return rows
 
 
-def collect(store: Journal, feature: Callable[[str], Feature], agent: dict[str, Any]) -> dict[str, Any]:
+def collect(store: Journal, feature: Callable[[str], Feature], agent: dict[str, Any]) -> StatusView:
     """The model: every guest's journal with the live state of its records (``feature(name)`` builds the
     configured feature that owns a record); ``agent`` as the agent file describes it."""
-    guests: list[dict[str, Any]] = []
+    guests: list[GuestView] = []
     for guest_uuid in store.guests():
         try:
             journal = store.peek(guest_uuid)
@@ -83,11 +114,11 @@ def collect(store: Journal, feature: Callable[[str], Feature], agent: dict[str, 
     }
 
 
-def to_json(doc: dict[str, Any]) -> str:
+def to_json(doc: StatusView) -> str:
     return json.dumps(doc, indent=2, sort_keys=True)
 
 
-def to_text(doc: dict[str, Any]) -> str:
+def to_text(doc: StatusView) -> str:
     lines = [f"agent: {doc['agent']['state']}"]
     emergency = doc["emergency"]
     if emergency:
