@@ -22,7 +22,8 @@ Off switch: ``VDP_HOOKS_NO_TRICKS=1`` in the environment.  libvirt runs hooks wi
 (``LC_ALL``, ``PATH``, ``HOME`` and the like), so the hook never gets it from libvirt: set it by hand to
 rule the tricks out of a problem, e.g. ``VDP_HOOKS_NO_TRICKS=1 vdp-hooks replay guest.xml prepare begin``
 or under a debugger.  Then the process is ordinary Python: ``site.main()``, plain imports, a normal exit --
-and ~200 ms slower.  ``tests/unit/test_boot.py`` checks that the hook's results are the same either way.
+and slower (a 4-port ``prepare begin``: ~1.5x, tests/bench/test_bench_boot.py).
+``tests/unit/test_boot.py`` checks that the hook's results are the same either way.
 
 Not here, by necessity: finding this module.  The entry puts the source tree, the distribution packages'
 private directory (/usr/share/libvirt-vdp-hooks, where it also turns byte-code writing off: the packages
