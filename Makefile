@@ -41,13 +41,16 @@ $(VENV)/.libvirt: $(VENV)/.done
 		ln -sf "$$f" "$$site/"; done && $(VENV)/bin/python -c 'import libvirt'
 	touch $@
 # The installed copy follows the sources (tests/unit/test_installed.py runs it, not the source tree).
-$(VENV)/.installed: $(VENV)/.done $(wildcard hooks/*.py vdp/*.py vdp/*/*.py)
+# build/lib first: setuptools copies whatever an older build left there into the wheel (e.g. a top-level
+# hooks/ of the layout before libvirt_vdp_hooks/).
+$(VENV)/.installed: $(VENV)/.done setup.py setup.cfg $(wildcard libvirt_vdp_hooks/*.py hooks/*.py vdp/*.py vdp/*/*.py)
+	rm -rf build/lib build/bdist.*
 	$(VENV)/bin/pip install -q --no-deps --force-reinstall .
 	touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check hooks vdp tests etc-libvirt-hooks/qemu
-	$(VENV)/bin/mypy --python-version 3.9 hooks vdp
+	$(VENV)/bin/ruff check hooks vdp libvirt_vdp_hooks setup.py tests etc-libvirt-hooks/qemu
+	$(VENV)/bin/mypy --python-version 3.9 hooks vdp libvirt_vdp_hooks
 
 # Everything: lint, the whole suite (unit, lab, libvirt, bench) with the newest libraries, and the unit
 # tests again under Debian's /usr/bin/python3 with python3-lxml and python3-pyroute2 (what hosts run).

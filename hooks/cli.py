@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -13,10 +12,20 @@ import sys
 import time
 from collections.abc import Sequence
 
-from hooks import __version__
+from hooks import __version__, statusview
 from hooks.config import CONFIG_PATH, Config, load_config, parse_seconds
 from hooks.errors import ConfigError, HookError, XmlError
 from hooks.feature import CheckResult, Feature, feature_class, is_known_feature
+from hooks.hostcheck import (
+    Report,
+    apparmor_check,
+    apparmor_problem,
+    hook_imports,
+    hook_link_check,
+    selinux_check,
+    state_dir_check,
+)
+from hooks.hostcheck import daemon as _daemon
 from hooks.journal import Journal
 from hooks.policy import clear_emergency, read_emergency, set_emergency
 from hooks.runner import state_dir
@@ -38,59 +47,6 @@ def entry_path() -> str:
     if os.environ.get("VDP_HOOKS_ENTRY"):
         return os.environ["VDP_HOOKS_ENTRY"]
     return _SOURCE_ENTRY if os.path.isfile(_SOURCE_ENTRY) else INSTALLED_ENTRY
-
-
-# ----------------------------------------------------------------------------------------------- output
-class _Report:
-    """virt-host-validate style lines; colour only on a terminal."""
-
-    COLOURS = {"PASS": "\033[32m", "WARN": "\033[33m", "FAIL": "\033[31m"}
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.failed = False
-        self.colour = sys.stdout.isatty()
-
-    def line(self, area: str, result: CheckResult) -> None:
-        if result.verdict == "FAIL":
-            self.failed = True
-        if self.quiet and result.verdict == "PASS":
-            return
-        verdict = result.verdict
-        if self.colour:
-            verdict = f"{self.COLOURS.get(verdict, '')}{verdict}\033[0m"
-        hint = f" ({result.hint})" if result.hint and result.verdict != "PASS" else ""
-        print(f"{area:>8}: Checking {result.what:<60} : {verdict}{hint}")
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as fh:
-            return fh.read().strip()
-    except OSError:
-        return ""
-
-
-def _daemon() -> tuple[str, int | None]:
-    """Which libvirt daemon runs the qemu driver here (pid files, then /proc; never signalling)."""
-    for name, pid_file in (("virtqemud", "/run/libvirt/virtqemud.pid"), ("libvirtd", "/run/libvirtd.pid")):
-        try:
-            with open(pid_file) as fh:
-                pid = int(fh.read().strip())
-        except (OSError, ValueError):
-            continue
-        if _comm(pid) == name:
-            return name, pid
-    found: dict[str, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            comm = _comm(int(entry))
-            if comm in ("virtqemud", "libvirtd"):
-                found.setdefault(comm, int(entry))
-    for name in ("virtqemud", "libvirtd"):
-        if name in found:
-            return name, found[name]
-    return ("libvirtd", None)
 
 
 def _reload_hint(daemon: str, pid: int | None, systemd: bool | None = None) -> str:
@@ -118,128 +74,6 @@ def _libvirt_has_qemu_d() -> bool:
     return True
 
 
-APPARMOR_INCLUDE = "include if exists <abstractions/libvirt-vdp-hooks>"
-#: libvirt's daemon profiles and their files: Debian's monolithic libvirtd (profile "libvirtd", named
-#: "/usr/sbin/libvirtd" before libvirt 7.x) and the modular virtqemud profile that libvirt upstream ships.
-APPARMOR_PROFILES = (
-    (("libvirtd", "/usr/sbin/libvirtd"), "usr.sbin.libvirtd"),
-    (("virtqemud", "/usr/sbin/virtqemud"), "usr.sbin.virtqemud"),
-)
-# An include of our abstraction that AppArmor acts on: "#include" is its old include syntax, but
-# "# include" (or anything after a "#" that is not "#include") is a comment.
-_APPARMOR_INCLUDES_US = re.compile(
-    r"^[ \t]*#?include[ \t]+(?:if[ \t]+exists[ \t]+)?<abstractions/libvirt-vdp-hooks>", re.MULTILINE
-)
-
-
-def _read(root: str, path: str) -> str:
-    try:
-        with open(os.path.join(root, path.lstrip("/")), encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return ""
-
-
-def apparmor_problem(root: str = "/") -> str | None:
-    """Why an AppArmor-confined libvirtd or virtqemud could not run the hook, or None.
-
-    Their profiles may execute only what lies under /etc/libvirt/hooks/, and AppArmor checks the target
-    of our enable link (/usr/libexec/...): without the shipped abstraction included in the profile's
-    local file, every guest start would fail.  Reads sysfs and the local files only."""
-    if _read(root, "/sys/module/apparmor/parameters/enabled").strip() != "Y":
-        return None
-    enforced = {
-        line.split(" ")[0]
-        for line in _read(root, "/sys/kernel/security/apparmor/profiles").splitlines()
-        if line.endswith("(enforce)")
-    }
-    missing = []
-    for names, profile in APPARMOR_PROFILES:
-        local = f"/etc/apparmor.d/local/{profile}"
-        if enforced.intersection(names) and not _APPARMOR_INCLUDES_US.search(_read(root, local)):
-            missing.append(f"echo '{APPARMOR_INCLUDE}' >> {local}; apparmor_parser -r /etc/apparmor.d/{profile}")
-    if not missing:
-        return None
-    return "libvirt's daemon is confined by AppArmor and may not execute the hook: " + "; ".join(missing)
-
-
-SELINUX_MODULE = "/usr/share/selinux/packages/libvirt-vdp-hooks/libvirt_vdp_hooks.pp"
-
-
-def selinux_check(daemon: str, root: str = "/") -> CheckResult:
-    """Whether SELinux lets the daemon's domain run the hook fully (packaging/selinux/).
-
-    Monolithic libvirtd runs as virtd_t, an unconfined domain in Fedora's policy; virtqemud runs as
-    virtqemud_t, which may not talk to lldpad's client socket nor manage the admin's journal files
-    without our module.  Reads selinuxfs, /etc/selinux/config and the module store only."""
-    what = "SELinux lets the daemon run the hook"
-    enforce = _read(root, "/sys/fs/selinux/enforce").strip()
-    if enforce not in ("0", "1"):
-        return CheckResult(f"{what} (SELinux is off)", "PASS")
-    mode = "enforcing" if enforce == "1" else "permissive"
-    if daemon != "virtqemud":
-        return CheckResult(f"{what} ({mode}; {daemon} runs unconfined: nothing needed)", "PASS")
-    policy = re.search(r"^SELINUXTYPE=(\S+)", _read(root, "/etc/selinux/config"), re.MULTILINE)
-    store = os.path.join(root, "var/lib/selinux", policy.group(1) if policy else "targeted", "active/modules")
-    try:
-        loaded = any(os.path.isdir(os.path.join(store, p, "libvirt_vdp_hooks")) for p in os.listdir(store))
-    except OSError:
-        loaded = False
-    if loaded:
-        return CheckResult(f"{what} ({mode}; module libvirt_vdp_hooks loaded)", "PASS")
-    return CheckResult(
-        f"{what} ({mode}; module libvirt_vdp_hooks loaded)",
-        "FAIL" if mode == "enforcing" else "WARN",
-        f"virtqemud_t may not talk to lldpad's client socket: semodule -i {SELINUX_MODULE}",
-    )
-
-
-#: What the hook imports for a Qbg/Qbh port, the way its entry does (``python3 -S``, site-packages added
-#: without .pth files, hooks/leanimport.py); prints the dependencies that had to be imported the ordinary way.
-HOOK_IMPORTS = """
-import json, site, sys
-sys.path.extend(site.getsitepackages())
-sys.path.insert(0, {lib!r})
-from hooks.leanimport import fallbacks, import_lean
-import_lean("uuid")
-import hooks.runner, vdp.feature, vdp.lldpad, vdp.clif
-import_lean("lxml.etree")
-print(json.dumps(fallbacks))
-"""
-
-
-def _hook_imports() -> CheckResult:
-    """Whether the hook's modules import in a fresh interpreter started like the entry's (this one)."""
-    what = "the hook's modules import (lxml, pyroute2)"
-    lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-S", "-c", HOOK_IMPORTS.format(lib=lib)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return CheckResult(what, "FAIL", f"cannot run {sys.executable}: {exc}")
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no error output"])[-1]
-        return CheckResult(what, "FAIL", f"{last} -- install python3-lxml and python3-pyroute2 (>= 0.7)")
-    try:
-        fallbacks = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return CheckResult(what, "FAIL", f"unexpected output: {proc.stdout[-200:]!r}")
-    if fallbacks:
-        names = ", ".join(f"{k} ({v})" for k, v in sorted(fallbacks.items()))
-        return CheckResult(
-            what,
-            "WARN",
-            f"imported the ordinary way: {names}; the hook works, but each guest event costs ~15 ms more "
-            "-- report it with the lxml/pyroute2 versions",
-        )
-    return CheckResult(what, "PASS")
-
-
 def _load(args: argparse.Namespace) -> Config:
     return load_config(args.config, known_features=is_known_feature)
 
@@ -260,47 +94,40 @@ def _agent_check(sdir: str) -> CheckResult:
 
 # ----------------------------------------------------------------------------------------------- check
 def cmd_check(args: argparse.Namespace) -> int:
-    report = _Report(args.quiet)
-    try:
+    """Each line is printed before its probe runs (hooks/hostcheck.py); the features' own checks last."""
+    report = Report(args.quiet)
+    loaded: list[Feature] = []
+
+    def config_check() -> CheckResult:
         config = _load(args)
-        features = _instances(config, config.features)
-        report.line("HOOKS", CheckResult(f"config {config.path or CONFIG_PATH + ' (absent: defaults)'}", "PASS"))
+        loaded.extend(_instances(config, config.features))
+        return CheckResult(f"config {config.path or CONFIG_PATH + ' (absent: defaults)'}", "PASS")
+
+    path = args.config or os.environ.get("VDP_HOOKS_CONFIG") or CONFIG_PATH
+    try:
+        report.check("HOOKS", f"config {path}", config_check)
     except ConfigError as exc:
         report.line("HOOKS", CheckResult("config is valid", "FAIL", exc.one_line()))
         return EXIT_CONFIG
-    report.line("HOOKS", _hook_imports())
+    report.check("HOOKS", "the hook's modules import (lxml, pyroute2)", hook_imports)
     sdir = state_dir()
-    try:
-        Journal(sdir).ensure_dir()
-        report.line("HOOKS", CheckResult(f"state directory {sdir}", "PASS"))
-    except HookError as exc:
-        report.line("HOOKS", CheckResult(f"state directory {sdir}", "FAIL", exc.one_line()))
+    report.check("HOOKS", f"state directory {sdir}", lambda: state_dir_check(sdir))
     report.line("HOOKS", _agent_check(sdir))
     link = _hook_link(args.hooks_dir)
-    entry = entry_path()
-    if os.path.islink(link) and os.path.realpath(link) == os.path.realpath(entry):
-        report.line("HOOKS", CheckResult(f"hook enabled ({link})", "PASS"))
-    else:
-        report.line("HOOKS", CheckResult(f"hook enabled ({link})", "WARN", "run 'vdp-hooks enable'"))
-    confinement = apparmor_problem()
-    report.line(
-        "HOOKS",
-        CheckResult("AppArmor lets libvirt run the hook", "FAIL" if confinement else "PASS", confinement or ""),
-    )
-    report.line("HOOKS", selinux_check(_daemon()[0]))
+    report.check("HOOKS", f"hook enabled ({link})", lambda: hook_link_check(link, entry_path()))
+    report.check("HOOKS", "AppArmor lets libvirt run the hook", apparmor_check)
+    report.check("HOOKS", "SELinux lets the daemon run the hook", lambda: selinux_check(_daemon()[0]))
     emergency = read_emergency(sdir)
     if emergency is not None:
         left = int(emergency.until - time.time())
         report.line(
             "HOOKS", CheckResult("emergency override", "WARN", f"active for {left} s more: nothing is required")
         )
-    for feature in features:
+    for feature in loaded:
         try:
-            results = feature.check()
+            report.items(feature.name.upper(), feature.check())
         except HookError as exc:
-            results = [CheckResult(feature.describe(), "FAIL", exc.one_line())]
-        for result in results:
-            report.line(feature.name.upper(), result)
+            report.line(feature.name.upper(), CheckResult(feature.describe(), "FAIL", exc.one_line()))
     return EXIT_FAIL if report.failed else EXIT_OK
 
 
@@ -319,72 +146,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"vdp-hooks: {exc.one_line()}", file=sys.stderr)
         return EXIT_CONFIG
     store = Journal(state_dir())
-    guests: list[dict[str, Any]] = []
-    drift = False
-    for guest_uuid in store.guests():
-        try:
-            journal = store.peek(guest_uuid)
-        except HookError as exc:
-            guests.append({"uuid": str(guest_uuid), "error": exc.one_line()})
-            continue
-        if journal is None:
-            continue
-        records = []
-        by_feature: dict[str, list[Any]] = {}
-        for record in journal.records:
-            by_feature.setdefault(record.feature, []).append(record)
-        for name, recs in by_feature.items():
-            try:
-                live = _instances(config, [name])[0].live_state(recs)
-            except HookError as exc:
-                live = {r.key: f"unknown ({exc.one_line()})" for r in recs}
-            for record in recs:
-                entry = {
-                    "feature": record.feature,
-                    "port": record.key,
-                    "kind": record.kind,
-                    "state": record.state,
-                    "data": record.data,
-                    "error": record.error,
-                    "live": live.get(record.key, ""),
-                }
-                entry["drift"] = bool(entry["live"]) and not str(entry["live"]).startswith(("ok", "unknown"))
-                drift = drift or entry["drift"]
-                records.append(entry)
-        guests.append(
-            {"guest": journal.guest, "uuid": str(guest_uuid), "incoming": journal.incoming, "records": records}
-        )
-    emergency = read_emergency(store.state_dir)
-    agent = _agent_status(store.state_dir)
-    doc = {
-        "state_dir": store.state_dir,
-        "emergency": {"until": emergency.until, "reason": emergency.reason} if emergency else None,
-        "guests": guests,
-        "drift": drift,
-        "agent": agent,
-    }
-    if args.json:
-        print(json.dumps(doc, indent=2, sort_keys=True))
-    else:
-        print(f"agent: {agent['state']}")
-        if emergency:
-            print(f"EMERGENCY override until {time.ctime(emergency.until)}: {emergency.reason}")
-        if not guests:
-            print(f"no guest has anything set up by the hooks ({store.state_dir})")
-        for g in guests:
-            print(f"{g.get('guest', '?')} {g['uuid']}{' (incoming migration)' if g.get('incoming') else ''}")
-            if "error" in g:
-                print(f"  ERROR {g['error']}")
-            for r in g.get("records", []):
-                summary = ", ".join(
-                    f"{k}={v}" for k, v in sorted(r["data"].items()) if k in ("uplink", "vlan", "request")
-                )
-                flag = "  DRIFT" if r["drift"] else ""
-                live_text = f" live: {r['live']}" if r["live"] else ""
-                err = f" error: {r['error']}" if r["error"] else ""
-                head = f"  {r['feature']:<6} {r['port']:<18} {r['kind']:<14} {r['state']:<8}"
-                print(f"{head} {summary}{live_text}{err}{flag}")
-    return EXIT_FAIL if drift else EXIT_OK
+    doc = statusview.collect(store, lambda name: _instances(config, [name])[0], _agent_status(store.state_dir))
+    print(statusview.to_json(doc) if args.json else statusview.to_text(doc))
+    return EXIT_FAIL if doc["drift"] else EXIT_OK
 
 
 def cmd_agent(args: argparse.Namespace) -> int:

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from hooks import NAMESPACE
+from hooks.boot import import_lean
 from hooks.errors import XmlError
-from hooks.leanimport import import_lean
 from hooks.plain import field, plain
 
 __all__ = [
@@ -142,7 +142,7 @@ _BAD_XML_HINT = "libvirt never sends such XML; if it came from 'vdp-hooks replay
 def parse_xml(raw: bytes, what: str = "domain XML") -> object:
     """``raw`` parsed safely (no entities, DTDs or network; size and depth capped) -> the root element."""
     # Imported here: the entry's fast path must not pay for lxml.
-    etree = import_lean("lxml.etree")  # without inspect and gzip: see hooks/leanimport.py
+    etree = import_lean("lxml.etree")  # without inspect and gzip: see hooks/boot.py
 
     if len(raw) > MAX_XML_BYTES:
         raise XmlError(

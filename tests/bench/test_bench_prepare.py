@@ -4,7 +4,7 @@ Side by side in one run, medians, all exec'd the same way inside the lab host (n
 
 - ``interpreter``: the entry's interpreter doing nothing (``/usr/bin/python3 -S -c pass``),
 - ``imports``: the same interpreter importing what the slow path imports, the way it does (site-packages
-  added by hand, hooks/leanimport.py, our modules, lxml, pyroute2's netlink part), then leaving,
+  added by hand, hooks/boot.py, our modules, lxml, pyroute2's netlink part), then leaving,
 - ``prepare``: the real hook exec'd through its shebang as libvirt does, 4 ports on 2 uplinks through real
   lldpad and lldpad's bridge: for a fresh start 4 ASSOCIATEs over netlink, for an incoming migration (after
   ``migrate begin``) 4 PREASSOCIATE_RRs with the migration hint through lldpad's client interface,
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from hooks.cli import HOOK_IMPORTS
+from hooks.hostcheck import HOOK_IMPORTS
 from tests.lab.harness.guestxml import Port, domain_xml
 from tests.lab.harness.hookrun import ENTRY, HookHost
 from tests.lab.harness.vdplab import VdpLab

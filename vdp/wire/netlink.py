@@ -8,8 +8,8 @@ The encoders reproduce what libvirt sends byte for byte (attribute order, ``NLA_
 ``NLM_F_REQUEST | NLM_F_ACK``); ``tests/unit/test_wire_netlink.py`` holds the golden bytes.
 
 Only ``pyroute2.netlink`` is imported, never the ``pyroute2`` package itself: its ``__init__`` pulls in
-IPRoute, NDB and friends and costs 150-200 ms, most of a hook's whole time budget (see
-``_import_netlink_base``).
+IPRoute, NDB and friends and costs 150-200 ms, most of a hook's whole time budget (hooks/boot.py
+``SKIP_INIT`` skips it).
 
 Over 400 lines on purpose: the declarations, the encoders and the decoders of one message family belong
 together (a field's layout and its use are read side by side, as in pyroute2's ``ifinfmsg``).
@@ -17,14 +17,10 @@ together (a field's layout and its use are read side by side, as in pyroute2's `
 
 from __future__ import annotations
 
-import importlib
-import importlib.machinery
 import struct
-import sys
-import types
 import uuid
 
-from hooks.leanimport import import_lean
+from hooks.boot import import_lean
 from hooks.plain import plain
 from vdp.wire.codes import (  # enum { PORT_PROFILE_RESPONSE_* }, named in one place for vdp.messages too
     PORT_PROFILE_RESPONSE_BADSTATE,
@@ -79,36 +75,7 @@ __all__ = [
 ]
 
 
-def _import_netlink_base() -> types.ModuleType:
-    """Import ``pyroute2.netlink`` without running ``pyroute2/__init__.py``.
-
-    Why: ``import pyroute2`` costs 150-200 ms (it imports IPRoute, NDB, sqlite, the plan9 server ...),
-    while the nla/nlmsg base classes in ``pyroute2.netlink`` cost ~5 ms (with hooks/leanimport.py keeping
-    logging, typing and traceback out).  The hook must finish in 100 ms.
-    How: for the duration of the import, ``sys.modules['pyroute2']`` is a bare package object whose
-    ``__path__`` is the real package directory, so ``pyroute2.netlink`` (and the ``pyroute2.common`` and
-    ``pyroute2.netlink.exceptions`` it needs) load from their usual files.  The placeholder is removed
-    afterwards, so a later ``import pyroute2`` anywhere in the process runs the real ``__init__`` and
-    reuses the submodules already loaded.  ``tests/unit/test_pyroute2_internals.py`` fails loudly if a
-    pyroute2 release breaks any of this.
-    """
-    if "pyroute2" in sys.modules:
-        return import_lean("pyroute2.netlink")
-    spec = importlib.machinery.PathFinder.find_spec("pyroute2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("pyroute2 is not installed (python3-pyroute2 / pip install pyroute2)")
-    placeholder = types.ModuleType("pyroute2")
-    placeholder.__path__ = list(spec.submodule_search_locations)
-    placeholder.__spec__ = spec
-    sys.modules["pyroute2"] = placeholder
-    try:
-        return import_lean("pyroute2.netlink")  # without logging/typing/traceback: see hooks/leanimport.py
-    finally:
-        if sys.modules.get("pyroute2") is placeholder:
-            del sys.modules["pyroute2"]
-
-
-_netlink = _import_netlink_base()
+_netlink = import_lean("pyroute2.netlink")  # without pyroute2/__init__ (150-200 ms): hooks/boot.py SKIP_INIT
 nla: Any = _netlink.nla
 nlmsg: Any = _netlink.nlmsg
 
