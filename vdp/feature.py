@@ -37,7 +37,11 @@ from hooks.event import Event, Interface, PortSpec
 from hooks.feature import CheckResult, Context, Feature, Outcome
 from hooks.journal import Record
 from hooks.links import link_state
-from hooks.plain import plain
+from hooks.plain import plain, replace
+from vdp import ports
+from vdp.ports import VIA_CLIF, VIA_NETLINK
+from vdp.ports import carried as _carried
+from vdp.ports import transport as _transport
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
@@ -118,32 +122,6 @@ def _planned(ifnames: Sequence[str], request: int, ctx: Context) -> Iterator[Any
             held.measured(ifname, seconds)
 
 
-def _carried(data: Mapping[str, Any]) -> dict[str, Any]:
-    """What a later request for the same port takes over from an earlier one's journal record (the VSI's
-    transport too: lldpad reports a VSI's progress only over the transport that created it)."""
-    carried = {k: data[k] for k in ("vlan", "pf_ifname", "vf") if k in data}
-    if data.get("proto") == "qbg":
-        carried["via"] = _transport(data)
-    return carried
-
-
-#: How a Qbg VSI reached lldpad, journaled as ``via``: its later requests (teardown above all) must take
-#: the same way.  lldpad reports a VSI's progress to the netlink pid that created it, and to its client
-#: interface only for a VSI without one (openlldp qbg/vdp22.c, vdp22_clntback): a VSI made over netlink and
-#: withdrawn through the client interface is never answered there.  (The other way round works: netlink
-#: reads the outcome from lldpad's table; it is still kept symmetrical.)
-VIA_NETLINK, VIA_CLIF = "netlink", "clif"
-
-
-def _transport(data: Mapping[str, Any]) -> str:
-    """The transport a Qbg record's VSI was made with.  Journals written before ``via`` existed: only the
-    client interface took migration hints, so a record that learnt a ``hint`` came that way."""
-    via = data.get("via")
-    if via in (VIA_NETLINK, VIA_CLIF):
-        return str(via)
-    return VIA_CLIF if "hint" in data else VIA_NETLINK
-
-
 def _ifindex(ifname: str) -> int | None:
     import socket
 
@@ -155,19 +133,8 @@ def _ifindex(ifname: str) -> int | None:
 
 def _port_data(port: PortSpec, ifname: str) -> dict[str, Any]:
     """Everything needed to rebuild the port's requests later, from the journal alone."""
-    data: dict[str, Any] = {
-        "proto": port.kind,
-        "uplink": port.uplink,
-        "ifname": ifname,
-        "mac": port.mac,
-        "vlan": port.vlan,
-        "instance": str(port.instance),
-    }
-    if port.kind == "qbg":
-        data.update({k: int(port.params[k]) for k in ("managerid", "typeid", "typeidversion")})
-    else:
-        data["profile"] = port.params["profileid"]
-    return data
+    typed: ports.QbgPort | ports.QbhPort = port.port  # type: ignore[assignment]
+    return replace(typed, ifname=ifname).journal()
 
 
 _PROFILES = {"802.1Qbg": "qbg", "802.1Qbh": "qbh"}
