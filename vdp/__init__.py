@@ -1,6 +1,9 @@
 """The VDP feature: 802.1Qbg through lldpad and 802.1Qbh through the kernel.
 
-Modules: ``nlmsg`` (netlink messages as pyroute2 nla classes), ``lldpad`` (netlink client for Qbg),
-``clif`` (ctypes binding to liblldp_clif), ``qbh`` (kernel client for port profiles), ``feature`` (the
-hook feature mapping libvirt events to requests).
+Modules: ``feature`` (the hook feature: options, what each operation does, kind -> backend), ``ports``
+(the typed ports, their journal form, the request enum), ``qbg/`` (802.1Qbg: session, netlink dialogue,
+client interface, preflight, per-uplink scheduling), ``profiles`` (the 802.1Qbh backend) over ``qbh``
+(kernel client for port profiles), ``native`` (ports libvirt associates itself, for the preflight),
+``nlmsg`` (netlink messages as pyroute2 nla classes), ``clif`` (lldpad's client-interface messages),
+``networks`` (libvirt networks with port profiles); ``lldpad`` is a compatibility shim.
 """

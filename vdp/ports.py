@@ -19,12 +19,13 @@ import enum
 import uuid
 from collections.abc import Mapping
 
-from hooks.plain import plain
+from hooks.plain import field, plain
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
     from typing import Any, Union
 
+    from hooks.errors import HookError
     from hooks.event import PortSpec
 
     Port = Union["QbgPort", "QbhPort"]
@@ -33,6 +34,7 @@ __all__ = [
     "KINDS",
     "VIA_CLIF",
     "VIA_NETLINK",
+    "PortResult",
     "QbgPort",
     "QbhPort",
     "Request",
@@ -251,3 +253,26 @@ def carried(data: Mapping[str, Any]) -> dict[str, Any]:
     if data.get("proto") == "qbg":
         kept["via"] = transport(data)
     return kept
+
+
+@plain
+class PortResult:
+    """What one request did for one port (key): ``error`` None when it succeeded.
+
+    ``learnt`` is journaled with the record (a switch-assigned VLAN, the hint, the VF); ``unsent``: the
+    request never left this host (its intent record can simply go); ``unanswered``: it went out and got no
+    answer within the exchange timeout; ``stuck``: lldpad refused it because an earlier request for the
+    VSI still lacks the switch's answer ("busy": it waits, "ended": it gave up); ``how``: how a teardown
+    was settled, for its log line."""
+
+    key: str
+    error: HookError | None = None
+    learnt: dict[str, object] = field(default_factory=dict)
+    unsent: bool = False
+    unanswered: bool = False
+    stuck: str = ""
+    how: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
