@@ -202,7 +202,7 @@ sys.path.extend(site.getsitepackages())
 sys.path.insert(0, {lib!r})
 from hooks.leanimport import fallbacks, import_lean
 import_lean("uuid")
-import hooks.runner, vdp.feature, vdp.lldpad, vdp.clif
+import hooks.runner, vdp.feature, vdp.qbg.session, vdp.qbg.preflight, vdp.profiles, vdp.qbg.clif
 import_lean("lxml.etree")
 print(json.dumps(fallbacks))
 """
