@@ -17,7 +17,8 @@ Finish, after the RAM transfer, is refused up front.
 
 This module is the feature's shape: options, markers, what each operation does (and its teardown beside
 it), which backend serves which kind of port -- ``vdp.qbg.session`` (802.1Qbg through lldpad) and
-``vdp.profiles`` (802.1Qbh through the kernel) -- on the typed ports of ``vdp.ports``.
+``vdp.profiles`` (802.1Qbh through the kernel) -- on the typed ports of ``vdp.ports``; host checks are
+``vdp.checks``.  (Still ~450 lines: reconnect and the admin views sit with the actions they report on.)
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from hooks.errors import HookError, PeerRefused, PeerUnavailable
 from hooks.event import Event, PortSpec
 from hooks.feature import CheckResult, Context, Feature, Outcome
 from hooks.journal import Record
-from hooks.links import link_state
 from hooks.plain import replace
 from hooks.transaction import release_reason
 from vdp import native, ports, status
@@ -54,14 +54,14 @@ _RECONNECT_RETRY = 0.5  # seconds between attempts while lldpad is not ready at 
 
 
 def _backends() -> tuple[ModuleType, ModuleType, ModuleType]:
-    """``vdp.qbg.session``, ``vdp.qbg.preflight``, ``vdp.profiles``: imported when a request or check is
-    due.  They bring pyroute2 and the netlink sockets, 6-20 ms measured here (``import vdp.qbg.netlink``
-    after the framework), which the operations that send nothing (``start begin``, a fresh start's
+    """``vdp.qbg.session``, ``vdp.checks``, ``vdp.profiles``: imported when a request or check is due.
+    They bring pyroute2 and the netlink sockets, 6-20 ms measured here (``import vdp.qbg.netlink`` after
+    the framework), which the operations that send nothing (``start begin``, a fresh start's
     ``started begin``) never pay: the framework loads this class for every event of a guest with ports."""
-    from vdp import profiles
-    from vdp.qbg import preflight, session
+    from vdp import checks, profiles
+    from vdp.qbg import session
 
-    return session, preflight, profiles
+    return session, checks, profiles
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -168,8 +168,9 @@ class VdpFeature(Feature):
             )
             return [Outcome(None, refusal)]
         if hook in _PREFLIGHT:
+            give_up = min(ctx.deadline.at, time.monotonic() + self.config.exchange_timeout)
             with self._session(ctx) as qbg:
-                return self._preflight(event, ctx, qbg)
+                return _backends()[1].preflight(event, self._native.of(event), self.config, qbg, give_up, ctx.log)
         if hook == ("prepare", "begin"):
             return self._request(declared, PREASSOCIATE_RR if ctx.incoming else ASSOCIATE, ctx)
         if hook == ("started", "begin"):
@@ -333,64 +334,6 @@ class VdpFeature(Feature):
         ended = result.stuck == "ended"
         return PeerRefused(status.stuck_message(what, since=since, ended=ended, uplink=ifname))
 
-    # ------------------------------------------------------------------------------------------ preflight
-    def _preflight(self, event: Event, ctx: Context, qbg: QbgSession) -> list[Outcome]:
-        """Cheap host-side checks before anything is reserved; one verdict per uplink, reused per port."""
-        verdicts: dict[tuple[str, str], HookError | None] = {}
-        give_up = min(ctx.deadline.at, time.monotonic() + self.config.exchange_timeout)
-        preflight = _backends()[1]
-
-        def verdict(proto: str, ifname: str) -> HookError | None:
-            if (proto, ifname) not in verdicts:
-                if proto == "qbg":
-                    check = lambda: self._check_uplink(proto, ifname, qbg)  # noqa: E731
-                    verdicts[(proto, ifname)] = preflight.when_ready(check, ifname, qbg, give_up, ctx.log)
-                else:
-                    verdicts[(proto, ifname)] = self._check_uplink(proto, ifname, qbg)
-            return verdicts[(proto, ifname)]
-
-        outcomes = []
-        for p in event.ports:
-            if p.kind in ports.KINDS:
-                ifname = self.config.uplink(p.uplink or "")
-                error = verdict(p.kind, ifname)
-                where = f"uplink {p.uplink} ({self.config.uplink_origin(p.uplink or '')})"
-                note = f"preflight {p.kind} on {ifname} passed"
-                outcomes.append(Outcome(p.key, error and native.prefixed(where, error), note))
-        for n in self._native.of(event):
-            error = n.error
-            for address in n.pci if error is None else ():
-                found = _backends()[2].check_pci(address, self.config.exchange_timeout)
-                if found is not None:
-                    # A hostdev interface names its address already; a network's pool names the VF.
-                    error = native.prefixed(n.where if address in n.where else f"{n.where}, VF {address}", found)
-                    break
-            # Every device libvirt may pick (it goes by connection count, never by link state).
-            for ifname in n.uplinks if error is None else ():
-                found = verdict(n.proto, ifname)
-                if found is not None:
-                    error = native.prefixed(f"{n.where}, uplink {ifname}" if ifname else n.where, found)
-                    break
-            checked = ", ".join([*n.uplinks, *(f"PCI {a}" for a in n.pci)])
-            # Nothing named to check: libvirt itself refuses such a network before anything runs.
-            note = f"preflight of {n.where} on {checked} passed" if checked else f"{n.where}: no device to check"
-            outcomes.append(Outcome(n.key, error, note))
-        return outcomes
-
-    def _check_uplink(self, proto: str, ifname: str, qbg: QbgSession) -> HookError | None:
-        problem = link_state(ifname) if ifname else "the interface has no source device"
-        if problem:
-            return PeerUnavailable(problem)
-        _, preflight, profiles = _backends()
-        try:
-            if proto == "qbg":
-                preflight.check_qbg(qbg, ifname)
-            else:
-                profiles.check_ifname(ifname, self.config.exchange_timeout)
-        except HookError as exc:
-            return exc
-        return None
-
     # ------------------------------------------------------------------------------------------ reconnect
     def _reconnect(self, ctx: Context) -> list[Outcome]:
         """After a libvirtd restart: re-associate what lldpad or the driver no longer holds.
@@ -501,7 +444,7 @@ class VdpFeature(Feature):
                 return results
             results.append(CheckResult(f"lldpad is running (pid {pid})", "PASS"))
             for logical, ifname in sorted(self.config.uplinks.items()):
-                error = self._check_uplink("qbg", ifname, qbg)
+                error = _backends()[1].check_uplink("qbg", ifname, qbg, self.config.exchange_timeout)
                 what = f"802.1Qbg on uplink {logical} ({ifname})"
                 results.append(CheckResult(what, "FAIL" if error else "PASS", error.one_line() if error else ""))
         return results

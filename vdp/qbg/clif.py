@@ -1,5 +1,6 @@
 """lldpad's client interface: the connection, through ``liblldp_clif.so.1`` (ctypes), and its own loop for
-VSI requests with migration hints (:meth:`Clif.vsi_many`).
+VSI requests with migration hints (:meth:`Clif.vsi_many`).  Over 400 lines: the connection and the one
+loop that rides on it, with the measured lldpad behaviour each part relies on.
 
 lldpad listens on the abstract unix datagram socket ``@/com/intel/lldpad`` (one per network namespace);
 a client binds ``@/com/intel/lldpad/<pid>`` and exchanges ASCII messages with it.  The library opens and
@@ -426,7 +427,7 @@ class Clif:
         """Several VSI requests (see :meth:`vsi`); one result per command, in order.
 
         Uplinks run in parallel, the requests of one uplink one after another (lldpad 1.1 loses switch
-        responses with several VSIs in flight on one uplink, see vdp.lldpad.LldpadClient.submit).  Each
+        responses with several VSIs in flight on one uplink, see vdp.qbg.netlink.LldpadClient.submit).  Each
         request gets ``wait`` seconds from its sending, capped by ``deadline`` (a ``time.monotonic()``
         value).  When the switch leaves one unanswered, that uplink's later requests fail unsent; when
         lldpad itself fails (no answer, connection lost), every request not settled yet fails with it.

@@ -1,5 +1,8 @@
 """lldpad's netlink dialogue for 802.1Qbg VSIs: launch, ack, poll, judge (``vdp.qbg.session`` drives it).
 
+Over 400 lines on purpose: one state machine, and most of its length is the measured lldpad 1.1 behaviour
+each step works around (kept beside the step it explains; splitting it would separate them).
+
 lldpad listens on a NETLINK_ROUTE socket whose port id is its process id.  A client sends it
 ``RTM_SETLINK`` requests (the layout libvirt uses, see ``vdp.nlmsg``) and learns the outcome by polling
 ``RTM_GETLINK``: lldpad answers with a message of type ``NLMSG_DONE`` carrying the interface's VSI table,
