@@ -34,7 +34,7 @@ $(VENV)/.done: setup.cfg pyproject.toml
 	$(VENV)/bin/pip install -q ".[test]"
 	touch $@
 # The installed copy follows the sources (tests/unit/test_installed.py runs it, not the source tree).
-$(VENV)/.installed: $(VENV)/.done $(wildcard hooks/*.py vdp/*.py)
+$(VENV)/.installed: $(VENV)/.done $(wildcard hooks/*.py vdp/*.py vdp/*/*.py)
 	$(VENV)/bin/pip install -q --no-deps --force-reinstall .
 	touch $@
 
