@@ -11,19 +11,21 @@ required, which is the policy's call, not the parser's.
 
 from __future__ import annotations
 
+import importlib
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from hooks import NAMESPACE
 from hooks.boot import import_lean
 from hooks.errors import XmlError
-from hooks.plain import field, plain
+from hooks.plain import field, plain, replace
 
 __all__ = [
     "MAX_XML_BYTES",
     "PORT_FEATURE",
+    "PORT_KINDS",
     "Event",
     "Interface",
     "PortSpec",
@@ -36,26 +38,15 @@ __all__ = [
 MAX_XML_BYTES = 4 * 1024 * 1024
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_PORT_KINDS = ("qbg", "qbh")
-#: Which feature serves each kind of port (the metadata schema is ours, so this is fixed here).
-PORT_FEATURE = {"qbg": "vdp", "qbh": "vdp", "unknown": "vdp"}
-_QBG_ATTRS = ("managerid", "typeid", "typeidversion", "instanceid")
-_QBH_ATTRS = ("profileid",)
+#: The kinds of port (the one child element of ``<vdp:port>``) -> (the feature that serves them, the
+#: ``module:function`` that turns the child into the feature's typed port).  The framework parses only the
+#: envelope; what a kind's attributes mean is its feature's business.
+PORT_KINDS: Mapping[str, tuple[str, str]] = {"qbg": ("vdp", "vdp.ports:parse"), "qbh": ("vdp", "vdp.ports:parse")}
+#: Which feature serves each kind of port ("unknown": a broken envelope, its kind never known).
+PORT_FEATURE = {**{kind: owner for kind, (owner, _) in PORT_KINDS.items()}, "unknown": "vdp"}
 _PORT_ATTRS = ("mac", "uplink", "vlan", "required")
 #: libvirt handles these port profiles itself; a hook-managed port on such an interface would fight it.
 _LIBVIRT_PORT_PROFILES = ("802.1Qbg", "802.1Qbh")
-#: Names derive a stable Qbg instance id from guest UUID + MAC when the admin gives none.
-_INSTANCE_NS = uuid.UUID("5f0b2c1e-4b7a-4f55-9a39-0c4e2b1d7a61")
-_PROFILE_MAX = 39  # IFLA_PORT_PROFILE_MAX is 40 including the NUL
-
-
-def _uuid5(namespace: uuid.UUID, name: str) -> uuid.UUID:
-    """``uuid.uuid5`` without ``hashlib``, whose import loads OpenSSL (~5 ms of the hook's budget)."""
-    try:
-        from _sha1 import sha1  # CPython's own SHA-1, built in on Debian
-    except ImportError:  # pragma: no cover - other builds
-        from hashlib import sha1
-    return uuid.UUID(bytes=sha1(namespace.bytes + name.encode()).digest()[:16], version=5)
 
 
 def _q(tag: str) -> str:
@@ -96,14 +87,20 @@ class PortSpec:
     uplink: str | None = None
     vlan: int = 0  # 0 = the switch assigns it
     required: bool | None = None  # None = not said here; the guest or host decides
-    params: Mapping[str, str] = field(default_factory=dict)
-    instance: uuid.UUID | None = None
+    attrs: Mapping[str, str] = field(default_factory=dict)  # the child element's attributes, as written
+    port: object = None  # the typed port its feature's parser made of the child (None with an error)
     error: str | None = None
 
     @property
     def key(self) -> str:
         """What the journal and the logs call this port."""
         return self.mac
+
+    @property
+    def instance(self) -> uuid.UUID | None:
+        """The typed port's instance (a VSI's, a port profile's), if it has one."""
+        found = getattr(self.port, "instance", None)
+        return found if isinstance(found, uuid.UUID) else None
 
 
 @plain(frozen=True)
@@ -255,7 +252,8 @@ def _near_miss_warnings(root: object) -> list[str]:
 
 
 def _port(node: object, guest_uuid: uuid.UUID, interfaces: tuple[Interface, ...], warnings: list[str]) -> PortSpec:
-    """One ``<vdp:port>``; rule violations are kept in ``error`` rather than raised."""
+    """One ``<vdp:port>``: the envelope here, its child by the parser of the feature owning its kind
+    (:data:`PORT_KINDS`); rule violations are kept in ``error`` rather than raised."""
     attrs = dict(node.attrib)  # type: ignore[attr-defined]
     mac = attrs.get("mac", "").lower()
     where = f"<vdp:port mac='{attrs.get('mac', '')}'>"
@@ -270,7 +268,7 @@ def _port(node: object, guest_uuid: uuid.UUID, interfaces: tuple[Interface, ...]
         return PortSpec(mac=mac, where=where, kind="unknown", error=str(exc))
 
     children = [c for c in node if isinstance(c.tag, str)]  # type: ignore[attr-defined]
-    kinds = [c for c in children if c.tag in (_q(k) for k in _PORT_KINDS)]
+    kinds = [c for c in children if c.tag in (_q(k) for k in PORT_KINDS)]
     others = [c for c in children if c not in kinds]
 
     def bad(message: str, kind: str = "unknown") -> PortSpec:
@@ -293,7 +291,7 @@ def _port(node: object, guest_uuid: uuid.UUID, interfaces: tuple[Interface, ...]
         names = ", ".join(sorted({_tag_name(str(c.tag)) for c in others}))
         return bad(f"{where}: unknown element(s) {names} (a newer libvirt-vdp-hooks?)")
     if len(kinds) != 1:
-        return bad(f"{where}: needs exactly one <vdp:qbg> or <vdp:qbh> inside")
+        return bad(f"{where}: needs exactly one {' or '.join(f'<vdp:{k}>' for k in PORT_KINDS)} inside")
     kind_node = kinds[0]
     kind = kind_node.tag.split("}", 1)[1]
     try:
@@ -301,45 +299,24 @@ def _port(node: object, guest_uuid: uuid.UUID, interfaces: tuple[Interface, ...]
         uplink = attrs.get("uplink") or (iface.source_dev if iface.type == "direct" else None)
         if not uplink:
             raise ValueError(f"{where}: uplink= is missing (only type='direct' interfaces default to their source dev)")
-        params = dict(kind_node.attrib)
-        known = _QBG_ATTRS if kind == "qbg" else _QBH_ATTRS
-        for name in params:
-            if name not in known:
-                warnings.append(f"{where}: <vdp:{kind}> unknown attribute '{name}' ignored")
-        instance: uuid.UUID | None = None
-        kwhere = f"{where} <vdp:{kind}>"
-        if kind == "qbg":
-            for name in ("managerid", "typeid", "typeidversion"):
-                if name not in params:
-                    raise ValueError(f"{kwhere}: {name}= is required")
-            _int_in(params["managerid"], 0, 255, kwhere, "managerid")
-            _int_in(params["typeid"], 0, 0xFFFFFF, kwhere, "typeid")
-            _int_in(params["typeidversion"], 0, 255, kwhere, "typeidversion")
-            if "instanceid" in params:
-                try:
-                    instance = uuid.UUID(params["instanceid"])
-                except ValueError:
-                    raise ValueError(f"{kwhere}: instanceid='{params['instanceid']}' is not a UUID") from None
-            else:
-                # Stable across hosts and restarts: the same guest and MAC always name the same VSI.
-                instance = _uuid5(_INSTANCE_NS, f"{guest_uuid}/{mac}")
-        else:
-            profile = params.get("profileid", "")
-            if not profile or len(profile.encode()) > _PROFILE_MAX:
-                raise ValueError(f"{kwhere}: profileid= must be 1..{_PROFILE_MAX} bytes")
-            instance = guest_uuid  # like libvirt: the port's instance is the domain UUID
+        spec = PortSpec(
+            mac=mac,
+            where=where,
+            kind=kind,
+            uplink=uplink,
+            vlan=vlan,
+            required=required,
+            attrs=MappingProxyType(dict(kind_node.attrib)),
+        )
+        return replace(spec, port=_kind_parser(kind)(spec, guest_uuid, warnings))
     except ValueError as exc:
         return bad(str(exc), kind)
-    return PortSpec(
-        mac=mac,
-        where=where,
-        kind=kind,
-        uplink=uplink,
-        vlan=vlan,
-        required=required,
-        params=MappingProxyType(params),
-        instance=instance,
-    )
+
+
+def _kind_parser(kind: str) -> Callable[[PortSpec, uuid.UUID, list[str]], object]:
+    """The feature's parser for ``kind`` (``module:function``), imported when a port of that kind shows up."""
+    module, _, attr = PORT_KINDS[kind][1].partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def _fix_hint(guest: str) -> str:

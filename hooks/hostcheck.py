@@ -236,7 +236,7 @@ import json, sys
 sys.path.insert(0, {lib!r})
 from hooks import boot
 boot.start()
-import hooks.runner, vdp.feature, vdp.lldpad, vdp.clif
+import hooks.runner, vdp.feature, vdp.qbg.session, vdp.qbg.preflight, vdp.profiles, vdp.qbg.clif
 boot.import_lean("lxml.etree")
 print(json.dumps(boot.fallbacks))
 """

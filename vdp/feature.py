@@ -12,44 +12,58 @@ release end            DISASSOCIATE what the journal holds and what the XML decl
 reconnect begin        GETLINK; re-associate what lldpad lost; never fails
 =====================  ==============================  ==========================================
 
-Ports libvirt manages itself get the preflight only, so a migration libvirt would fail at Finish, after
-the RAM transfer, is refused up front: ``type='direct'`` with ``<virtualport type='802.1Qbg|802.1Qbh'>``
-(uplink: the source device), ``type='network'`` whose network or portgroup carries such a virtualport
-(``vdp.networks``; uplinks: the network's forward devices), and ``type='hostdev'`` with an 802.1Qbh
-virtualport (the VF's PF must do port profiles).
+Ports libvirt manages itself get the preflight only (``vdp.native``), so a migration libvirt would fail at
+Finish, after the RAM transfer, is refused up front.
 
-Wire clients (``vdp.lldpad``, ``vdp.clif``, ``vdp.qbh``) are imported only when a request is due: the
-class itself must stay cheap to import because the framework loads it for every guest that has metadata.
+This module is the feature's shape: options, markers, what each operation does (and its teardown beside
+it), which backend serves which kind of port -- ``vdp.qbg.session`` (802.1Qbg through lldpad) and
+``vdp.profiles`` (802.1Qbh through the kernel) -- on the typed ports of ``vdp.ports``; host checks are
+``vdp.checks``.  (Still ~450 lines: reconnect and the admin views sit with the actions they report on.)
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
 import time
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
+from hooks.agentfile import agent_port
 from hooks.config import Option
-from hooks.errors import DeadlineExceeded, HookError, PeerRefused, PeerUnavailable
-from hooks.event import Event, Interface, PortSpec
+from hooks.errors import HookError, PeerRefused, PeerUnavailable
+from hooks.event import Event, PortSpec
 from hooks.feature import CheckResult, Context, Feature, Outcome
 from hooks.journal import Record
-from hooks.links import link_state
-from hooks.plain import plain
+from hooks.plain import replace
+from hooks.runner import state_dir
+from hooks.transaction import release_reason
+from vdp import messages, native, ports
+from vdp.ports import VIA_CLIF, VIA_NETLINK, PortResult, QbgPort, QbhPort, Request
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
+    from types import ModuleType
     from typing import Any, Callable, ClassVar
+
+    from vdp.qbg.session import QbgSession
 
 __all__ = ["VdpFeature"]
 
-# Request codes (IFLA_PORT_REQUEST); the same numbers for Qbg and Qbh.
-PREASSOCIATE_RR, ASSOCIATE, DISASSOCIATE = 1, 2, 3
-_REQUEST_NAMES = {PREASSOCIATE_RR: "preassociate-rr", ASSOCIATE: "associate", DISASSOCIATE: "disassociate"}
-
+PREASSOCIATE_RR, ASSOCIATE, DISASSOCIATE = Request.PREASSOCIATE_RR, Request.ASSOCIATE, Request.DISASSOCIATE
 _PREFLIGHT = frozenset({("migrate", "begin"), ("restore", "begin")})
+#: Journaled in a record's data when a withdrawal went unanswered: [time, op] of the first such request.
+#: (A record's ``created`` is when its setup request went out: the unanswered one, if that was it.)
+UNANSWERED = "unanswered"
+_RECONNECT_RETRY = 0.5  # seconds between attempts while lldpad is not ready at reconnect
+
+
+def _backends() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """``vdp.qbg.session``, ``vdp.checks``, ``vdp.profiles``: imported when a request or check is due.
+    They bring pyroute2 and the netlink sockets, 6-20 ms measured here (``import vdp.qbg.netlink`` after
+    the framework), which the operations that send nothing (``start begin``, a fresh start's
+    ``started begin``) never pay: the framework loads this class for every event of a guest with ports."""
+    from vdp import checks, profiles
+    from vdp.qbg import session
+
+    return session, checks, profiles
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -62,24 +76,6 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
-def _qbh_destination() -> int:
-    """Port profiles go to the kernel (port id 0).  Tests point them at a peer that plays the enic driver;
-    libvirt strips the environment, so this variable can never steer a production hook."""
-    return int(os.environ.get("VDP_HOOKS_QBH_PEER", "0") or 0)
-
-
-#: Marks a failed request that never left the host, so its intent record can simply be dropped.
-_UNSENT = "_unsent"
-#: A request that got no answer within the exchange timeout (not journaled as such; see UNANSWERED).
-_UNANSWERED_NOW = "_unanswered_now"
-#: How a teardown was settled (for its log line; never journaled: the record goes).
-_HOW = "_how"
-#: Journaled in a record's data when a withdrawal went unanswered: [time, op] of the first such request.
-#: (A record's ``created`` is when its setup request went out: the unanswered one, if that was it.)
-UNANSWERED = "unanswered"
-_RECONNECT_RETRY = 0.5  # seconds between attempts while lldpad is not ready at reconnect
-
-
 def _count(text: str) -> int:
     value = int(text.strip())
     if not 0 < value <= 4096:
@@ -87,107 +83,12 @@ def _count(text: str) -> int:
     return value
 
 
-@contextlib.contextmanager
-def _planned(ifnames: Sequence[str], request: int, ctx: Context) -> Iterator[Any]:
-    """Hold the uplinks' locks (vdp.uplinklock) for this call's requests on ``ifnames`` (one entry per
-    request), with the time plan for them (vdp.budget).  Raises UplinkBusy or NoTime before anything is
-    sent when the plan or the lock wait cannot fit the deadline."""
-    from vdp import budget, uplinklock
-
-    config = ctx.config
-    counts: dict[str, int] = {}
-    for ifname in ifnames:
-        counts[ifname] = counts.get(ifname, 0) + 1
-    plan = budget.Budget(
-        setup_deadline=ctx.deadline.at,
-        reserve=config.exchange_timeout,
-        estimates={i: uplinklock.estimate(i) for i in counts},
-        settings=f"now {config.invocation_timeout:g} s, of which exchange_timeout, {config.exchange_timeout:g} s, "
-        "is kept for the rollback",
-        rollback=request != DISASSOCIATE,
-    )
-    if plan.rollback:  # a setup goes all the way or not at all; a teardown does what fits (the rest stays pending)
-        for ifname, count in counts.items():
-            if plan.latest_start(ifname, count) <= time.monotonic():
-                raise budget.NoTime(plan.reason(ifname, count, 0))
-    until = min(plan.latest_start(i, n if plan.rollback else 1) for i, n in counts.items())
-    with uplinklock.hold(list(counts), until=until) as held:
-        plan.history.update(held.estimates)  # what the previous holder measured, read under the lock
-        yield plan
-        for ifname, seconds in plan.measured().items():
-            held.measured(ifname, seconds)
+def _typed(record: Record) -> QbgPort | QbhPort:
+    return ports.from_journal(record.data)
 
 
-def _carried(data: Mapping[str, Any]) -> dict[str, Any]:
-    """What a later request for the same port takes over from an earlier one's journal record (the VSI's
-    transport too: lldpad reports a VSI's progress only over the transport that created it)."""
-    carried = {k: data[k] for k in ("vlan", "pf_ifname", "vf") if k in data}
-    if data.get("proto") == "qbg":
-        carried["via"] = _transport(data)
-    return carried
-
-
-#: How a Qbg VSI reached lldpad, journaled as ``via``: its later requests (teardown above all) must take
-#: the same way.  lldpad reports a VSI's progress to the netlink pid that created it, and to its client
-#: interface only for a VSI without one (openlldp qbg/vdp22.c, vdp22_clntback): a VSI made over netlink and
-#: withdrawn through the client interface is never answered there.  (The other way round works: netlink
-#: reads the outcome from lldpad's table; it is still kept symmetrical.)
-VIA_NETLINK, VIA_CLIF = "netlink", "clif"
-
-
-def _transport(data: Mapping[str, Any]) -> str:
-    """The transport a Qbg record's VSI was made with.  Journals written before ``via`` existed: only the
-    client interface took migration hints, so a record that learnt a ``hint`` came that way."""
-    via = data.get("via")
-    if via in (VIA_NETLINK, VIA_CLIF):
-        return str(via)
-    return VIA_CLIF if "hint" in data else VIA_NETLINK
-
-
-def _ifindex(ifname: str) -> int | None:
-    import socket
-
-    try:
-        return socket.if_nametoindex(ifname)
-    except OSError:
-        return None
-
-
-def _port_data(port: PortSpec, ifname: str) -> dict[str, Any]:
-    """Everything needed to rebuild the port's requests later, from the journal alone."""
-    data: dict[str, Any] = {
-        "proto": port.kind,
-        "uplink": port.uplink,
-        "ifname": ifname,
-        "mac": port.mac,
-        "vlan": port.vlan,
-        "instance": str(port.instance),
-    }
-    if port.kind == "qbg":
-        data.update({k: int(port.params[k]) for k in ("managerid", "typeid", "typeidversion")})
-    else:
-        data["profile"] = port.params["profileid"]
-    return data
-
-
-_PROFILES = {"802.1Qbg": "qbg", "802.1Qbh": "qbh"}
-
-
-@plain(frozen=True)
-class _Native:
-    """A port libvirt associates itself, for the preflight: what to check and how to name it."""
-
-    key: str  # the interface's MAC
-    proto: str  # "qbg" or "qbh"
-    uplinks: tuple[str, ...]  # interfaces to check (any of them may carry the port)
-    where: str  # names the port in messages: interface type, network, portgroup
-    pci: tuple[str, ...] = ()  # VFs by PCI address (type='hostdev', or a network in forward mode hostdev)
-    error: HookError | None = None  # known already (the network could not be resolved)
-
-
-def _prefixed(where: str, error: HookError) -> HookError:
-    """``error`` with ``where`` in front (same class and hint), so a veto names the port's whole path."""
-    return type(error)(f"{where}: {error.text}", hint=error.hint_text)
+def _qbg(records: Sequence[Record]) -> list[tuple[str, QbgPort]]:
+    return [(r.key, p) for r, p in ((r, _typed(r)) for r in records) if isinstance(p, QbgPort)]
 
 
 class VdpFeature(Feature):
@@ -223,7 +124,7 @@ class VdpFeature(Feature):
 
     def __init__(self, config: Any, settings: Mapping[str, Any]) -> None:
         super().__init__(config, settings)
-        self._resolved: dict[str, _Native | None] = {}  # type='network' ports by MAC, resolved once
+        self._native = native.NativePorts()
 
     def describe(self) -> str:
         return "802.1Qbg VDP through lldpad, 802.1Qbh port profiles through the kernel"
@@ -231,70 +132,36 @@ class VdpFeature(Feature):
     @classmethod
     def wants(cls, raw: bytes) -> bool:
         # type='network' guests only when one of their networks here carries a Qbg/Qbh virtualport.
-        if super().wants(raw):
-            return True
-        if b" network=" not in raw:
-            return False
-        from vdp import networks  # ~1 ms: only for guests with a type='network' interface
-
-        return networks.has_port_profile_network(raw, networks.network_dirs())
-
-    # ------------------------------------------------------------------------------------------ targets
-    def _native(self, event: Event) -> list[_Native]:
-        """The ports libvirt associates itself, each with what to check (resolved once per invocation)."""
-        found = []
-        for i in event.interfaces:
-            if i.type == "direct" and i.virtualport_type in _PROFILES:
-                proto = _PROFILES[i.virtualport_type]
-                found.append(_Native(i.mac, proto, (i.source_dev or "",), f"<interface type='direct'> ({proto})"))
-            elif i.type == "hostdev" and i.virtualport_type == "802.1Qbh":
-                found.append(
-                    _Native(
-                        i.mac, "qbh", (), f"<interface type='hostdev'> PCI {i.pci or '?'} (qbh)", pci=(i.pci or "?",)
-                    )
-                )
-            elif i.type == "network" and i.network:
-                native = self._network_port(i)
-                if native is not None:
-                    found.append(native)
-        return found
-
-    def _network_port(self, iface: Interface) -> _Native | None:
-        if iface.mac in self._resolved:
-            return self._resolved[iface.mac]
-        from vdp import networks
-
-        where = f"<interface type='network'> on network '{iface.network}'"
-        native: _Native | None = None
-        try:
-            port = networks.resolve(iface, networks.network_dirs())
-        except HookError as exc:
-            native = _Native(iface.mac, "qbg", (), where, error=_prefixed(where, exc))
-        except ValueError as exc:
-            error = PeerRefused(f"{where}: {exc}", hint="libvirt refuses this too: fix the network or the guest")
-            native = _Native(iface.mac, "qbg", (), where, error=error)
-        else:
-            if port is not None:
-                where = f"<interface type='network'> on {port.describe()} ({port.proto}, forward mode {port.mode})"
-                native = _Native(
-                    iface.mac, port.proto, port.uplinks, where, pci=port.pci if port.proto == "qbh" else ()
-                )
-        self._resolved[iface.mac] = native
-        return native
+        return super().wants(raw) or native.wants(raw)
 
     def targets(self, event: Event) -> list[str]:
         keys = [p.key for p in event.ports]
         if event.hook in _PREFLIGHT:
-            keys += [n.key for n in self._native(event)]
+            keys += [n.key for n in self._native.of(event)]
         return keys
 
-    def _ifname(self, port: PortSpec) -> str:
-        return self.config.uplink(port.uplink or "")
+    def _session(self, ctx: Context | None = None) -> QbgSession:
+        return _backends()[0].QbgSession(
+            exchange_timeout=self.config.exchange_timeout,
+            deadline=ctx.deadline.at if ctx is not None else None,
+            invocation_timeout=self.config.invocation_timeout,
+            hints=self.settings["hints"],
+        )
 
-    # ------------------------------------------------------------------------------------------ setup
+    def _port(self, spec: PortSpec) -> QbgPort | QbhPort:
+        """The spec's typed port (``vdp.ports``) on the uplink's interface here."""
+        typed = spec.port
+        if not isinstance(typed, (QbgPort, QbhPort)):  # hooks.event parsed it with vdp.ports.parse
+            raise TypeError(f"{spec.where}: not a VDP port")
+        return replace(typed, ifname=self.config.uplink(spec.uplink or ""))
+
+    # ------------------------------------------------------------------------------------------ actions
     def setup(self, event: Event, ctx: Context) -> list[Outcome]:
+        """The action table: preflight (migrate/restore begin), ASSOCIATE or PREASSOCIATE_RR (prepare begin),
+        ASSOCIATE of the reservation (started begin, incoming), verification (reconnect begin).  Their
+        teardown is :meth:`teardown`, below."""
         hook = event.hook
-        declared = [p for p in event.ports if p.kind in ("qbg", "qbh")]
+        declared = [p for p in event.ports if p.kind in ports.KINDS]
         if len(declared) > self.settings["max_ports"] and hook != ("reconnect", "begin"):
             cap = self.settings["max_ports"]
             refusal = PeerRefused(
@@ -303,16 +170,15 @@ class VdpFeature(Feature):
             )
             return [Outcome(None, refusal)]
         if hook in _PREFLIGHT:
-            return self._preflight(event, ctx)
+            give_up = min(ctx.deadline.at, time.monotonic() + self.config.exchange_timeout)
+            with self._session(ctx) as qbg:
+                return _backends()[1].preflight(event, self._native.of(event), self.config, qbg, give_up, ctx.log)
         if hook == ("prepare", "begin"):
-            return self._request(event.ports, PREASSOCIATE_RR if ctx.incoming else ASSOCIATE, ctx)
+            return self._request(declared, PREASSOCIATE_RR if ctx.incoming else ASSOCIATE, ctx)
         if hook == ("started", "begin"):
             if not ctx.incoming:
                 return []
             if self.settings["associate_at"] == "resume":
-                from hooks.agentfile import agent_port
-                from hooks.runner import state_dir
-
                 if agent_port(state_dir()) is not None:
                     # The agent associates once the guest resumed (hooks.libvirtsync): that cannot veto.
                     ctx.log.info("associate_at = resume: the agent associates the reserved ports after the resume")
@@ -329,7 +195,8 @@ class VdpFeature(Feature):
         reserved = ctx.journaled("reserve")
         # Associate what was reserved, as the switch answered it (e.g. the VLAN it assigned).
         learnt = {r.key: r.data for r in reserved}
-        outcomes = self._request(event.ports, ASSOCIATE, ctx, learnt=learnt)
+        declared = [p for p in event.ports if p.kind in ports.KINDS]
+        outcomes = self._request(declared, ASSOCIATE, ctx, learnt=learnt)
         done = {o.key for o in outcomes if o.ok}
         # The association supersedes the reservation: one record per port from here on.
         ctx.forget([r for r in reserved if r.key in done])
@@ -340,14 +207,53 @@ class VdpFeature(Feature):
         outgoing migration resumed): lldpad sends a repeated ASSOCIATE to the switch (measured), and a switch
         that moved the VSI to the destination, or holds it for a migration timeout, takes it back."""
         records = [r for r in ctx.journaled("associate") if r.state == "done"]
-        results = self._send(records, ASSOCIATE, ctx, hint="none")
-        return [Outcome(r.key, results.get(r.key, (None, {}))[0], f"associated again on {r.data['ifname']}")
-                for r in records]
+        with self._session(ctx) as qbg:
+            results = self._send(records, ASSOCIATE, ctx, qbg, hint="none")
+        return [
+            Outcome(
+                r.key,
+                self._error(results.get(r.key) or PortResult(r.key), r, ASSOCIATE, ctx),
+                f"associated again on {r.data['ifname']}",
+            )
+            for r in records
+        ]
 
+    def teardown(self, records: Sequence[Record], ctx: Context) -> list[Outcome]:
+        """DISASSOCIATE every record over the transport its VSI was made with, all in flight together.
+
+        Done only when lldpad reports the switch's answer or that it holds nothing for the VSI; anything
+        else (no answer, lldpad busy with an unanswered request, lldpad gave up) leaves the record pending.
+        The same for every reason libvirt gives (``release end``'s last argument since libvirt 10.5)."""
+        reason = release_reason(ctx.event.extra) if ctx.event.hook == ("release", "end") else "-"
+        note = "{} on {}"
+        hint = "none"
+        if reason == "migrated":
+            # This is the source of a finished migration: the guest runs elsewhere and this host withdraws
+            # its side.  The S bit (hint "from") is asked for, but lldpad repeats the hints a VSI was created
+            # with (measured: see tests/lab/test_clif.py), so a switch never sees it from lldpad; a VSI the
+            # switch already moved to the destination is one lldpad holds no more (done).
+            hint = "from"
+            note = "{} on {} (the guest migrated: it runs on another host now)"
+        with self._session(ctx) as qbg:
+            results = self._send(records, DISASSOCIATE, ctx, qbg, hint=hint)
+        outcomes = []
+        for r in records:
+            result = results.get(r.key) or PortResult(r.key)
+            if result.unanswered and UNANSWERED not in r.data:
+                # Saved with the record's pending state: a later refusal says since when lldpad waits.
+                r.data[UNANSWERED] = [time.time(), f"{ctx.event.op} {ctx.event.subop}"]
+            error = self._error(result, r, DISASSOCIATE, ctx)
+            outcomes.append(Outcome(r.key, error, note.format(result.how or "disassociated", r.data["ifname"])))
+        return outcomes
+
+    def declared(self, event: Event) -> list[tuple[str, str, Mapping[str, Any]]]:
+        return [(p.key, "associate", self._port(p).journal()) for p in event.ports if p.kind in ports.KINDS]
+
+    # ------------------------------------------------------------------------------------------ requests
     def _request(
         self,
-        ports: Sequence[PortSpec],
-        request: int,
+        specs: Sequence[PortSpec],
+        request: Request,
         ctx: Context,
         *,
         learnt: Mapping[str, Mapping[str, Any]] | None = None,
@@ -357,142 +263,82 @@ class VdpFeature(Feature):
         ``learnt`` (port key -> journaled data) overrides the XML's values with what an earlier exchange
         established for the same port, such as a switch-assigned VLAN."""
         kind = "reserve" if request == PREASSOCIATE_RR else "associate"
-        ports = [p for p in ports if p.kind in ("qbg", "qbh")]
-        if not ports:
+        if not specs:
             return []
         before = learnt or {}
         hint = "to" if ctx.incoming else "none"
-        # Migration hints go only through lldpad's client interface, and only on VDP22 uplinks (asked once
-        # per uplink); the transport is journaled with the intent, before anything is sent.
-        # A VSI lldpad already holds (the reservation before an association) keeps the way it was made.
-        items = [(p.key, kind, {**_port_data(p, self._ifname(p)), **_carried(before.get(p.key, {}))}) for p in ports]
-        new = {d["ifname"] for _, _, d in items if d["proto"] == "qbg" and "via" not in d} if hint != "none" else ()
-        hinted = {i for i in new if self._vdp22(i)}
-        for _, _, data in items:
-            if data["proto"] == "qbg" and "via" not in data:
-                data["via"] = VIA_CLIF if data["ifname"] in hinted else VIA_NETLINK
-        records = ctx.intend_many(items)
-        results = self._send(records, request, ctx, hint=hint)
-        # An lldpad that has just started (host boot) refuses requests for a moment: wait for it, as
-        # reconnect does (vdp.readiness), rather than veto.
-        from vdp import readiness
-
-        by_key = {r.key: r for r in records}
-        results = readiness.retry_until_ready(
-            results,
-            lambda keys: self._send([by_key[k] for k in keys], request, ctx, hint=hint),
-            give_up=min(ctx.deadline.at, time.monotonic() + self.config.exchange_timeout),
-            waited_for=f"exchange_timeout ({self.config.exchange_timeout:g} s)",
-            log=ctx.log,
-        )
+        with self._session(ctx) as qbg:
+            # Migration hints go only through lldpad's client interface, and only on VDP22 uplinks (asked
+            # once per uplink); the transport is journaled with the intent, before anything is sent.
+            # A VSI lldpad already holds (the reservation before an association) keeps the way it was made.
+            items = [(p.key, kind, {**self._port(p).journal(), **ports.carried(before.get(p.key, {}))}) for p in specs]
+            for _, _, data in items:
+                if data["proto"] == "qbg" and "via" not in data:
+                    hinted = hint != "none" and qbg.runs_vdp22(data["ifname"])
+                    data["via"] = VIA_CLIF if hinted else VIA_NETLINK
+            records = ctx.intend_many(items)
+            results = self._send(records, request, ctx, qbg, hint=hint, wait_ready=True)
         outcomes = []
         confirmed, updates = [], {}
         for record in records:
-            error, learnt = results.get(record.key, (None, {}))
-            if error is None:
+            result = results.get(record.key) or PortResult(record.key)
+            if result.ok:
                 confirmed.append(record)
-                updates[record.key] = learnt
-                note = f"{_REQUEST_NAMES[request]} on {record.data['ifname']}"
+                updates[record.key] = result.learnt
+                note = f"{request.verb} on {record.data['ifname']}"
                 if record.data["proto"] == "qbg":
-                    note += f" vlan {learnt.get('vlan', record.data['vlan'])}"
+                    note += f" vlan {result.learnt.get('vlan', record.data['vlan'])}"
                 outcomes.append(Outcome(record.key, None, note))
             else:
-                if learnt.get(_UNSENT):
+                if result.unsent:
                     ctx.forget([record])  # the request never left this host: nothing to tear down
-                outcomes.append(Outcome(record.key, error))
+                outcomes.append(Outcome(record.key, self._error(result, record, request, ctx)))
         if confirmed:
             ctx.confirm(confirmed, updates)
         return outcomes
 
     def _send(
-        self, records: Sequence[Record], request: int, ctx: Context, *, hint: str
-    ) -> dict[str, tuple[HookError | None, dict[str, Any]]]:
-        """Send ``request`` for every record; key -> (error or None, data learnt from the peer)."""
-        results: dict[str, tuple[HookError | None, dict[str, Any]]] = {}
-        qbg = [r for r in records if r.data["proto"] == "qbg"]
-        qbh = [r for r in records if r.data["proto"] == "qbh"]
+        self,
+        records: Sequence[Record],
+        request: Request,
+        ctx: Context,
+        qbg: QbgSession,
+        *,
+        hint: str,
+        wait_ready: bool = False,
+    ) -> dict[str, PortResult]:
+        """Send ``request`` for every record, each kind through its backend."""
+        results: dict[str, PortResult] = {}
+        typed = [(r.key, _typed(r)) for r in records]
+        qbg_ports = [(k, p) for k, p in typed if isinstance(p, QbgPort)]
+        qbh_ports = [(k, p) for k, p in typed if isinstance(p, QbhPort)]
         try:
-            if qbg:
-                results.update(self._send_qbg(qbg, request, ctx, hint=hint))
+            if qbg_ports:
+                results.update(qbg.send(qbg_ports, request, hint=hint, wait_ready=wait_ready, log=ctx.log))
         except HookError as exc:
-            results.update({r.key: (exc, {}) for r in qbg})
+            results.update({k: PortResult(k, exc) for k, _ in qbg_ports})
         try:
-            if qbh:
-                results.update(self._send_qbh(qbh, request, ctx))
+            if qbh_ports:
+                profiles = _backends()[2]
+                results.update(
+                    profiles.send(
+                        qbh_ports,
+                        request,
+                        deadline=ctx.deadline.at,
+                        exchange_timeout=self.config.exchange_timeout,
+                        host_uuid_setting=self.settings["host_uuid"],
+                    )
+                )
         except HookError as exc:
-            results.update({r.key: (exc, {}) for r in qbh})
+            results.update({k: PortResult(k, exc) for k, _ in qbh_ports})
         return results
 
-    def _send_qbg(
-        self, records: Sequence[Record], request: int, ctx: Context, *, hint: str
-    ) -> dict[str, tuple[HookError | None, dict[str, Any]]]:
-        from vdp import budget, lldpad, readiness
-
-        results: dict[str, tuple[HookError | None, dict[str, Any]]] = {}
-        hinted = [r for r in records if _transport(r.data) == VIA_CLIF]
-        if hinted:
-            results.update(self._send_qbg_hinted(hinted, request, ctx, hint=hint))
-        plain = [r for r in records if _transport(r.data) == VIA_NETLINK]
-        if request == DISASSOCIATE:
-            # lldpad's client interface refuses ("invalid parameters") to withdraw a VSI it no longer holds
-            # (the switch refused or moved it) or holds after a refused change (KEEP).  Its netlink side
-            # tells these apart from its table (gone: done) and withdraws what it still holds.
-            plain += [r for r in hinted if type(results[r.key][0]) is PeerRefused]
-        if not plain:
-            return results
-        requests = [
-            lldpad.VsiRequest(
-                ifname=r.data["ifname"],
-                mac=r.data["mac"],
-                vlan=int(r.data["vlan"]),
-                vsi_type=lldpad.VsiType(int(r.data["managerid"]), int(r.data["typeid"]), int(r.data["typeidversion"])),
-                instance=uuid.UUID(r.data["instance"]),
-                request=request,
-            )
-            for r in plain
-        ]
-        from hooks.agentfile import agent_port
-        from hooks.runner import state_dir
-
-        try:
-            # With the agent alive, lldpad's later notices about these VSIs go to it (None: to this socket).
-            client = lldpad.LldpadClient(exchange_timeout=self.config.exchange_timeout, port_id=agent_port(state_dir()))
-        except HookError as exc:  # lldpad not running: nothing was sent
-            results.update({r.key: (exc, {_UNSENT: True}) for r in plain})
-            return results
-        try:
-            with client, _planned([r.ifname for r in requests], request, ctx) as plan:
-                answers = client.submit(requests, deadline=ctx.deadline.at, budget=plan)
-        except DeadlineExceeded as exc:  # from _planned (uplink busy, no time): nothing was sent
-            results.update({r.key: (exc, {_UNSENT: True}) for r in plain})
-            return results
-        for record, answer in zip(plain, answers):
-            if answer.ok and request == DISASSOCIATE:
-                # What made it done: the switch's answer, or lldpad holding nothing for the VSI.
-                results[record.key] = (None, {_HOW: f"{answer.message} (netlink)"})
-            elif answer.ok:
-                results[record.key] = (None, {"vlan": answer.vlan} if answer.vlan is not None else {})
-            elif answer.request in plan.skipped:  # not sent: no time left for it (vdp.budget)
-                results[record.key] = (budget.NoTime(answer.message), {_UNSENT: True})
-            elif answer.stuck:
-                results[record.key] = (self._stuck(record, request, ctx, ended=answer.stuck == "ended"), {})
-            elif answer.errno == -errno.ETIMEDOUT:
-                results[record.key] = (PeerRefused(answer.message), {_UNANSWERED_NOW: True})
-            elif readiness.not_ready(answer.errno, client.lldpad_pid):  # just started, or EVB not negotiated
-                error = readiness.NotReady(f"{record.data['ifname']}: {answer.message}")
-                results[record.key] = (error, {_UNSENT: True})  # lldpad did not take it: nothing to undo
-            else:
-                results[record.key] = (PeerRefused(answer.message), {})
-        return results
-
-    def _stuck(self, record: Record, request: int, ctx: Context, *, ended: bool = False) -> HookError:
-        """lldpad refused ``request`` because an earlier request for this VSI still lacks the switch's answer
-        (a silent or late switch): say so, and since when -- the oldest of the VSI's unanswered withdrawals
-        (journaled as UNANSWERED) and unconfirmed setup requests (a record's creation) is the one lldpad
-        still holds."""
-        from vdp import messages as status
-        from vdp.wire import netlink as nlmsg
-
+    def _error(self, result: PortResult, record: Record, request: Request, ctx: Context) -> HookError | None:
+        """The result's error; for a request lldpad refused because an earlier one for the VSI still lacks
+        the switch's answer, saying since when -- the oldest of the VSI's unanswered withdrawals (journaled
+        as UNANSWERED) and unconfirmed setup requests (a record's creation) is the one lldpad still holds."""
+        if not result.stuck:
+            return result.error
         instance = record.data.get("instance")
         starts = []
         for r in ctx.journal.records:
@@ -509,311 +355,9 @@ class VdpFeature(Feature):
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
             since = f" since {when} ({op})" if op else f" since {when}"
         ifname = record.data["ifname"]
-        what = f"{nlmsg.REQUEST_NAMES.get(request, str(request))} on {ifname}"
-        return PeerRefused(status.stuck_message(what, since=since, ended=ended, uplink=ifname))
-
-    def _held_unanswered(self, records: Sequence[Record]) -> set[str]:
-        """Keys of ``records`` whose VSI lldpad lists in progress (no response): an earlier request for it is
-        still without the switch's answer.  Asked over netlink (its table shows every VSI; the client
-        interface's listing drops the ones lldpad gave up on)."""
-        from vdp import lldpad
-
-        stuck: set[str] = set()
-        try:
-            with lldpad.LldpadClient(exchange_timeout=self.config.exchange_timeout) as client:
-                for ifname in sorted({r.data["ifname"] for r in records}):
-                    rows = {str(s.instance): s for s in client.table(ifname)}
-                    for r in records:
-                        row = rows.get(r.data["instance"])
-                        if r.data["ifname"] == ifname and row is not None and row.response is None:
-                            stuck.add(r.key)
-        except HookError:  # only an explanation: without it the refusal stands as lldpad worded it
-            return set()
-        return stuck
-
-    def _vdp22(self, ifname: str) -> bool:
-        """Does this uplink run VDP22 (so migration hints apply)?  Only asked when hints are wanted."""
-        if self.settings["hints"] == "never":
-            return False
-        from vdp import clif
-
-        if not clif.library_available():
-            return False
-        try:
-            with clif.Clif() as conn:
-                return conn.vdp_mode(ifname) == "vdp22"
-        except HookError:
-            return False
-
-    def _send_qbg_hinted(
-        self, records: Sequence[Record], request: int, ctx: Context, *, hint: str
-    ) -> dict[str, tuple[HookError | None, dict[str, Any]]]:
-        """lldpad takes VDP22 migration hints only through its client interface, one VSI per command."""
-        from vdp import clif
-
-        mode = {PREASSOCIATE_RR: "preassoc-rr", ASSOCIATE: "assoc", DISASSOCIATE: "deassoc"}[request]
-        commands = [
-            clif.VsiCommand(
-                ifname=r.data["ifname"],
-                mode=mode,
-                manager_id=int(r.data["managerid"]),
-                type_id=int(r.data["typeid"]),
-                type_version=int(r.data["typeidversion"]),
-                instance=uuid.UUID(r.data["instance"]),
-                mac=r.data["mac"],
-                vlan=int(r.data["vlan"]),
-                hints=hint,
-            )
-            for r in records
-        ]
-        results: dict[str, tuple[HookError | None, dict[str, Any]]] = {}
-        try:
-            with clif.Clif() as conn, _planned([c.ifname for c in commands], request, ctx) as plan:
-                start = time.monotonic()
-                replies = conn.vsi_many(commands, wait=self.config.exchange_timeout, deadline=ctx.deadline.at)
-                for ifname in {c.ifname for c in commands}:  # one at a time per uplink: the mean answer time
-                    plan.answered(ifname, (time.monotonic() - start) / sum(c.ifname == ifname for c in commands))
-        except HookError as exc:  # lldpad's client interface is unreachable, the uplink busy: nothing was sent
-            return {r.key: (exc, {_UNSENT: True}) for r in records}
-        # lldpad's client interface words a refusal caused by an earlier, still unanswered request for the
-        # VSI as "busy" or "invalid parameters": its table tells.
-        refused = [r for r, reply in zip(records, replies) if type(reply) is PeerRefused]
-        stuck = self._held_unanswered(refused) if refused and request != DISASSOCIATE else set()
-        for r, reply in zip(records, replies):
-            if r.key in stuck:
-                results[r.key] = (self._stuck(r, request, ctx), {})
-            elif isinstance(reply, clif.NotSent):
-                results[r.key] = (reply, {_UNSENT: True})
-            elif type(reply) is DeadlineExceeded:  # the switch did not answer within the wait
-                results[r.key] = (reply, {_UNANSWERED_NOW: True})
-            elif isinstance(reply, HookError):
-                results[r.key] = (reply, {})
-            elif reply.ok and request == DISASSOCIATE:
-                results[r.key] = (None, {_HOW: "disassociated, the switch confirmed (client interface)"})
-            elif reply.ok:
-                learnt = {"hint": hint} if reply.vlan is None else {"vlan": reply.vlan, "hint": hint}
-                results[r.key] = (None, learnt)
-            else:
-                label = clif.REQUEST_LABELS.get(mode, mode)
-                results[r.key] = (PeerRefused(f"{label} on {r.data['ifname']}: {reply.message}"), {})
-        return results
-
-    def _send_qbh(
-        self, records: Sequence[Record], request: int, ctx: Context
-    ) -> dict[str, tuple[HookError | None, dict[str, Any]]]:
-        from vdp.qbh import client as qbh
-        from vdp.qbh import host as qbh_host
-
-        # The host UUID libvirt itself would send (its daemon config), else SMBIOS, else machine-id.
-        host = qbh_host.host_uuid(self.settings["host_uuid"] or qbh_host.libvirt_host_uuid())
-        results: dict[str, tuple[HookError | None, dict[str, Any]]] = {}
-        sendable, requests = [], []
-        for r in records:
-            try:
-                port = self._qbh_port(r)
-            except HookError as exc:
-                # Teardown of a port whose interface is gone: nothing left to disassociate.
-                results[r.key] = (None, {}) if request == DISASSOCIATE else (exc, {_UNSENT: True})
-                continue
-            sendable.append(r)
-            requests.append(
-                qbh.QbhRequest(
-                    port=port,
-                    mac=r.data["mac"],
-                    profile=r.data.get("profile", ""),
-                    instance=uuid.UUID(r.data["instance"]),
-                    host_uuid=host,
-                    request=request,
-                )
-            )
-        if requests:
-            with qbh.QbhClient(dest_pid=_qbh_destination(), exchange_timeout=self.config.exchange_timeout) as client:
-                answers = client.submit(requests, deadline=ctx.deadline.at)
-            for record, answer in zip(sendable, answers):
-                learnt = {"pf_ifname": answer.request.port.pf_ifname, "vf": answer.request.port.vf}
-                results[record.key] = (None, learnt) if answer.ok else (PeerRefused(answer.message), {})
-        return results
-
-    @staticmethod
-    def _qbh_port(record: Record) -> Any:
-        """The PF/VF to address: resolved from sysfs now, or as journaled when the interface is gone."""
-        from vdp.qbh import host as qbh_host
-
-        try:
-            return qbh_host.resolve_port(record.data["ifname"])
-        except HookError:
-            if "pf_ifname" not in record.data:
-                raise
-            pf = record.data["pf_ifname"]
-            index = _ifindex(pf)
-            if index is None:
-                raise
-            return qbh_host.QbhPort(record.data["ifname"], pf, index, record.data.get("vf"))
-
-    # ------------------------------------------------------------------------------------------ teardown
-    def teardown(self, records: Sequence[Record], ctx: Context) -> list[Outcome]:
-        """DISASSOCIATE every record over the transport its VSI was made with, all in flight together.
-
-        Done only when lldpad reports the switch's answer or that it holds nothing for the VSI; anything
-        else (no answer, lldpad busy with an unanswered request, lldpad gave up) leaves the record pending.
-        The same for every reason libvirt gives (``release end``'s last argument since libvirt 10.5)."""
-        from hooks.transaction import release_reason
-
-        reason = release_reason(ctx.event.extra) if ctx.event.hook == ("release", "end") else "-"
-        note = "{} on {}"
-        hint = "none"
-        if reason == "migrated":
-            # This is the source of a finished migration: the guest runs elsewhere and this host withdraws
-            # its side.  The S bit (hint "from") is asked for, but lldpad repeats the hints a VSI was created
-            # with (measured: see tests/lab/test_clif.py), so a switch never sees it from lldpad; a VSI the
-            # switch already moved to the destination is one lldpad holds no more (done).
-            hint = "from"
-            note = "{} on {} (the guest migrated: it runs on another host now)"
-        results = self._send(records, DISASSOCIATE, ctx, hint=hint)
-        outcomes = []
-        for r in records:
-            error, learnt = results.get(r.key, (None, {}))
-            if learnt.get(_UNANSWERED_NOW) and UNANSWERED not in r.data:
-                # Saved with the record's pending state: a later refusal says since when lldpad waits.
-                r.data[UNANSWERED] = [time.time(), f"{ctx.event.op} {ctx.event.subop}"]
-            outcomes.append(Outcome(r.key, error, note.format(learnt.get(_HOW, "disassociated"), r.data["ifname"])))
-        return outcomes
-
-    def declared(self, event: Event) -> list[tuple[str, str, Mapping[str, Any]]]:
-        return [(p.key, "associate", _port_data(p, self._ifname(p))) for p in event.ports if p.kind in ("qbg", "qbh")]
-
-    # ------------------------------------------------------------------------------------------ preflight
-    def _preflight(self, event: Event, ctx: Context) -> list[Outcome]:
-        """Cheap host-side checks before anything is reserved; one verdict per uplink, reused per port."""
-        verdicts: dict[tuple[str, str], HookError | None] = {}
-        give_up = min(ctx.deadline.at, time.monotonic() + self.config.exchange_timeout)
-
-        def verdict(proto: str, ifname: str) -> HookError | None:
-            if (proto, ifname) not in verdicts:
-                verdicts[(proto, ifname)] = self._check_uplink_when_ready(proto, ifname, give_up, ctx)
-            return verdicts[(proto, ifname)]
-
-        outcomes = []
-        for p in event.ports:
-            if p.kind in ("qbg", "qbh"):
-                ifname = self._ifname(p)
-                error = verdict(p.kind, ifname)
-                where = f"uplink {p.uplink} ({self.config.uplink_origin(p.uplink or '')})"
-                note = f"preflight {p.kind} on {ifname} passed"
-                outcomes.append(Outcome(p.key, error and _prefixed(where, error), note))
-        for n in self._native(event):
-            error = n.error
-            for address in n.pci if error is None else ():
-                found = self._check_qbh_pci(address)
-                if found is not None:
-                    # A hostdev interface names its address already; a network's pool names the VF.
-                    error = _prefixed(n.where if address in n.where else f"{n.where}, VF {address}", found)
-                    break
-            # Every device libvirt may pick (it goes by connection count, never by link state).
-            for ifname in n.uplinks if error is None else ():
-                found = verdict(n.proto, ifname)
-                if found is not None:
-                    error = _prefixed(f"{n.where}, uplink {ifname}" if ifname else n.where, found)
-                    break
-            checked = ", ".join([*n.uplinks, *(f"PCI {a}" for a in n.pci)])
-            # Nothing named to check: libvirt itself refuses such a network before anything runs.
-            note = f"preflight of {n.where} on {checked} passed" if checked else f"{n.where}: no device to check"
-            outcomes.append(Outcome(n.key, error, note))
-        return outcomes
-
-    def _check_uplink_when_ready(self, proto: str, ifname: str, give_up: float, ctx: Context) -> HookError | None:
-        """:meth:`_check_uplink`, waiting (as prepare begin does, vdp.readiness) for an lldpad that started
-        moments ago: a guest restored or migrated in at host boot meets lldpad before EVB is up.  An lldpad
-        that has run for a while, or none at all, is answered at once."""
-        error = self._check_uplink(proto, ifname)
-        if proto != "qbg" or not isinstance(error, PeerUnavailable) or link_state(ifname):
-            return error
-        from vdp import lldpad, readiness
-
-        pid = lldpad.find_lldpad_pid()
-        age = readiness.lldpad_age(pid) if pid is not None else None
-        if age is None or age >= readiness.YOUNG:
-            return error
-        start = time.monotonic()
-        while isinstance(error, PeerUnavailable) and time.monotonic() + readiness.RETRY < give_up:
-            ctx.log.info("lldpad started %.1f s ago and is not ready (%s); retrying", age, error.text)
-            time.sleep(readiness.RETRY)
-            error = self._check_uplink(proto, ifname)
-        if not isinstance(error, PeerUnavailable):
-            return error
-        return readiness.NotReady(
-            f"{error.text}; still so after waiting {time.monotonic() - start:.1f} s for lldpad (started "
-            f"{age:.0f} s before) to become ready",
-            hint=error.hint_text or None,
-        )
-
-    def _check_uplink(self, proto: str, ifname: str) -> HookError | None:
-        problem = link_state(ifname) if ifname else "the interface has no source device"
-        if problem:
-            return PeerUnavailable(problem)
-        try:
-            if proto == "qbg":
-                self._check_qbg(ifname)
-            else:
-                self._check_qbh(ifname)
-        except HookError as exc:
-            return exc
-        return None
-
-    def _check_qbg(self, ifname: str) -> None:
-        from vdp import clif, lldpad
-
-        if clif.library_available():
-            with clif.Clif() as conn:
-                conn.ping()
-                evb = conn.evb_status(ifname)
-                if not evb.negotiated:
-                    raise PeerUnavailable(
-                        f"EVB is not negotiated on {ifname}: the switch port does not run 802.1Qbg (EVB) or "
-                        "lldpad is not configured for it",
-                        hint=f"lldptool -L -i {ifname} -g ncb adminStatus=rxtx; "
-                        f"lldptool -T -i {ifname} -g ncb -V evb -c enabletx=yes; check the switch port",
-                    )
-                if conn.vdp_mode(ifname) is None:
-                    raise PeerUnavailable(
-                        f"VDP is not configured on {ifname} in lldpad",
-                        hint=f"lldptool -T -i {ifname} -g ncb -V evb -c enabletx=yes; "
-                        f"lldptool -T -i {ifname} -g ncb -V evb -c evbmode=station",
-                    )
-        elif lldpad.find_lldpad_pid() is None:
-            raise PeerUnavailable("lldpad is not running", hint="start lldpad (systemctl start lldpad)")
-        else:
-            with lldpad.LldpadClient(exchange_timeout=self.config.exchange_timeout) as client:
-                client.table(ifname)  # lldpad refuses uplinks without VDP with a clear error
-
-    def _check_qbh(self, ifname: str) -> None:
-        from vdp.qbh import host as qbh_host
-
-        self._check_qbh_port(qbh_host.resolve_port(ifname))
-
-    def _check_qbh_port(self, port: Any) -> None:
-        from vdp.qbh import client as qbh
-
-        with qbh.QbhClient(dest_pid=_qbh_destination(), exchange_timeout=self.config.exchange_timeout) as client:
-            if not client.supports_port_profiles(port):
-                raise PeerRefused(
-                    f"{port.describe()} cannot do 802.1Qbh port profiles (its driver has no port-profile support)",
-                    hint="use a Cisco VIC (enic) or another adapter whose driver implements port profiles",
-                )
-
-    def _check_qbh_pci(self, address: str) -> HookError | None:
-        """A VF named by PCI address (``type='hostdev'``): its PF must be here, up, and do port profiles."""
-        from vdp.qbh import host as qbh_host
-
-        try:
-            port = qbh_host.resolve_pci(address)
-            problem = link_state(port.pf_ifname)
-            if problem:
-                raise PeerUnavailable(f"its PF: {problem}")
-            self._check_qbh_port(port)
-        except HookError as exc:
-            return exc
-        return None
+        what = f"{request.label} on {ifname}"
+        ended = result.stuck == "ended"
+        return PeerRefused(messages.stuck_message(what, since=since, ended=ended, uplink=ifname))
 
     # ------------------------------------------------------------------------------------------ reconnect
     def _reconnect(self, ctx: Context) -> list[Outcome]:
@@ -828,16 +372,17 @@ class VdpFeature(Feature):
         give_up = min(ctx.deadline.at, time.monotonic() + self.config.exchange_timeout)
         final: dict[str | None, Outcome] = {}
         while True:
-            for o in self._reconnect_once(ctx):
-                if final.get(o.key) is None or not final[o.key].ok:  # a success in an earlier round stands
-                    final[o.key] = o
+            with self._session(ctx) as qbg:  # a new session each round: lldpad may have restarted meanwhile
+                for o in self._reconnect_once(ctx, qbg):
+                    if final.get(o.key) is None or not final[o.key].ok:  # a success in an earlier round stands
+                        final[o.key] = o
             waiting = [o for o in final.values() if isinstance(o.error, PeerUnavailable)]
             if not waiting or time.monotonic() + _RECONNECT_RETRY >= give_up:
                 return list(final.values())
             ctx.log.info("lldpad or the switch is not ready (%s); retrying", waiting[0].error)
             time.sleep(_RECONNECT_RETRY)
 
-    def _reconnect_once(self, ctx: Context) -> list[Outcome]:
+    def _reconnect_once(self, ctx: Context, qbg: QbgSession) -> list[Outcome]:
         associated = ctx.journaled("associate")
         lost: list[Record] = []
         outcomes: list[Outcome] = []
@@ -846,108 +391,84 @@ class VdpFeature(Feature):
             if not mine:
                 continue
             try:
-                gone = check(mine)
+                gone = check(mine, qbg)
             except HookError as exc:
                 outcomes += [Outcome(r.key, exc) for r in mine]
                 continue
             lost += gone
             outcomes += [Outcome(r.key, None, "still associated") for r in mine if r not in gone]
         if lost:
-            results = self._send(lost, ASSOCIATE, ctx, hint="none")
+            results = self._send(lost, ASSOCIATE, ctx, qbg, hint="none")
             for r in lost:
-                error = results.get(r.key, (None, {}))[0]
+                error = self._error(results.get(r.key) or PortResult(r.key), r, ASSOCIATE, ctx)
                 outcomes.append(Outcome(r.key, error, "the association was lost: associated again"))
         return outcomes
 
-    def _lost_qbg(self, records: Sequence[Record]) -> list[Record]:
-        from vdp import lldpad
-
+    def _lost_qbg(self, records: Sequence[Record], qbg: QbgSession) -> list[Record]:
+        live = qbg.live(_qbg(records))
         lost = []
-        with lldpad.LldpadClient(exchange_timeout=self.config.exchange_timeout) as client:
-            for ifname in sorted({r.data["ifname"] for r in records}):
-                live = {str(s.instance): s for s in client.table(ifname)}
-                for r in records:
-                    if r.data["ifname"] == ifname:
-                        state = live.get(r.data["instance"])
-                        if state is None or state.response not in (0, None):
-                            lost.append(r)
-        return lost
-
-    def _lost_qbh(self, records: Sequence[Record]) -> list[Record]:
-        from vdp.qbh import client as qbh
-        from vdp.wire import netlink as nlmsg
-
-        keep = (nlmsg.PORT_PROFILE_RESPONSE_SUCCESS, nlmsg.PORT_PROFILE_RESPONSE_INPROGRESS)
-        lost = []
-        with qbh.QbhClient(dest_pid=_qbh_destination(), exchange_timeout=self.config.exchange_timeout) as client:
+        for ifname in sorted({r.data["ifname"] for r in records}):
             for r in records:
-                state = client.status(self._qbh_port(r))
-                if (
-                    state is None
-                    or state.request != ASSOCIATE
-                    or str(state.instance) != r.data["instance"]
-                    or state.response not in keep
-                ):
-                    lost.append(r)
+                if r.data["ifname"] == ifname:
+                    state = live.get(r.key)
+                    if state is None or state.response not in (0, None):
+                        lost.append(r)
         return lost
+
+    def _lost_qbh(self, records: Sequence[Record], qbg: QbgSession) -> list[Record]:
+        gone = set(_backends()[2].lost([(r.key, _typed(r)) for r in records], self.config.exchange_timeout))
+        return [r for r in records if r.key in gone]
 
     # ------------------------------------------------------------------------------------------ admin
     def live_state(self, records: Sequence[Record]) -> dict[str, str]:
-        from vdp import lldpad
-
-        states: dict[str, str] = {}
-        qbg = [r for r in records if r.data.get("proto") == "qbg"]
-        if not qbg:
+        qbg_records = [r for r in records if r.data.get("proto") == "qbg"]
+        if not qbg_records:
             return {r.key: "" for r in records}
-        with lldpad.LldpadClient(exchange_timeout=self.config.exchange_timeout) as client:
-            for ifname in sorted({r.data["ifname"] for r in qbg}):
-                live = {str(s.instance): s for s in client.table(ifname)}
-                for r in qbg:
-                    if r.data["ifname"] != ifname:
-                        continue
-                    state = live.get(r.data["instance"])
-                    if state is None:
-                        states[r.key] = "missing from lldpad"
-                    elif state.response is None:
-                        states[r.key] = "in progress"
-                    elif state.response == 0 and r.state == "pending":
-                        # E.g. a late SUCCESS after a veto: the switch holds a VSI this host wants gone.
-                        states[r.key] = (
-                            "associated (status 0) though its teardown is pending: the next release end withdraws it"
-                        )
-                    else:
-                        states[r.key] = "ok (status 0)" if state.response == 0 else f"status {state.response}"
+        states: dict[str, str] = {}
+        with self._session() as qbg:
+            live = qbg.live(_qbg(qbg_records))
+        for r in qbg_records:
+            state = live.get(r.key)
+            if state is None:
+                states[r.key] = "missing from lldpad"
+            elif state.response is None:
+                states[r.key] = "in progress"
+            elif state.response == 0 and r.state == "pending":
+                # E.g. a late SUCCESS after a veto: the switch holds a VSI this host wants gone.
+                states[r.key] = (
+                    "associated (status 0) though its teardown is pending: the next release end withdraws it"
+                )
+            else:
+                states[r.key] = "ok (status 0)" if state.response == 0 else f"status {state.response}"
         return states
 
     def check(self) -> list[CheckResult]:
-        from vdp import clif, lldpad
-
+        session = _backends()[0]
         results = []
-        if self.settings["associate_at"] == "resume":
-            from hooks.agentfile import agent_port
-            from hooks.runner import state_dir
-
-            if agent_port(state_dir()) is None:
-                hint = "needs the agent (not running): associating at started begin"
-                results.append(CheckResult("associate_at = resume", "WARN", hint))
-        if not clif.library_available():
-            results.append(CheckResult("liblldp_clif.so.1 loads", "WARN", "install lldpad (needed for 802.1Qbg)"))
-        pid = lldpad.find_lldpad_pid()
-        if pid is None:
-            # A host with only 802.1Qbh ports needs no lldpad; the preflight vetoes guests that do, so
-            # where ports are required by default that is a failure waiting for the next guest.
-            if self.config.feature_required(self.name):
-                hint = (
-                    f"start lldpad: 802.1Qbg ports are required here ([{self.name}] required), "
-                    "so every guest with one is refused"
-                )
-                results.append(CheckResult("lldpad is running", "FAIL", hint))
-            else:
-                results.append(CheckResult("lldpad is running", "WARN", "start lldpad if guests here use 802.1Qbg"))
-            return results
-        results.append(CheckResult(f"lldpad is running (pid {pid})", "PASS"))
-        for logical, ifname in sorted(self.config.uplinks.items()):
-            error = self._check_uplink("qbg", ifname)
-            what = f"802.1Qbg on uplink {logical} ({ifname})"
-            results.append(CheckResult(what, "FAIL" if error else "PASS", error.one_line() if error else ""))
+        if self.settings["associate_at"] == "resume" and agent_port(state_dir()) is None:
+            hint = "needs the agent (not running): associating at started begin"
+            results.append(CheckResult("associate_at = resume", "WARN", hint))
+        with self._session() as qbg:
+            if not qbg.clif_available():
+                results.append(CheckResult("liblldp_clif.so.1 loads", "WARN", "install lldpad (needed for 802.1Qbg)"))
+            pid = session.find_lldpad_pid()
+            if pid is None:
+                # A host with only 802.1Qbh ports needs no lldpad; the preflight vetoes guests that do, so
+                # where ports are required by default that is a failure waiting for the next guest.
+                if self.config.feature_required(self.name):
+                    hint = (
+                        f"start lldpad: 802.1Qbg ports are required here ([{self.name}] required), "
+                        "so every guest with one is refused"
+                    )
+                    results.append(CheckResult("lldpad is running", "FAIL", hint))
+                else:
+                    results.append(
+                        CheckResult("lldpad is running", "WARN", "start lldpad if guests here use 802.1Qbg")
+                    )
+                return results
+            results.append(CheckResult(f"lldpad is running (pid {pid})", "PASS"))
+            for logical, ifname in sorted(self.config.uplinks.items()):
+                error = _backends()[1].check_uplink("qbg", ifname, qbg, self.config.exchange_timeout)
+                what = f"802.1Qbg on uplink {logical} ({ifname})"
+                results.append(CheckResult(what, "FAIL" if error else "PASS", error.one_line() if error else ""))
         return results

@@ -39,7 +39,7 @@ REPO = str(Path(ENTRY).parents[1])
 ENTRY_PYTHON = "/usr/bin/python3"  # the entry's shebang
 IMPORTS = HOOK_IMPORTS.format(lib=REPO) + "import os; os._exit(0)\n"  # what `vdp-hooks check` imports, then leave
 LIBVIRT_WAY = """
-import sys, time, uuid
+import socket, sys, time, uuid
 sys.path.insert(0, %r)
 from vdp import lldpad
 from vdp.wire import netlink as nlmsg
@@ -49,7 +49,7 @@ start = time.monotonic()
 with lldpad.LldpadClient() as client:
     for req in reqs:  # one port after another, as libvirt does
         client._send(nlmsg.encode_qbg_request(seq=client._next_seq(), port_id=client.port_id,
-            ifindex=lldpad._ifindex(req.ifname), ifname=req.ifname, mac=req.mac, vlan=req.vlan,
+            ifindex=socket.if_nametoindex(req.ifname), ifname=req.ifname, mac=req.mac, vlan=req.vlan,
             vsi_type=req.vsi_type, instance=req.instance, request=req.request))
         first = True
         while True:

@@ -1,4 +1,4 @@
-"""vdp.clif against real lldpad (station) and, where a switch is needed, lldpad's bridge role.
+"""vdp.qbg.clif against real lldpad (station) and, where a switch is needed, lldpad's bridge role.
 
 The client code runs inside the lab host's network and mount namespaces (``VdpLab.run_in_host``) with the
 interpreter running the tests, so both Pythons exercise it.  Results are cross-checked with independent
@@ -32,7 +32,8 @@ ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "PYTHONPATH": str
 
 PRELUDE = """
 import json, os, sys, time, uuid
-from vdp import clif
+from vdp.wire import clif
+from vdp.qbg import clif as qclif
 from hooks.errors import HookError
 def out(**kw):
     sys.stdout.write("RESULT " + json.dumps(kw) + "\\n")
@@ -67,10 +68,10 @@ def test_ping_and_pid(vdp_lab: VdpLab) -> None:
     got = in_host(
         vdp_lab,
         """
-        with clif.Clif() as c:
+        with qclif.Clif() as c:
             ping = c.ping()
-            inside = clif.lldpad_pid()   # reuses the open connection
-        out(available=clif.library_available(), ping=ping, inside=inside, pid=clif.lldpad_pid())
+            inside = qclif.lldpad_pid()   # reuses the open connection
+        out(available=qclif.library_available(), ping=ping, inside=inside, pid=qclif.lldpad_pid())
         """,
     )
     pid = vdp_lab.lldpad().pid
@@ -84,14 +85,14 @@ def test_one_connection_per_process(vdp_lab: VdpLab) -> None:
     got = in_host(
         vdp_lab,
         """
-        with clif.Clif() as c:
+        with qclif.Clif() as c:
             try:
-                clif.Clif().open()
+                qclif.Clif().open()
                 second = None
             except HookError as exc:
                 second = err(exc)
             ping = c.ping()
-        with clif.Clif() as c:   # closed cleanly: a new one opens
+        with qclif.Clif() as c:   # closed cleanly: a new one opens
             again = c.ping()
         out(second=second, ping=ping, again=again)
         """,
@@ -107,7 +108,7 @@ EVB_CODE = """
 def tlv(t):
     return None if t is None else {"mode": t.mode, "bridge_s": t.bridge_s, "station_s": t.station_s,
                                    "rwd": t.rwd, "rka": t.rka}
-with clif.Clif() as c:
+with qclif.Clif() as c:
     s = c.evb_status(IFNAME)
     out(enabled=s.enabled, role=s.role, negotiated=s.negotiated, settled=s.settled,
         local=tlv(s.local), neighbour=tlv(s.neighbour), vdp=c.vdp_mode(IFNAME))
@@ -151,7 +152,7 @@ def test_unknown_interface(vdp_lab: VdpLab) -> None:
     got = in_host(
         vdp_lab,
         """
-        with clif.Clif() as c:
+        with qclif.Clif() as c:
             try:
                 c.evb_status("nosuch0")
                 evb = None
@@ -167,7 +168,7 @@ def test_unknown_interface(vdp_lab: VdpLab) -> None:
 def test_vdp_mode_bridge_role_is_none(vdp_lab: VdpLab) -> None:
     switch = vdp_lab.switch_lldpad
     assert switch is not None
-    got = _run(switch.nsenter_argv([]), "with clif.Clif() as c: out(vdp=c.vdp_mode('s0p0'))")[0]
+    got = _run(switch.nsenter_argv([]), "with qclif.Clif() as c: out(vdp=c.vdp_mode('s0p0'))")[0]
     assert got == {"vdp": None}
     assert switch.vdptool("-i", "s0p0", "-t", "-V", "assoc").returncode != 0  # vdptool agrees
 
@@ -179,7 +180,7 @@ def test_vdp_mode_draft(lab_workdir: Path) -> None:
         ns.run(["ip", "link", "set", "d1", "up"])
         with Lldpad(ns, lab_workdir, {"d0": "draft", "d1": "station"}) as lldpad:
             lldpad.wait_ready()
-            got = _run(lldpad.nsenter_argv([]), "with clif.Clif() as c: out(d0=c.vdp_mode('d0'), d1=c.vdp_mode('d1'))")
+            got = _run(lldpad.nsenter_argv([]), "with qclif.Clif() as c: out(d0=c.vdp_mode('d0'), d1=c.vdp_mode('d1'))")
             assert got[0] == {"d0": "draft", "d1": "vdp22"}
 
 
@@ -283,7 +284,7 @@ def test_vsi_hints_on_the_wire(vdp_lab: VdpLab, lab_workdir: Path) -> None:
             vdp_lab,
             VSI_CODE
             + f"""
-with clif.Clif() as c:
+with qclif.Clif() as c:
     a = vsi(c, "up0", "assoc", "to", {hinted!r})
     table = [r for r in os.popen("vdptool -i up0 -t -V assoc").read().split() if len(r) == 36]
     d = vsi(c, "up0", "deassoc", "from", {hinted!r})
@@ -316,7 +317,7 @@ def test_vsi_preassoc_rr_then_assoc(vdp_lab: VdpLab) -> None:
         vdp_lab,
         VSI_CODE
         + f"""
-with clif.Clif() as c:
+with qclif.Clif() as c:
     out(pre=vsi(c, "up0", "preassoc-rr", "to", {inst!r}), a=vsi(c, "up0", "assoc", "to", {inst!r}),
         d=vsi(c, "up0", "deassoc", "from", {inst!r}))
 """,
@@ -344,7 +345,7 @@ def test_vsi_many_runs_uplinks_in_parallel(lab_workdir: Path) -> None:
         specs = [("up0", "assoc", ids[0]), ("up0", "assoc", ids[1]), ("up1", "assoc", ids[2]), ("up1", "assoc", ids[3])]
         caps = [_Capture(lab, port, lab_workdir / f"{port}.pcap") for port in ("s0p0", "s0p1")]
         try:
-            got = in_host(lab, MANY_CODE + f"with clif.Clif() as c: out(r=many(c, {specs!r}))")
+            got = in_host(lab, MANY_CODE + f"with qclif.Clif() as c: out(r=many(c, {specs!r}))")
         finally:
             pcaps = [cap.stop() for cap in caps]
         results, _ = got["r"]
@@ -353,7 +354,8 @@ def test_vsi_many_runs_uplinks_in_parallel(lab_workdir: Path) -> None:
         first = {str(v): t for t, _, _, v in reversed(sent)}  # each VSI's first request
         assert first[ids[0]] < first[ids[1]] and first[ids[2]] < first[ids[3]]  # one at a time per uplink
         assert first[ids[2]] < first[ids[1]] and first[ids[0]] < first[ids[3]]  # uplinks side by side
-        in_host(lab, MANY_CODE + f"with clif.Clif() as c: out(r=many(c, {[(i, 'deassoc', v) for i, _, v in specs]!r}))")
+        deassoc = [(i, "deassoc", v) for i, _, v in specs]
+        in_host(lab, MANY_CODE + f"with qclif.Clif() as c: out(r=many(c, {deassoc!r}))")
 
 
 def test_vsi_many_silent_switch_costs_one_wait(lab_workdir: Path) -> None:
@@ -363,7 +365,7 @@ def test_vsi_many_silent_switch_costs_one_wait(lab_workdir: Path) -> None:
         lab.switch_lldpad.stop()
         ids = [str(uuid.uuid4()) for _ in range(4)]
         specs = [("up0", "assoc", ids[0]), ("up0", "assoc", ids[1]), ("up1", "assoc", ids[2]), ("up1", "assoc", ids[3])]
-        got = in_host(lab, MANY_CODE + f"with clif.Clif() as c: out(r=many(c, {specs!r}, wait=0.5))")
+        got = in_host(lab, MANY_CODE + f"with qclif.Clif() as c: out(r=many(c, {specs!r}, wait=0.5))")
         results, secs = got["r"]
         assert [r["type"] for r in results] == ["DeadlineExceeded", "NotSent"] * 2
         assert "no VDP answer" in results[0]["text"] and "no VDP answer" in results[2]["text"]
@@ -378,7 +380,7 @@ def test_vsi_without_evb_refused(lab_workdir: Path) -> None:
     with VdpLab(lab_workdir, switch="none", wait_evb=False) as lab:
         got = in_host(
             lab,
-            VSI_CODE + f"with clif.Clif() as c: out(r=vsi(c, 'up0', 'assoc', 'to', {str(uuid.uuid4())!r}, wait=0.5))",
+            VSI_CODE + f"with qclif.Clif() as c: out(r=vsi(c, 'up0', 'assoc', 'to', {str(uuid.uuid4())!r}, wait=0.5))",
         )
         assert got["r"]["type"] == "PeerUnavailable" and "VDP protocol not supported" in got["r"]["text"]
         assert got["r"]["secs"] < 0.2
@@ -390,7 +392,8 @@ def test_vsi_bridge_gone_times_out(vdp_lab: VdpLab) -> None:
     assert vdp_lab.switch_lldpad is not None
     vdp_lab.switch_lldpad.stop()
     inst = str(uuid.uuid4())
-    got = in_host(vdp_lab, VSI_CODE + f"with clif.Clif() as c: out(r=vsi(c, 'up0', 'assoc', 'to', {inst!r}, wait=0.5))")
+    code = f"with qclif.Clif() as c: out(r=vsi(c, 'up0', 'assoc', 'to', {inst!r}, wait=0.5))"
+    got = in_host(vdp_lab, VSI_CODE + code)
     assert got["r"]["type"] == "DeadlineExceeded" and "no VDP answer" in got["r"]["text"]
     assert 0.45 < got["r"]["secs"] < 1.5
     # lldpad keeps it pending: response 255 ("none yet") in its table.
@@ -401,7 +404,7 @@ def test_vsi_bridge_gone_times_out(vdp_lab: VdpLab) -> None:
 def test_vsi_link_down_reports_error_bits(vdp_lab: VdpLab) -> None:
     vdp_lab.set_switch_link(None, "up0", False)
     inst = str(uuid.uuid4())
-    got = in_host(vdp_lab, VSI_CODE + f"with clif.Clif() as c: out(r=vsi(c, 'up0', 'assoc', 'to', {inst!r}))")
+    got = in_host(vdp_lab, VSI_CODE + f"with qclif.Clif() as c: out(r=vsi(c, 'up0', 'assoc', 'to', {inst!r}))")
     r = got["r"]
     assert not r["ok"] and r["mode"] == "deassoc"
     assert r["status"] == 255 and r["bits"] & 0x04  # no response, transmit error (measured)
@@ -413,7 +416,7 @@ def test_vsi_refused_by_lldpad(vdp_lab: VdpLab) -> None:
         vdp_lab,
         VSI_CODE
         + f"""
-with clif.Clif() as c:
+with qclif.Clif() as c:
     out(unknown=vsi(c, "up0", "deassoc", "from", {str(uuid.uuid4())!r}),
         nodev=vsi(c, "nosuch0", "assoc", "to", {str(uuid.uuid4())!r}))
 """,
@@ -434,11 +437,11 @@ def test_no_lldpad(vdp_lab: VdpLab) -> None:
         errors = set()
         for _ in range(200):
             try:
-                with clif.Clif() as c:
+                with qclif.Clif() as c:
                     c.ping()
             except HookError as exc:
                 errors.add((type(exc).__name__, exc.one_line()))
-        out(errors=sorted(errors), pid=clif.lldpad_pid(), available=clif.library_available(),
+        out(errors=sorted(errors), pid=qclif.lldpad_pid(), available=qclif.library_available(),
             leaked=len(os.listdir("/proc/self/fd")) - fds)
         """,
     )
@@ -460,7 +463,7 @@ def test_hung_lldpad_deadline_and_quiet_stdout(vdp_lab: VdpLab) -> None:
             """
             t = time.monotonic()
             try:
-                with clif.Clif(timeout=0.3) as c:
+                with qclif.Clif(timeout=0.3) as c:
                     c.ping()
                 e = None
             except HookError as exc:
@@ -477,7 +480,7 @@ def test_hung_lldpad_deadline_and_quiet_stdout(vdp_lab: VdpLab) -> None:
 
 
 def test_library_request_prints_timeout_on_stdout(vdp_lab: VdpLab) -> None:
-    """Why vdp.clif does not call clif_request()/clif_getpid(): on a hung lldpad they write to stdout."""
+    """Why vdp.qbg.clif does not call clif_request()/clif_getpid(): on a hung lldpad they write to stdout."""
     pid = vdp_lab.lldpad().pid
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
@@ -503,7 +506,7 @@ def test_no_fd_leak_over_200_connections(vdp_lab: VdpLab) -> None:
 fds = len(os.listdir("/proc/self/fd"))
 pids = set()
 for i in range(200):
-    with clif.Clif() as c:
+    with qclif.Clif() as c:
         pids.add(c.ping())
         s = c.evb_status("up0")
         assert s.negotiated, (i, s)
@@ -514,7 +517,7 @@ for i in range(200):
             assert a.get("ok"), (i, a)
             d = vsi(c, "up0", "deassoc", "from", inst)
             assert d.get("ok"), (i, d)
-    assert clif.lldpad_pid() in pids, i
+    assert qclif.lldpad_pid() in pids, i
 after = len(os.listdir("/proc/self/fd"))
 out(before=fds, after=after, pids=sorted(pids))
 """,

@@ -27,11 +27,12 @@ COUNT = 120  # past vdptool's ~32 and GETLINK's ~92
 _CLIF = """
 import sys, uuid
 sys.path.insert(0, %r)
-from vdp import clif
+from vdp.wire import clif
+from vdp.qbg import clif as qclif
 cmds = [clif.VsiCommand(ifname="up0", mode=%r, manager_id=11, type_id=1193047, type_version=2,
         instance=uuid.UUID(inst), mac="52:54:03:00:" + inst[:2] + ":" + inst[2:4], vlan=100, hints="none")
         for inst in %r]
-with clif.Clif() as conn:
+with qclif.Clif() as conn:
     bad = [str(r) for r in conn.vsi_many(cmds, wait=10) if isinstance(r, Exception) or not r.ok]
 assert not bad, bad[:3]
 """

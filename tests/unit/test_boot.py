@@ -105,7 +105,7 @@ def test_the_hooks_modules_together_leave_the_stand_in_modules_out() -> None:
     out = _fresh(
         f"""
         boot.import_lean("uuid")
-        import hooks.runner, hooks.links, vdp.feature, vdp.lldpad, vdp.clif
+        import hooks.runner, hooks.links, vdp.feature, vdp.qbg.session, vdp.qbg.preflight, vdp.profiles, vdp.qbg.clif
         from hooks.event import parse_event
         parse_event(["vm", "prepare", "begin", "-"], b"<domain><name>vm</name>"
                     b"<uuid>6f1b2c1e-4b7a-4f55-9a39-0c4e2b1d7a61</uuid></domain>")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from hooks.transaction import RELEASE_REASONS, release_reason
-from vdp.feature import VIA_CLIF, VIA_NETLINK, _carried, _transport
+from vdp.ports import VIA_CLIF, VIA_NETLINK
+from vdp.ports import carried as _carried
+from vdp.ports import transport as _transport
 
 
 @pytest.mark.parametrize("reason", sorted(RELEASE_REASONS))

@@ -1,5 +1,5 @@
-"""vdp.uplinklock (real flock between real processes, on ``lo``, an interface every host has) and the
-pure time plan of vdp.budget."""
+"""vdp.qbg.uplinklock (real flock between real processes, on ``lo``, an interface every host has) and the
+pure time plan of vdp.qbg.budget."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from vdp import budget, uplinklock
+from vdp.qbg import budget, uplinklock
 
 ROOT = str(Path(__file__).resolve().parents[2])
 # Holds lo's lock for the given seconds, recording a measured 0.25 s per request.
 HOLDER = """
 import sys, time
 sys.path.insert(0, %r)
-from vdp import uplinklock
+from vdp.qbg import uplinklock
 with uplinklock.hold(["lo"], until=time.monotonic() + 5) as held:
     held.measured("lo", 0.25)
     print("held", flush=True)

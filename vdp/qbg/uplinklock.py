@@ -10,7 +10,7 @@ holder needed.  No SIGALRM: an alarm would interrupt whatever else the process i
 
 The lock file also carries one number, written by each holder: the seconds per request it measured on
 the uplink (send to the switch's answer).  A waiter reads it before waiting (no lock needed) to know
-how long its own requests will take, see :mod:`vdp.budget`.
+how long its own requests will take, see :mod:`vdp.qbg.budget`.
 
 Lock files are made only for interfaces of this host: a name from the guest's XML that is no interface
 here creates nothing (the request then fails on its own, naming the uplink).
@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 
 from hooks.errors import DeadlineExceeded
 from hooks.journal import open_lock
+from hooks.runner import state_dir
 
 __all__ = ["Held", "UplinkBusy", "estimate", "hold", "lock_path"]
 
@@ -36,19 +37,13 @@ class UplinkBusy(DeadlineExceeded):
     """The uplink's lock did not come before the time this invocation could still use it."""
 
 
-def _state_dir() -> str:
-    from hooks.runner import state_dir
-
-    return state_dir()
-
-
 def lock_path(ifname: str) -> str | None:
     """The lock file of ``ifname``, or None when ``ifname`` is no interface of this host."""
     try:
         socket.if_nametoindex(ifname)  # the kernel's names never contain "/": safe in a path
     except OSError:
         return None
-    return os.path.join(_state_dir(), f"uplink-{ifname}.lock")
+    return os.path.join(state_dir(), f"uplink-{ifname}.lock")
 
 
 #: A figure older than this says nothing about the switch now: without it the next call sends and measures

@@ -1,19 +1,24 @@
-"""lldpad's client interface through ``liblldp_clif.so.1`` (ctypes): ping, EVB state, VDP22 VSIs with hints.
+"""lldpad's client interface: the connection, through ``liblldp_clif.so.1`` (ctypes), and its own loop for
+VSI requests with migration hints (:meth:`Clif.vsi_many`).  Over 400 lines: the connection and the one
+loop that rides on it, with the measured lldpad behaviour each part relies on.
 
 lldpad listens on the abstract unix datagram socket ``@/com/intel/lldpad`` (one per network namespace);
 a client binds ``@/com/intel/lldpad/<pid>`` and exchanges ASCII messages with it.  The library opens and
 closes that connection (so our socket is named as lldpad's tools name theirs); the messages themselves are
-built and parsed by ``vdp.wire.clif``, in the exact form ``lldptool`` and ``vdptool`` send (the message
-layouts are described there).
+built and parsed by the pure codec, ``vdp.clif`` (its docstring has their layout).
 
-Why the library's own ``clif_request()``/``clif_getpid()``/``clif_vsi*()`` are declared but not called:
-``clif_request`` prints ``timeout`` on **stdout** when lldpad does not answer within its fixed 2 s (stdout of
-a ``migrate begin`` hook is parsed as domain XML), cannot honour a shorter deadline, and drops event messages
-that arrive while it waits; ``clif_vsi()`` sends the documented comma form, which this lldpad rejects.
-Exchanges therefore run on the library's socket (``clif_get_fd``) with ``poll()`` and the caller's deadline.
+Why the library's own ``clif_request()``/``clif_getpid()``/``clif_vsi*()`` are not even declared: ``clif_request``
+prints ``timeout`` on **stdout** when lldpad does not answer within its fixed 2 s (stdout of a ``migrate begin``
+hook is parsed as domain XML), cannot honour a shorter deadline, and drops event messages that arrive while it
+waits; ``clif_vsi()`` sends the documented comma form, which this lldpad rejects.  Exchanges therefore run on
+the library's socket (``clif_get_fd``) with ``poll()`` and the caller's deadline: ``clif_open``,
+``clif_get_fd`` and ``clif_close`` are all this module calls.
 
 One connection per process at a time: the client address is derived from the pid, so a second
 ``clif_open()`` in the same process fails until the first is closed (:class:`Clif` enforces this).
+
+Imported only when a Qbg request needs the client interface (``vdp.qbg.session`` says where): ctypes
+alone costs 6-10 ms here.
 """
 
 from __future__ import annotations
@@ -75,17 +80,7 @@ from vdp.wire.codes import (
     VDP22_SUCCESS,
 )
 
-__all__ = [
-    "CLIF_LIBRARY",
-    "Clif",
-    "Evb22Tlv",
-    "EvbStatus",
-    "NotSent",
-    "VsiCommand",
-    "VsiReply",
-    "library_available",
-    "lldpad_pid",
-]
+__all__ = ["CLIF_LIBRARY", "Clif", "NotSent", "library_available", "lldpad_pid"]
 
 CLIF_LIBRARY = "liblldp_clif.so.1"
 LLDPAD_SOCKET = "\0/com/intel/lldpad"  # abstract address, per network namespace
@@ -96,49 +91,43 @@ _START_HINT = "start lldpad (systemctl start lldpad) in this host's network name
 # -- the library -------------------------------------------------------------------------------------------
 
 
+def _status_error(status: int, what: str, ifname: str) -> HookError:
+    """Map a non-zero lldpad command status to the product's exception with an admin hint."""
+    text = clif_status_text(status)
+    msg = f"lldpad refused {what} on {ifname}: {text}"
+    if status in (CMD_DEVICE_NOT_FOUND, CMD_AGENT_NOT_FOUND):
+        return PeerUnavailable(
+            msg,
+            hint=f"check that {ifname} exists and is up, and is listed for EVB in lldpad's configuration "
+            f"(lldptool -T -i {ifname} -g ncb -V evb -c enableTx=yes -c evbmode=station)",
+        )
+    if status in (CMD_NOT_APPLICABLE, CMD_NOT_CAPABLE):
+        return PeerUnavailable(
+            msg + " (the interface runs VDP in bridge role or not at all)",
+            hint=f'set evbmode = "station" for {ifname} in lldpad\'s configuration and restart lldpad',
+        )
+    if status == CMD_VDP_PROT_NO_SUPPORT:
+        return PeerUnavailable(msg, hint=f"check EVB negotiation: lldptool -t -n -i {ifname} -g ncb -V evb")
+    if status == CMD_VDP_BUSY:
+        return PeerRefused(msg, hint="a request for this VSI is still in progress; retry in a moment")
+    if status in (CMD_INVALID, CMD_BAD_PARAMS):
+        return PeerRefused(msg, hint="check the port's MAC, VLAN, VSI type and instance id in the guest metadata")
+    return FeatureError(msg, hint="see lldpad's log (run lldpad -V7 for details)")
+
+
 class _ClifStruct(ctypes.Structure):
     """``struct clif`` is opaque to us; only pointers to it are passed around."""
 
 
 _ClifPtr = ctypes.POINTER(_ClifStruct)
-_MsgCallback = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_size_t)
 
-# Every function of include/clif.h: (name, restype, argtypes).  Declared in one place so a wrong
-# prototype shows up in review, not as a crash.
+# The functions of include/clif.h this module calls, (name, restype, argtypes), declared in one place so a
+# wrong prototype shows up in review, not as a crash.  The others are left undeclared on purpose (see the
+# module docstring).
 _PROTOTYPES: tuple[tuple[str, object, tuple[object, ...]], ...] = (
     ("clif_open", _ClifPtr, ()),
     ("clif_close", None, (_ClifPtr,)),
-    (
-        "clif_request",
-        ctypes.c_int,
-        (_ClifPtr, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t), _MsgCallback),
-    ),
-    ("clif_attach", ctypes.c_int, (_ClifPtr, ctypes.c_char_p)),
-    ("clif_detach", ctypes.c_int, (_ClifPtr,)),
-    ("clif_recv", ctypes.c_int, (_ClifPtr, ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t))),
-    ("clif_pending", ctypes.c_int, (_ClifPtr,)),
-    ("clif_pending_wait", ctypes.c_int, (_ClifPtr, ctypes.c_int)),
     ("clif_get_fd", ctypes.c_int, (_ClifPtr,)),
-    ("clif_getpid", ctypes.c_int, ()),
-    (
-        "clif_vsi",
-        ctypes.c_int,
-        (_ClifPtr, ctypes.c_char_p, ctypes.c_uint, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t)),
-    ),
-    ("clif_vsievt", ctypes.c_int, (_ClifPtr, ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t), ctypes.c_int)),
-    (
-        "clif_vsiwait",
-        ctypes.c_int,
-        (
-            _ClifPtr,
-            ctypes.c_char_p,
-            ctypes.c_uint,
-            ctypes.c_char_p,
-            ctypes.c_char_p,
-            ctypes.POINTER(ctypes.c_size_t),
-            ctypes.c_int,
-        ),
-    ),
 )
 
 _lib: ctypes.CDLL | None = None
@@ -201,34 +190,6 @@ def _lldpad_listening() -> bool:
     finally:
         probe.close()
     return True
-
-
-# -- pure message building and parsing ---------------------------------------------------------------------
-
-
-
-def _status_error(status: int, what: str, ifname: str) -> HookError:
-    """Map a non-zero lldpad command status to the product's exception with an admin hint."""
-    text = clif_status_text(status)
-    msg = f"lldpad refused {what} on {ifname}: {text}"
-    if status in (CMD_DEVICE_NOT_FOUND, CMD_AGENT_NOT_FOUND):
-        return PeerUnavailable(
-            msg,
-            hint=f"check that {ifname} exists and is up, and is listed for EVB in lldpad's configuration "
-            f"(lldptool -T -i {ifname} -g ncb -V evb -c enableTx=yes -c evbmode=station)",
-        )
-    if status in (CMD_NOT_APPLICABLE, CMD_NOT_CAPABLE):
-        return PeerUnavailable(
-            msg + " (the interface runs VDP in bridge role or not at all)",
-            hint=f'set evbmode = "station" for {ifname} in lldpad\'s configuration and restart lldpad',
-        )
-    if status == CMD_VDP_PROT_NO_SUPPORT:
-        return PeerUnavailable(msg, hint=f"check EVB negotiation: lldptool -t -n -i {ifname} -g ncb -V evb")
-    if status == CMD_VDP_BUSY:
-        return PeerRefused(msg, hint="a request for this VSI is still in progress; retry in a moment")
-    if status in (CMD_INVALID, CMD_BAD_PARAMS):
-        return PeerRefused(msg, hint="check the port's MAC, VLAN, VSI type and instance id in the guest metadata")
-    return FeatureError(msg, hint="see lldpad's log (run lldpad -V7 for details)")
 
 
 # -- the connection ----------------------------------------------------------------------------------------
@@ -499,7 +460,7 @@ class Clif:
         """Several VSI requests (see :meth:`vsi`); one result per command, in order.
 
         Uplinks run in parallel, the requests of one uplink one after another (lldpad 1.1 loses switch
-        responses with several VSIs in flight on one uplink, see vdp.lldpad.LldpadClient.submit).  Each
+        responses with several VSIs in flight on one uplink, see vdp.qbg.netlink.LldpadClient.submit).  Each
         request gets ``wait`` seconds from its sending, capped by ``deadline`` (a ``time.monotonic()``
         value).  When the switch leaves one unanswered, that uplink's later requests fail unsent; when
         lldpad itself fails (no answer, connection lost), every request not settled yet fails with it.

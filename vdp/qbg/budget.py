@@ -1,12 +1,12 @@
 """The time plan of one invocation's VDP requests: start a request only when it can finish.
 
-Requests on one uplink go out one after another (lldpad loses answers otherwise, see vdp.uplinklock),
+Requests on one uplink go out one after another (lldpad loses answers otherwise, see vdp.qbg.uplinklock),
 so a slow switch adds its answer time per port: 4 ports at 3 s are 12 s, and the rollback of a veto needs
 as long again.  Running into the deadline half-way leaves VSIs pending at lldpad and the switch and
 records behind; so before each request this plan asks whether the time left covers the requests still to
 go *and* the rollback of everything this call set up on the uplink, at the answer time measured so far
 (this call's slowest answer, else what the last holder of the uplink measured, see
-:func:`vdp.uplinklock.estimate`).  When it does not, the remaining requests are not sent and the veto
+:func:`vdp.qbg.uplinklock.estimate`).  When it does not, the remaining requests are not sent and the veto
 says why and which settings to raise.
 
 ``setup_deadline`` is the invocation's deadline minus the rollback reserve (hooks/transaction.py

@@ -20,7 +20,10 @@ from hooks.errors import PeerUnavailable
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
-    from typing import Any, Callable
+    from typing import Callable
+
+    from hooks.log import EventLog
+    from vdp.ports import PortResult
 
 __all__ = ["RETRY", "YOUNG", "NotReady", "lldpad_age", "not_ready", "retry_until_ready"]
 
@@ -55,36 +58,37 @@ def not_ready(err: int, lldpad_pid: int) -> bool:
 
 
 def retry_until_ready(
-    results: dict[str, tuple[Any, dict[str, Any]]],
-    send: Callable[[list[str]], dict[str, tuple[Any, dict[str, Any]]]],
+    results: dict[str, PortResult],
+    send: Callable[[list[str]], dict[str, PortResult]],
     *,
     give_up: float,
     waited_for: str,
-    log: Any,
-) -> dict[str, tuple[Any, dict[str, Any]]]:
-    """Send again (``send(keys)``) what ``results`` (key -> (error, learnt)) failed as :class:`NotReady`,
-    until it goes through or ``give_up`` (a ``time.monotonic()`` value) comes; the last failures then
-    say how long was waited (``waited_for`` names the limit, e.g. "exchange_timeout (5 s)")."""
+    log: EventLog | None = None,
+) -> dict[str, PortResult]:
+    """Send again (``send(keys)``) what ``results`` failed as :class:`NotReady`, until it goes through or
+    ``give_up`` (a ``time.monotonic()`` value) comes; the last failures then say how long was waited
+    (``waited_for`` names the limit, e.g. "exchange_timeout (5 s)").  ``log`` (an EventLog) gets a line
+    per retry."""
     start = time.monotonic()
     while True:
-        waiting = [k for k, (error, _) in results.items() if isinstance(error, NotReady)]
+        waiting = [k for k, r in results.items() if isinstance(r.error, NotReady)]
         if not waiting:
             return results
         if time.monotonic() + RETRY >= give_up:
             break
-        log.info("lldpad is not ready (%s); retrying", results[waiting[0]][0].text)
+        first = results[waiting[0]].error
+        if log is not None and first is not None:
+            log.info("lldpad is not ready (%s); retrying", first.text)
         time.sleep(RETRY)
         results.update(send(waiting))
     waited = time.monotonic() - start
     for key in waiting:
-        error, learnt = results[key]
-        results[key] = (
-            NotReady(
-                # lldpad's own line may carry a hint already: one "what to do" is enough
-                f"{error.text.split(' -- ')[0]}; still so after waiting {waited:.1f} s for lldpad to become ready",
-                hint=f"lldpad or EVB did not come up within {waited_for}: check EVB on the uplink "
-                "(lldptool -t -n -i UPLINK -g ncb -V evb) and lldpad's log",
-            ),
-            learnt,
+        error = results[key].error
+        assert error is not None
+        results[key].error = NotReady(
+            # lldpad's own line may carry a hint already: one "what to do" is enough
+            f"{error.text.split(' -- ')[0]}; still so after waiting {waited:.1f} s for lldpad to become ready",
+            hint=f"lldpad or EVB did not come up within {waited_for}: check EVB on the uplink "
+            "(lldptool -t -n -i UPLINK -g ncb -V evb) and lldpad's log",
         )
     return results
