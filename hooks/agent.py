@@ -38,7 +38,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from hooks.config import Config, Option, load_config, parse_seconds
 from hooks.deadline import Deadline
@@ -47,6 +47,8 @@ from hooks.event import Event
 from hooks.feature import Context, Feature, feature_class, is_known_feature
 from hooks.journal import DONE, INTENT, PENDING, GuestJournal, Journal, Record
 from hooks.log import EventLog, Sink, setup_logging
+from hooks.metrics import AgentMetrics, write_atomically
+from hooks.reconcile import Findings, reconcile, running
 from hooks.transaction import run_teardown
 
 TYPE_CHECKING = False
@@ -73,6 +75,13 @@ def _count(text: str) -> int:
     return value
 
 
+def _path(text: str) -> str:
+    value = text.strip()
+    if value and not os.path.isabs(value):
+        raise ValueError(f"'{text}' is not an absolute path")
+    return value
+
+
 #: ``[agent]``: the keys of the agent's section in the host config (documented in vdp-hooks.conf(5)).
 AGENT_OPTIONS: Mapping[str, Option] = {
     "on_deassoc": Option(
@@ -89,11 +98,24 @@ AGENT_OPTIONS: Mapping[str, Option] = {
     "workers": Option(_count, 8, "guests the agent works on at once (e.g. after an lldpad restart)"),
     "scan_interval": Option(parse_seconds, 10.0, "seconds between looks at the journals for pending work"),
     "lldpad_check_interval": Option(parse_seconds, 2.0, "seconds between checks whether lldpad restarted"),
+    "reconcile_interval": Option(
+        parse_seconds,
+        60.0,
+        "seconds between reconciles of the journals with lldpad's VSI tables (and one at start); the only way "
+        "to notice a lost port lldpad sends no notice about (an incoming migration's ports)",
+    ),
+    "metrics_file": Option(
+        _path,
+        "",
+        "Prometheus text file the agent rewrites (atomically) after each change, for node_exporter's "
+        "textfile collector (e.g. /var/lib/prometheus/node-exporter/vdp-hooks.prom); empty: none",
+    ),
 }
 
 _LOCK_WAIT = 0.02  # the agent never queues behind a hook: it tries the lock this briefly, then comes back
 _LOCKED_RETRY = 0.05  # ... this much later (a busy lock is no failure: no backoff)
 _RECV_SIZE = 65536
+_STATUS_JOBS = 20  # queued guests listed in agent.json (the count is always there): the file stays small
 
 
 def agent_settings(config: Config) -> dict[str, Any]:
@@ -113,11 +135,6 @@ def agent_settings(config: Config) -> dict[str, Any]:
 def backoff(failures: int, initial: float, cap: float) -> float:
     """Seconds to wait after the ``failures``-th failure in a row (1, 2, ...): initial * 2^(n-1), capped."""
     return min(cap, initial * 2 ** min(max(failures - 1, 0), 30))
-
-
-def running(records: Sequence[Record]) -> bool:
-    """A guest with a confirmed record runs here (the hook removes records when it tears them down)."""
-    return any(r.state == DONE for r in records)
 
 
 def work_of(records: Sequence[Record]) -> list[Record]:
@@ -161,6 +178,16 @@ class Agent:
         self.stopping = False
         self.lldpad_pid: int | None = None
         self._features: dict[str, Feature] = {}
+        self.metrics = AgentMetrics()
+        self.port_id = 0  # the netlink port hooks name (set in run)
+        self.findings: Findings | None = None  # the last reconcile's
+        #: The seam for the agent's libvirt part: a callable giving the uuids of the guests libvirt runs here
+        #: (None while libvirt cannot be asked).  Unset, a guest with a confirmed record counts as running.
+        self.running_guests: Callable[[], set[uuid.UUID] | None] | None = None
+        #: More descriptors for the loop's select(), each with what to call when it is readable (the
+        #: libvirt part's event connection goes here).
+        self.readers: dict[int, Callable[[], None]] = {}
+        self._dirty = True  # agent.json / the metrics file are behind
 
     # -- work ---------------------------------------------------------------------------------------
 
@@ -191,7 +218,12 @@ class Agent:
             return None
         try:
             with self.store.open(guest_uuid, job.guest, timeout=_LOCK_WAIT) as gj:
-                return self._work(gj, job, log)
+                started = time.monotonic()
+                try:
+                    return self._work(gj, job, log)
+                finally:
+                    kind = "reassociate" if job.reasons - {"pending"} else "teardown"
+                    self.metrics.latency.observe(time.monotonic() - started, kind=kind)
         except JournalError as exc:  # a hook took the lock in between, or the journal is unusable
             log.warning("%s", exc.one_line(), outcome="retry")
             return False
@@ -222,7 +254,7 @@ class Agent:
         todo = work_of(gj.records)
         if todo:
             ok = self._teardown(gj, event, todo, log) and ok
-        lost = job.reasons & {"deassoc", "lldpad", "start"}
+        lost = job.reasons & {"deassoc", "lldpad", "start", "reconcile"}
         if lost and running(gj.records) and any(r.feature == "vdp" and r.state == DONE for r in gj.records):
             ok = self._repair(gj, event, log) and ok
         return ok
@@ -239,6 +271,7 @@ class Agent:
             contexts[name] = self._context(feature, event, gj, log)
         log.info("finishing %d record(s) left pending or unconfirmed", len(records), outcome="retry")
         problems = run_teardown(pairs, gj, contexts, log)
+        self.metrics.repairs.inc(max(0, len(records) - len(problems)), kind="teardown")
         return not problems and len(pairs) == len({r.feature for r in records})
 
     def _repair(self, gj: GuestJournal, event: Event, log: EventLog) -> bool:
@@ -255,6 +288,8 @@ class Agent:
         for o in outcomes:
             if o.ok:
                 log.info("%s", o.note or "ok", feature="vdp", port=o.key or "-", outcome="ok")
+                if "associated again" in (o.note or ""):
+                    self.metrics.repairs.inc(kind="reassociate")
             else:
                 ok = False
                 assert o.error is not None
@@ -292,7 +327,9 @@ class Agent:
 
             with ThreadPoolExecutor(max_workers=min(len(due), self.settings["workers"])) as pool:
                 results = list(pool.map(lambda item: self.attempt(*item), due))
+        self._dirty = True
         for (guest_uuid, job), result in zip(due, results):
+            self.metrics.attempts.inc(result="busy" if result is None else "ok" if result else "failed")
             if result is None:
                 job.due = time.monotonic() + _LOCKED_RETRY
             elif result:
@@ -343,6 +380,101 @@ class Agent:
                     return gj, r
         return None
 
+    # -- reconcile and what the agent tells --------------------------------------------------------
+
+    def reconcile(self) -> Findings:
+        """Journals vs lldpad's tables (vs libvirt's running guests when known): lost ports of running guests
+        are queued for repair (or only reported), pending records for finishing, the rest reported."""
+        libvirt = self.running_guests() if self.running_guests is not None else None
+        journals = self.journals()
+        was_stuck = self.findings.stuck if self.findings is not None else set()
+        found = reconcile(
+            journals,
+            uplinks=sorted(set(self.config.uplinks.values())),
+            timeout=self.settings["attempt_timeout"],
+            running_guests=libvirt,
+            was_stuck=was_stuck,
+        )
+        names = {gj.uuid: gj.guest for gj in journals}
+        for gj in journals:
+            if work_of(gj.records):
+                self.want(gj.uuid, gj.guest, "pending")
+        for guest_uuid, keys in found.lost.items():
+            log = EventLog(self.log.sink, guest=names.get(guest_uuid, "-"), uuid=str(guest_uuid), op="agent reconcile")
+            if self.settings["on_deassoc"] == "report":
+                log.warning(
+                    "lldpad does not hold port(s) %s; on_deassoc = report: not repaired",
+                    ", ".join(keys),
+                    outcome="lost",
+                )
+                continue
+            log.warning(
+                "lldpad does not hold port(s) %s of this running guest: associating again",
+                ", ".join(keys),
+                outcome="lost",
+            )
+            self.want(guest_uuid, names.get(guest_uuid, ""), "reconcile")
+        for line in found.drift():
+            if not line.startswith("guest "):  # lost ports are logged above, per guest
+                self.log.info("reconcile: %s", line, outcome="drift")
+        self.findings = found
+        m = self.metrics
+        m.reconciles.inc()
+        m.last_reconcile.set(found.at)
+        m.reconcile_seconds.set(found.seconds)
+        m.ports.replace({(state,): n for state, n in found.states().items()})
+        m.drift.set(len(found.drift()))
+        self._dirty = True
+        return found
+
+    def status(self) -> dict[str, Any]:
+        """What ``vdp-hooks status`` shows (in agent.json): the last reconcile and the work queued."""
+        now = time.monotonic()
+        jobs = sorted(self.jobs.items(), key=lambda kv: kv[1].due)
+        return {
+            "reconcile_interval": self.settings["reconcile_interval"],
+            "reconcile": self.findings.summary() if self.findings is not None else None,
+            "lldpad_pid": self.lldpad_pid,
+            "jobs": len(jobs),
+            "work": [
+                {
+                    "guest": j.guest,
+                    "uuid": str(u),
+                    "why": sorted(j.reasons),
+                    "failures": j.failures,
+                    "next_in": round(max(0.0, j.due - now), 1),
+                }
+                for u, j in jobs[:_STATUS_JOBS]
+            ],
+        }
+
+    def tell(self) -> None:
+        """Bring agent.json and the metrics file up to date (both atomically)."""
+        from hooks.agentfile import publish
+
+        if not self._dirty:
+            return
+        self._dirty = False
+        reasons: dict[tuple[str, ...], float] = {}
+        for job in self.jobs.values():
+            for reason in job.reasons:
+                reasons[(reason,)] = reasons.get((reason,), 0) + 1
+        self.metrics.jobs.replace(reasons)
+        pending: dict[tuple[str, ...], float] = {("teardown_unfinished",): 0, ("unconfirmed",): 0}
+        if self.findings is not None:
+            pending.update({(c,): n for c, n in self.findings.pending.items()})
+        self.metrics.pending.replace(pending)
+        try:
+            publish(self.store.state_dir, self.port_id, self.status())
+        except OSError as exc:
+            self.log.warning("cannot update %s: %s", self.store.state_dir, exc)
+        path = self.settings["metrics_file"]
+        if path:
+            try:
+                write_atomically(path, self.metrics.registry.render())
+            except OSError as exc:
+                self.log.warning("cannot write the metrics file %s: %s", path, exc)
+
     # -- lldpad --------------------------------------------------------------------------------------
 
     def check_lldpad(self) -> None:
@@ -358,6 +490,7 @@ class Agent:
         what = f"lldpad restarted (pid {before} -> {pid})" if before else f"lldpad is running (pid {pid})"
         self.log.info("%s: checking the ports of every running guest", what)
         self.all_running("lldpad")
+        self._dirty = True
 
     def on_datagram(self, data: bytes, sender: int) -> None:
         """An unsolicited message from lldpad: a VSI ended (request DISASSOCIATE)."""
@@ -367,6 +500,7 @@ class Agent:
             self.check_lldpad()
             if sender != self.lldpad_pid:
                 self.log.debug("netlink message from port %d ignored (lldpad is %s)", sender, self.lldpad_pid)
+                self.metrics.notifications.inc(kind="ignored")
                 return
         for hdr, msg in nlmsg.split_messages(data):
             if hdr.type != nlmsg.RTM_SETLINK:
@@ -378,11 +512,14 @@ class Agent:
                 continue
             for port in ports:
                 if port.instance is None or port.request != nlmsg.DISASSOCIATE:
+                    self.metrics.notifications.inc(kind="ignored")
                     continue
                 found = self.owner(port.instance)
                 if found is None:
                     self.log.debug("lldpad ended VSI %s (no running guest holds it)", port.instance)
+                    self.metrics.notifications.inc(kind="unowned")
                     continue
+                self.metrics.notifications.inc(kind="deassoc")
                 gj, record = found
                 self.log.warning(
                     "lldpad reports VSI %s de-associated (by the switch, or keep-alive lost)",
@@ -394,8 +531,18 @@ class Agent:
                     outcome="lost",
                 )
                 self.want(gj.uuid, gj.guest, "deassoc")
+        self._dirty = True
 
     # -- loop ----------------------------------------------------------------------------------------
+
+    def _safely(self, step: Callable[[], object]) -> None:
+        """A failing reconcile or reader costs that step, not the daemon."""
+        try:
+            step()
+        except HookError as exc:
+            self.log.warning("%s", exc.one_line(), outcome="retry")
+        except Exception as exc:
+            self.log.exception("agent step crashed: %s: %s", type(exc).__name__, exc, outcome="error")
 
     def run(self) -> int:
         from hooks.agentfile import publish, withdraw
@@ -414,6 +561,7 @@ class Agent:
         signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         with RouteSocket() as rt, contextlib.closing(wake_r), contextlib.closing(wake_w):
             sock = rt._sock  # the socket lldpad's notifications arrive on
+            self.port_id = rt.own_port_id
             publish(self.store.state_dir, rt.own_port_id)
             self.log.info("agent started: netlink port %d, state %s", rt.own_port_id, self.store.state_dir)
             try:
@@ -425,6 +573,10 @@ class Agent:
                 self._loop(sock, wake_r)
             finally:
                 withdraw(self.store.state_dir)
+                path = self.settings["metrics_file"]
+                if path:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)  # no figures from an agent that is not running
                 with contextlib.suppress(OSError):
                     sd_notify("STOPPING=1")
                 self.log.info("agent stopped")
@@ -433,15 +585,25 @@ class Agent:
     def _loop(self, sock: socket.socket, wake: socket.socket) -> None:
         next_scan = time.monotonic() + self.settings["scan_interval"]
         next_lldpad = time.monotonic() + self.settings["lldpad_check_interval"]
+        next_reconcile = time.monotonic()  # one at start
         while not self.stopping:
             self.run_due()
             now = time.monotonic()
-            timers = [next_scan, next_lldpad, *(j.due for j in self.jobs.values())]
-            wait = max(0.0, min(timers) - now)
+            if now >= next_reconcile and not self.stopping:
+                self._safely(self.reconcile)
+                now = time.monotonic()
+                next_reconcile = now + self.settings["reconcile_interval"]
+                self.run_due()  # what it found lost is due now
+            self.tell()
+            timers = [next_scan, next_lldpad, next_reconcile, *(j.due for j in self.jobs.values())]
+            wait = max(0.0, min(timers) - time.monotonic())
             try:
-                ready, _, _ = select.select([sock, wake], [], [], wait)
+                ready, _, _ = select.select([sock, wake, *self.readers], [], [], wait)
             except InterruptedError:
                 continue
+            for fd in ready:
+                if fd in self.readers:
+                    self._safely(self.readers[fd])
             if wake in ready:
                 with contextlib.suppress(BlockingIOError):
                     wake.recv(64)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 
 __all__ = ["AGENT_FILE", "agent_info", "agent_port", "publish", "withdraw"]
 
@@ -24,7 +25,10 @@ AGENT_FILE = "agent.json"
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
+
+_MAX_READ = 65536  # far above what the agent writes (~5 KiB with 20 guests queued)
 
 
 def _start_time(pid: int) -> int | None:
@@ -49,10 +53,16 @@ def _netns() -> str:
         return ""
 
 
-def publish(state_dir: str, port_id: int) -> str:
-    """Write this process's file (atomically, mode 0600); returns its path."""
+def publish(state_dir: str, port_id: int, status: Mapping[str, Any] | None = None) -> str:
+    """Write this process's file (atomically, mode 0600); returns its path.
+
+    ``status``: the agent's view for ``vdp-hooks status`` (last reconcile, queued work), kept small (the
+    agent lists at most 20 guests) since every hook request reads this file."""
     path = os.path.join(state_dir, AGENT_FILE)
-    doc = {"pid": os.getpid(), "port_id": port_id, "start": _start_time(os.getpid()), "netns": _netns()}
+    doc: dict[str, Any] = {"pid": os.getpid(), "port_id": port_id, "start": _start_time(os.getpid()), "netns": _netns()}
+    if status:
+        doc["status"] = dict(status)
+        doc["updated"] = time.time()
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
@@ -76,7 +86,7 @@ def withdraw(state_dir: str) -> None:
 def _read(path: str) -> dict[str, Any] | None:
     try:
         with open(path, "rb") as fh:
-            doc = json.loads(fh.read(4096))
+            doc = json.loads(fh.read(_MAX_READ))
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
