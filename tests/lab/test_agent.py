@@ -102,6 +102,9 @@ def test_agent_lifecycle_and_status(sw: SwitchLab, host: HookHost, agent: AgentP
     assert doc["pid"] == agent.pid and doc["port_id"] > 0
     status = host.cli("status")
     assert f"agent: running (pid {agent.pid}" in status.stdout.decode(), status
+    # Its view: the reconcile at start (and every interval) is shown, with its age.
+    wait(lambda: "  last reconcile: " in host.cli("status").stdout.decode(), 30, "status shows the last reconcile")
+    assert "s ago" in host.cli("status").stdout.decode()
     check = host.cli("check")
     lines = [line for line in check.stdout.decode().splitlines() if "Checking agent" in line]
     assert len(lines) == 1 and lines[0].rstrip().endswith("PASS"), check.stdout
