@@ -204,7 +204,13 @@ def test_pending_teardown_is_finished_when_the_late_switch_answers(
     assert journal is not None and [r["state"] for r in journal["records"]] == ["pending"], journal
     released = time.monotonic()
     wait(lambda: host.journal(guest) is None, 60, "the agent finishes the pending teardown")
-    print(f"\npending teardown finished {time.monotonic() - released:.1f} s after release end left it")
+    cleared = time.time()
+    (deassoc,) = [r for r in sw.peer.requests(insts[0]) if r["mode"] == "deassoc"]
+    answered = float(deassoc["time"]) + 8.0  # type: ignore[arg-type]  # the switch's delay_ms
+    print(
+        f"\npending teardown finished {time.monotonic() - released:.1f} s after release end left it, "
+        f"{cleared - answered:.2f} s after the switch answered"
+    )
     assert insts[0] not in _holds(sw)
     assert [(r["mode"], r["answer"]) for r in sw.peer.requests(insts[0]) if not r["keepalive"]] == [
         ("assoc", "success"),
@@ -213,6 +219,37 @@ def test_pending_teardown_is_finished_when_the_late_switch_answers(
     log = host.log_file.read_text()
     assert "op=agent pending" in log and "finishing 1 record(s)" in log, log[-3000:]
     assert not [r for r in lldpad_rows(sw) if r == insts[0]]
+
+
+def test_late_success_after_a_veto_is_withdrawn_without_a_hook(
+    sw: SwitchLab, host: HookHost, agent: AgentProcess
+) -> None:
+    """The switch holds its answer to the ASSOCIATE past the exchange timeout: ``prepare begin`` vetoes and
+    its rollback's DISASSOCIATE is refused (lldpad still waits), so the record stays pending.  Then the
+    switch's SUCCESS arrives, late: it holds a VSI for a guest that never ran.  The agent withdraws it once
+    lldpad takes requests for it again -- no ``release end`` or other hook call."""
+    host.config.write_text(host.config.read_text().replace("exchange_timeout = 5", "exchange_timeout = 2"))
+    guest, xml, insts = _guest(1)
+    sw.peer.control({"default": {"status": "hold"}})
+    vetoed = host.hook(xml, "prepare", "begin")
+    assert vetoed.rc == 1 and "answer" in vetoed.stderr, vetoed
+    journal = host.journal(guest)
+    assert journal is not None and [r["state"] for r in journal["records"]] == ["pending"], journal
+    sw.peer.control({"default": {"status": "hold"}, "commands": [{"id": f"late-{insts[0]}", "release": insts[0]}]})
+    wait(lambda: insts[0] in _holds(sw), 10, "the switch takes the late ASSOCIATE")
+    answered = time.time()
+    sw.peer.control({})  # the switch answers the withdrawal at once
+    wait(lambda: host.journal(guest) is None, 60, "the agent withdraws the late SUCCESS")
+    cleared = time.time()
+    assert insts[0] not in _holds(sw)
+    (deassoc,) = [r for r in sw.peer.requests(insts[0]) if r["mode"] == "deassoc" and r["answer"] == "success"]
+    print(
+        f"\nlate SUCCESS after a veto: withdrawn at the switch {float(deassoc['time']) - answered:.2f} s after it, "  # type: ignore[arg-type]
+        f"journal cleared {cleared - answered:.2f} s after it"
+    )
+    assert insts[0] not in lldpad_rows(sw)
+    log = host.log_file.read_text()
+    assert "op=agent pending" in log, log[-3000:]
 
 
 def test_migrated_in_port_the_switch_dropped_is_repaired_by_the_reconcile(
