@@ -103,3 +103,27 @@ def test_stalled_agent_is_told_apart() -> None:
     assert agentfile.stalled(_doc(reconcile={"at": now - 100}), now=now) is None
     why = agentfile.stalled(_doc(reconcile={"at": now - 600}), now=now)
     assert why is not None and "10 min ago" in why
+
+
+def test_every_agent_key_is_documented_in_the_man_page_and_the_example() -> None:
+    import re
+
+    from hooks.agent import AGENT_OPTIONS
+
+    root = Path(__file__).resolve().parents[2]
+    page = (root / "packaging/man/vdp-hooks.conf.5").read_text()
+    section = page[page.index(".SH [agent]") : page.index(".SH FILES")]
+    missing = [k for k in AGENT_OPTIONS if not re.search(rf"^\.BR {re.escape(k)}\b", section, re.M)]
+    assert not missing, f"vdp-hooks.conf(5) [agent] lacks: {missing}"
+    example = (root / "etc-libvirt-hooks/vdp-hooks.conf").read_text()
+    assert "\n[agent]\n" in example and "#reconcile_interval = 60" in example and "#metrics_file = " in example
+
+
+def test_the_unit_is_ordered_after_lldpad_and_libvirt_and_restarts_on_failure() -> None:
+    unit = (Path(__file__).resolve().parents[2] / "packaging/systemd/libvirt-vdp-hooks-agent.service").read_text()
+    lines = [line.strip() for line in unit.splitlines()]
+    after = next(line for line in lines if line.startswith("After=")).split("=", 1)[1].split()
+    assert {"lldpad.service", "libvirtd.service", "virtqemud.service"} <= set(after)
+    assert "Restart=on-failure" in lines and "Type=notify" in lines
+    assert "RestartPreventExitStatus=3" in lines  # a broken config: restarting cannot help
+    assert not [line for line in lines if line.startswith(("Requires=", "BindsTo="))], "the agent outlives both"
