@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from hooks.errors import HookError
 from hooks.journal import DONE, INTENT, PENDING, GuestJournal, Record
@@ -96,14 +96,20 @@ class Findings:
         }
 
 
-def _classify(record: Record, live: dict[str, object], cut: bool, holds: object, was_stuck: set[str]) -> str:
+def _classify(
+    record: Record,
+    live: dict[str, object],
+    cut: bool,
+    holds: Callable[[str, str], bool | None],
+    was_stuck: set[str],
+) -> str:
     """The state of a done Qbg record from its uplink's table (``live``: instance -> PortStatus)."""
     inst = str(record.data.get("instance", ""))
     state = live.get(inst)
     if state is None:
         if not cut:
             return LOST
-        held = holds(record.data["ifname"], inst)  # type: ignore[operator]
+        held = holds(record.data["ifname"], inst)
         return UNKNOWN if held is None else (OK if held else LOST)
     response = getattr(state, "response", None)
     if response is None:

@@ -23,10 +23,20 @@ SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\[\\n"])*)"(,|$)')
 
 
-def parse(text: str) -> dict[str, dict[str, object]]:
-    """family -> {"type", "help", "samples": [(name, labels, value)]}; asserts the format's rules."""
+Sample = tuple[str, dict[str, str], str]  # name, labels, value as written
+
+
+class Family:
+    def __init__(self, help_text: str) -> None:
+        self.help = help_text
+        self.type = ""
+        self.samples: list[Sample] = []
+
+
+def parse(text: str) -> dict[str, Family]:
+    """The families of a metrics text, asserting the format's rules on the way."""
     assert text.endswith("\n"), "the last line ends with a newline"
-    families: dict[str, dict[str, object]] = {}
+    families: dict[str, Family] = {}
     current = ""
     for line in text[:-1].split("\n"):
         assert line.strip() == line and line, f"no blank or padded lines: {line!r}"
@@ -34,20 +44,20 @@ def parse(text: str) -> dict[str, dict[str, object]]:
             name, _, help_text = line[7:].partition(" ")
             assert NAME.fullmatch(name) and name not in families, line
             assert help_text, f"{name}: a HELP text"
-            families[name] = {"help": help_text, "type": None, "samples": []}
+            families[name] = Family(help_text)
             current = name
             continue
         if line.startswith("# TYPE "):
             name, kind = line[7:].split(" ")
-            assert name == current and families[name]["type"] is None, f"TYPE right after HELP of {name}"
+            assert name == current and not families[name].type, f"TYPE right after HELP of {name}"
             assert kind in ("counter", "gauge", "histogram", "summary", "untyped"), line
-            families[name]["type"] = kind
+            families[name].type = kind
             continue
         assert not line.startswith("#"), line
         m = SAMPLE.match(line)
         assert m, f"not a sample line: {line!r}"
         name, raw, value = m["name"], m["labels"] or "", m["value"]
-        kind = families[current]["type"]
+        kind = families[current].type
         allowed = {current} if kind != "histogram" else {f"{current}_bucket", f"{current}_sum", f"{current}_count"}
         assert name in allowed, f"{name} outside its family {current}"
         labels: dict[str, str] = {}
@@ -59,38 +69,38 @@ def parse(text: str) -> dict[str, dict[str, object]]:
             labels[lm[1]] = lm[2].replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
             rest = rest[lm.end() :]
         float(value.replace("+Inf", "inf").replace("-Inf", "-inf"))
-        families[current]["samples"].append((name, labels, value))  # type: ignore[union-attr]
+        families[current].samples.append((name, labels, value))
     for name, fam in families.items():
-        if fam["type"] == "counter":
+        if fam.type == "counter":
             assert name.endswith("_total"), f"a counter's name ends in _total: {name}"
-            assert all(float(v) >= 0 for _n, _l, v in fam["samples"]), name  # type: ignore[union-attr]
-        if fam["type"] == "histogram":
-            check_histogram(name, fam["samples"])  # type: ignore[arg-type]
+            assert all(float(v) >= 0 for _n, _l, v in fam.samples), name
+        if fam.type == "histogram":
+            check_histogram(name, fam.samples)
     return families
 
 
-def check_histogram(name: str, samples: list[tuple[str, dict[str, str], str]]) -> None:
-    series: dict[tuple[tuple[str, str], ...], dict[str, object]] = {}
+def check_histogram(name: str, samples: list[Sample]) -> None:
+    buckets: dict[tuple[tuple[str, str], ...], list[tuple[str, float]]] = {}
+    sums: dict[tuple[tuple[str, str], ...], float] = {}
+    counts: dict[tuple[tuple[str, str], ...], float] = {}
     for sample, labels, value in samples:
         base = tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
-        entry = series.setdefault(base, {"buckets": [], "sum": None, "count": None})
         if sample.endswith("_bucket"):
-            assert entry["sum"] is None, "buckets come before _sum"
-            entry["buckets"].append((labels["le"], float(value)))  # type: ignore[union-attr]
+            assert base not in sums, "buckets come before _sum"
+            buckets.setdefault(base, []).append((labels["le"], float(value)))
         elif sample.endswith("_sum"):
-            entry["sum"] = float(value)
+            sums[base] = float(value)
         else:
-            assert entry["sum"] is not None, "_sum before _count"
-            entry["count"] = float(value)
-    assert series, f"{name}: no series"
-    for base, entry in series.items():
-        buckets = entry["buckets"]
-        assert buckets and buckets[-1][0] == "+Inf", f"{name}{base}: the last bucket is le=+Inf"  # type: ignore[index]
-        bounds = [float(b.replace("+Inf", "inf")) for b, _ in buckets]  # type: ignore[union-attr]
+            assert base in sums, "_sum before _count"
+            counts[base] = float(value)
+    assert buckets, f"{name}: no series"
+    for base, rows in buckets.items():
+        assert rows[-1][0] == "+Inf", f"{name}{base}: the last bucket is le=+Inf"
+        bounds = [float(b.replace("+Inf", "inf")) for b, _ in rows]
         assert bounds == sorted(bounds) and len(set(bounds)) == len(bounds), f"{name}: le increasing"
-        counts = [c for _, c in buckets]  # type: ignore[union-attr]
-        assert counts == sorted(counts), f"{name}{base}: buckets are cumulative: {counts}"
-        assert counts[-1] == entry["count"], f"{name}{base}: le=+Inf equals _count"
+        cumulative = [c for _, c in rows]
+        assert cumulative == sorted(cumulative), f"{name}{base}: buckets are cumulative: {cumulative}"
+        assert cumulative[-1] == counts[base], f"{name}{base}: le=+Inf equals _count"
 
 
 def test_histogram_buckets_are_cumulative_with_inf_sum_and_count() -> None:
@@ -100,10 +110,9 @@ def test_histogram_buckets_are_cumulative_with_inf_sum_and_count() -> None:
         h.observe(v, kind="a")
     h.observe(0.2, kind="b")
     fams = parse(reg.render())
-    samples = fams["x_seconds"]["samples"]
-    a = [(lab.get("le"), v) for n, lab, v in samples if lab["kind"] == "a"]  # type: ignore[union-attr]
+    a = [(lab.get("le"), v) for _n, lab, v in fams["x_seconds"].samples if lab["kind"] == "a"]
     assert a == [("0.1", "2"), ("1", "3"), ("10", "4"), ("+Inf", "5"), (None, "52.65"), (None, "5")]
-    assert fams["x_seconds"]["type"] == "histogram"
+    assert fams["x_seconds"].type == "histogram"
 
 
 def test_label_values_are_escaped_and_read_back() -> None:
@@ -111,7 +120,7 @@ def test_label_values_are_escaped_and_read_back() -> None:
     g = reg.gauge("x_info", "weird values", ["why"])
     g.set(1, why='a "quoted" back\\slash\nnewline')
     fams = parse(reg.render())
-    ((_name, labels, value),) = fams["x_info"]["samples"]  # type: ignore[misc]
+    ((_name, labels, value),) = fams["x_info"].samples
     assert labels == {"why": 'a "quoted" back\\slash\nnewline'} and value == "1"
 
 
@@ -156,16 +165,16 @@ def test_agent_metrics_render_by_the_rules() -> None:
         "vdp_hooks_agent_last_reconcile_timestamp_seconds": "gauge",
     }
     for name, kind in wanted.items():
-        assert fams[name]["type"] == kind, name
-    values = {(n, tuple(sorted(lab.items()))): v for n, lab, v in fams["vdp_hooks_agent_associations"]["samples"]}  # type: ignore[union-attr]
+        assert fams[name].type == kind, name
+    values = {(n, tuple(sorted(lab.items()))): v for n, lab, v in fams["vdp_hooks_agent_associations"].samples}
     assert values == {
         ("vdp_hooks_agent_associations", (("state", "lost"),)): "1",
         ("vdp_hooks_agent_associations", (("state", "ok"),)): "3",
     }
-    ((_n, _l, ts),) = fams["vdp_hooks_agent_last_reconcile_timestamp_seconds"]["samples"]  # type: ignore[misc]
+    ((_n, _l, ts),) = fams["vdp_hooks_agent_last_reconcile_timestamp_seconds"].samples
     assert math.isclose(float(ts), 1764590000.25)
     # A counter that never moved is still there (0), so rate() has a start.
-    repairs = {lab["kind"]: v for _n, lab, v in fams["vdp_hooks_agent_repairs_total"]["samples"]}  # type: ignore[union-attr]
+    repairs = {lab["kind"]: v for _n, lab, v in fams["vdp_hooks_agent_repairs_total"].samples}
     assert repairs == {"reassociate": "1", "teardown": "0"}
 
 
