@@ -284,6 +284,71 @@ def test_migrated_in_port_the_switch_dropped_is_repaired_by_the_reconcile(
     assert host.journal(guest) is None
 
 
+# Background VSIs through lldpad's client interface (no journal knows them: another manager's).
+_CLIF = """
+import sys, uuid
+sys.path.insert(0, %r)
+from vdp import clif
+cmds = [clif.VsiCommand(ifname="up0", mode=%r, manager_id=11, type_id=1193047, type_version=2,
+        instance=uuid.UUID(inst), mac="52:54:03:00:" + inst[:2] + ":" + inst[2:4], vlan=100, hints="none")
+        for inst in %r]
+with clif.Clif() as conn:
+    bad = [str(r) for r in conn.vsi_many(cmds, wait=10) if isinstance(r, Exception) or not r.ok]
+assert not bad, bad[:3]
+"""
+
+
+def _background(sw: SwitchLab, mode: str, instances: list[str]) -> None:
+    out = sw.lab.run_in_host(None, [sys.executable, "-c", _CLIF % (str(ROOT), mode, instances)], timeout=300)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+
+
+def _reconciled_after(host: HookHost, since: float) -> bool:
+    try:
+        doc = json.loads((host.state_dir / "agent.json").read_text())
+    except (OSError, ValueError):
+        return False
+    rec = (doc.get("status") or {}).get("reconcile") or {}
+    return float(rec.get("at", 0)) > since
+
+
+def test_reconcile_past_what_one_table_read_lists(sw: SwitchLab, host: HookHost, agent: AgentProcess) -> None:
+    """lldpad's GETLINK reply lists an uplink's ~92 newest VSIs and drops the rest silently.  A guest's port
+    made before 100 others on its uplink is absent from that reply: the reconcile asks lldpad for it alone
+    (no needless re-association while it is held) and still finds it when the switch drops it."""
+    guest, xml, insts = _guest(1)  # its one port is on up0
+    for op in ("migrate", "prepare", "start", "started"):
+        assert host.hook(xml, op, "begin").rc == 0, op
+    others = [str(uuid.uuid4()) for _ in range(100)]
+    _background(sw, "assoc", others)
+    try:
+        from tests.lab.harness.lldpad import TableTooBig
+
+        with pytest.raises(TableTooBig):
+            sw.lab.lldpad(None).vsi_uuids("up0")  # the listing is cut short now
+        filled = time.time()
+        wait(lambda: _reconciled_after(host, filled), 60, "a reconcile after the uplink filled up")
+        second = time.time()
+        wait(lambda: _reconciled_after(host, second), 60, "and another")
+        assert not _assocs_after(sw, insts[0], filled), "a held port absent from the cut reply was left alone"
+        assert 'vdp_hooks_agent_associations{state="ok"} 1' in metrics_text(host), metrics_text(host)
+        sw.peer.control({"commands": [{"id": f"drop-{insts[0]}", "deassoc": insts[0]}]})
+        dropped = sw.peer.wait_event(
+            lambda e: e["event"] == "switch-deassoc" and e["instance"] == insts[0], 10, "switch de-associates"
+        )
+        wait(lambda: _assocs_after(sw, insts[0], float(dropped["time"])), 60, "the reconcile re-associates it")
+        again = _assocs_after(sw, insts[0], float(dropped["time"]))[0]
+        print(
+            f"\n101 VSIs on up0: dropped port re-associated by the reconcile after "
+            f"{float(again['time']) - float(dropped['time']):.2f} s"  # type: ignore[arg-type]
+        )
+        assert not [i for i in others if _assocs_after(sw, i, filled + 5)], "no other VSI was touched"
+        assert host.hook(xml, "release", "end").rc == 0
+        assert host.journal(guest) is None
+    finally:
+        _background(sw, "deassoc", others)
+
+
 def metrics_text(host: HookHost) -> str:
     try:
         return (host.state_dir.parent / "vdp-hooks.prom").read_text()
