@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 
 __all__ = ["LATENCY_BUCKETS", "AgentMetrics", "Registry", "write_atomically"]
 
@@ -52,6 +53,7 @@ class _Family:
             raise ValueError(f"not a valid metric or label name: {name} {labelnames}")
         self.name, self.kind, self.help = name, kind, help_text
         self.labelnames = tuple(labelnames)
+        self._lock = threading.Lock()  # the agent's workers update from several threads
 
     def _key(self, labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         if set(labels) != set(self.labelnames):
@@ -79,7 +81,8 @@ class _Values(_Family):
         if self.kind == "counter" and amount < 0:
             raise ValueError("a counter only goes up")
         key = self._key(labels)
-        self.values[key] = self.values.get(key, 0.0) + amount
+        with self._lock:
+            self.values[key] = self.values.get(key, 0.0) + amount
 
     def set(self, value: float, **labels: str) -> None:
         self.values[self._key(labels)] = float(value)
@@ -89,7 +92,9 @@ class _Values(_Family):
         self.values = {tuple(zip(self.labelnames, k)): float(v) for k, v in values.items()}
 
     def render(self) -> list[str]:
-        return self.header() + [f"{self.name}{_labels(k)} {_number(v)}" for k, v in sorted(self.values.items())]
+        with self._lock:
+            values = sorted(self.values.items())
+        return self.header() + [f"{self.name}{_labels(k)} {_number(v)}" for k, v in values]
 
 
 class _Histogram(_Family):
@@ -101,17 +106,21 @@ class _Histogram(_Family):
         self.series: dict[tuple[tuple[str, str], ...], list[float]] = {}  # per bucket counts, then sum, count
 
     def observe(self, value: float, **labels: str) -> None:
-        row = self.series.setdefault(self._key(labels), [0.0] * (len(self.bounds) + 2))
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                row[i] += 1  # not cumulative here; render() adds up
-                break
-        row[-2] += value
-        row[-1] += 1
+        key = self._key(labels)
+        with self._lock:
+            row = self.series.setdefault(key, [0.0] * (len(self.bounds) + 2))
+            for i, bound in enumerate(self.bounds):
+                if value <= bound:
+                    row[i] += 1  # not cumulative here; render() adds up
+                    break
+            row[-2] += value
+            row[-1] += 1
 
     def render(self) -> list[str]:
         lines = self.header()
-        for key, row in sorted(self.series.items()):
+        with self._lock:
+            series = sorted((k, list(row)) for k, row in self.series.items())
+        for key, row in series:
             running = 0.0
             for bound, count in zip(self.bounds, row):
                 running += count

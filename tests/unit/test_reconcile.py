@@ -78,3 +78,21 @@ def test_findings_report_drift_and_count_states() -> None:
         "uplink up0: lldpad did not answer",
     ]
     assert found.summary()["ports"] == {"ok": 2, "lost": 1}
+
+
+def test_libvirts_view_marks_journaled_guests_it_does_not_run() -> None:
+    """The seam the agent's libvirt part fills (Agent.running_guests): a guest journaled as running that
+    libvirt does not run here is reported.  (Only Qbh records here: no lldpad table to read.)"""
+    from hooks.journal import GuestJournal
+    from hooks.reconcile import UNCHECKED, reconcile
+
+    here, gone = uuid.UUID(int=1), uuid.UUID(int=2)
+    qbh = {"instance": INST, "ifname": "eth0", "proto": "qbh"}
+    journals = [
+        GuestJournal(f"/x/{g}.json", g, "vm", records=[Record(1, "vdp", "m", "associate", dict(qbh), DONE)])
+        for g in (here, gone)
+    ]
+    found = reconcile(journals, uplinks=[], timeout=1.0, running_guests={here})
+    assert found.not_running == [gone]
+    assert found.states() == {UNCHECKED: 2}
+    assert reconcile(journals, uplinks=[], timeout=1.0, running_guests=None).not_running == []
