@@ -124,7 +124,7 @@ class Agent(Worker):
         names = {gj.uuid: gj.guest for gj in journals}
         for gj in journals:
             if work_of(gj.records):
-                self.want(gj.uuid, gj.guest, "pending")
+                self.want(gj.uuid, gj.guest, "pending", hurry=False)
         for guest_uuid, keys in found.lost.items():
             log = EventLog(self.log.sink, guest=names.get(guest_uuid, "-"), uuid=str(guest_uuid), op="agent reconcile")
             if self.settings["on_deassoc"] == "report":
@@ -139,7 +139,7 @@ class Agent(Worker):
                 ", ".join(keys),
                 outcome="lost",
             )
-            self.want(guest_uuid, names.get(guest_uuid, ""), "reconcile")
+            self.want(guest_uuid, names.get(guest_uuid, ""), "reconcile", hurry=False)
         for line in found.drift():
             if not line.startswith("guest "):  # lost ports are logged above, per guest
                 self.log.info("reconcile: %s", line, outcome="drift")

@@ -149,12 +149,14 @@ class Worker:
 
     # -- work ---------------------------------------------------------------------------------------
 
-    def want(self, guest_uuid: uuid.UUID, guest: str, reason: str, *, delay: float = 0.0) -> None:
+    def want(self, guest_uuid: uuid.UUID, guest: str, reason: str, *, delay: float = 0.0, hurry: bool = True) -> None:
+        """Queue work for a guest.  ``hurry=False`` (what a periodic look finds): a guest already queued keeps
+        its time, so the look does not cut short the backoff of work that is failing."""
         job = self.jobs.get(guest_uuid)
         due = time.monotonic() + delay
         if job is None:
             job = self.jobs[guest_uuid] = _Job(guest, due)
-        else:
+        elif hurry:
             job.due = min(job.due, due)
         job.reasons.add(reason)
 
@@ -322,7 +324,7 @@ class Worker:
     def scan(self) -> None:
         for gj in self.journals():
             if work_of(gj.records):
-                self.want(gj.uuid, gj.guest, "pending")
+                self.want(gj.uuid, gj.guest, "pending", hurry=False)
 
     def all_running(self, reason: str) -> None:
         for gj in self.journals():

@@ -4,6 +4,7 @@ the lab against real lldpad: tests/lab/test_agent.py), and what it reports."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Callable
 
 from hooks.journal import DONE, INTENT, PENDING, Record
@@ -96,3 +97,20 @@ def test_libvirts_view_marks_journaled_guests_it_does_not_run() -> None:
     assert found.not_running == [gone]
     assert found.states() == {UNCHECKED: 2}
     assert reconcile(journals, uplinks=[], timeout=1.0, running_guests=None).not_running == []
+
+
+def test_a_periodic_look_does_not_cut_short_a_backoff(tmp_path: Path) -> None:
+    """The scan and the reconcile find a failing guest again and again; it keeps its backoff time, while a
+    notice (hurry) brings it forward."""
+    import time
+
+    from tests.unit.test_agent import _agent
+
+    agent = _agent(tmp_path)
+    g = uuid.UUID(int=3)
+    agent.want(g, "vm", "deassoc", delay=30.0)
+    due = agent.jobs[g].due
+    agent.want(g, "vm", "reconcile", hurry=False)
+    assert agent.jobs[g].due == due and agent.jobs[g].reasons == {"deassoc", "reconcile"}
+    agent.want(g, "vm", "deassoc")
+    assert agent.jobs[g].due <= time.monotonic()
