@@ -3,7 +3,9 @@
 A foreground daemon (systemd ``Type=notify``; ``READY=1``/``STOPPING=1`` go to ``$NOTIFY_SOCKET`` as plain
 datagrams) with the hook's configuration and state directory (``VDP_HOOKS_CONFIG``,
 ``VDP_HOOKS_STATE_DIR``).  It keeps no state of its own: everything it acts on is in the guests' journals,
-so a crashed agent loses nothing.  What it does (this slice):
+so a crashed agent loses nothing.  This module is the daemon (loop, notifications, reconcile, what it
+tells); the work itself is :mod:`hooks.agentwork`, the comparison with lldpad :mod:`hooks.reconcile`.
+What it does:
 
 * **Finishes pending work.**  A record a teardown could not finish (``pending``), or an ``intent`` record
   of a guest that is not running here, is torn down again with backoff through the hook's own teardown
@@ -16,6 +18,14 @@ so a crashed agent loses nothing.  What it does (this slice):
 * **Notices lldpad restarts** (its pid changes) and re-checks every running guest the same way; that
   path waits for lldpad to take requests again (it answers EPROTONOSUPPORT until EVB is ready).
 
+* **Reconciles** at start and every ``reconcile_interval``: journals vs lldpad's tables (vs libvirt's
+  running guests once the libvirt part fills :attr:`Agent.running_guests`): a lost port of a running guest
+  is queued for repair, pending records for finishing, other drift is logged.  The only way to notice a
+  lost port lldpad sends no notice about (a migrated-in guest's, made through its client interface).
+* **Tells**: ``agent.json`` carries its view for ``vdp-hooks status`` (last reconcile, queued work), and
+  ``[agent] metrics_file`` the Prometheus metrics (:mod:`hooks.metrics`), both rewritten atomically when
+  something changed.
+
 "Running here", without libvirt: a guest whose journal holds a confirmed (``done``) record.  The hook
 journals every port it set up and removes the records when it tears them down.
 
@@ -25,107 +35,49 @@ waiting (``Journal.open`` with a tiny timeout) and holds it for one attempt of a
 
 Event-driven: the loop sleeps in ``select()`` until a notification, a signal or the next timer (the
 earliest retry, the journal scan every ``scan_interval``, the lldpad pid check every
-``lldpad_check_interval``).
+``lldpad_check_interval``, the reconcile every ``reconcile_interval``); more descriptors (the libvirt
+part's) join the select through :attr:`Agent.readers`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import select
 import signal
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable
 
-from hooks.config import Config, Option, load_config, parse_seconds
-from hooks.deadline import Deadline
-from hooks.domainevents import LIBVIRT_OPTIONS, Listener, open_listener
-from hooks.errors import ConfigError, HookError, JournalError
-from hooks.event import Event
-from hooks.feature import Context, Feature, feature_class, is_known_feature
-from hooks.journal import DONE, INTENT, PENDING, GuestJournal, Journal, Record
+from hooks import libvirtsync
+from hooks.agentwork import AGENT_OPTIONS, Worker, agent_settings, backoff, work_of
+from hooks.config import Config, load_config
+from hooks.domainevents import NotConnected, open_listener
+from hooks.errors import HookError
+from hooks.feature import is_known_feature
 from hooks.log import EventLog, Sink, setup_logging
-from hooks.transaction import run_teardown
+from hooks.metrics import write_atomically
+from hooks.reconcile import Findings, reconcile, running
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["AGENT_OPTIONS", "Agent", "agent_settings", "backoff", "main", "sd_notify", "work_of"]
+__all__ = [
+    "AGENT_OPTIONS",
+    "Agent",
+    "agent_settings",
+    "backoff",
+    "main",
+    "running",
+    "sd_notify",
+    "work_of",
+]
 
 
-def _policy(text: str) -> str:
-    value = text.strip().lower()
-    if value not in ("reassociate", "report"):
-        raise ValueError(f"'{text}' is not one of reassociate, report")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValueError(f"'{text}' is not a whole number") from None
-    if not 1 <= value <= 64:
-        raise ValueError(f"'{text}' is not between 1 and 64")
-    return value
-
-
-#: ``[agent]``: the keys of the agent's section in the host config (documented in vdp-hooks.conf(5)).
-AGENT_OPTIONS: Mapping[str, Option] = {
-    "on_deassoc": Option(
-        _policy,
-        "reassociate",
-        "a port of a running guest that lldpad lost (switch de-association, lldpad restart): "
-        "'reassociate' it, or only 'report' it in the log",
-    ),
-    "retry_initial": Option(parse_seconds, 0.5, "first wait before retrying failed work; doubles per failure"),
-    "retry_max": Option(parse_seconds, 60.0, "longest wait between retries of failed work"),
-    "attempt_timeout": Option(
-        parse_seconds, 3.0, "longest time one attempt holds a guest's lock (a hook for that guest waits this long)"
-    ),
-    "workers": Option(_count, 8, "guests the agent works on at once (e.g. after an lldpad restart)"),
-    "scan_interval": Option(parse_seconds, 10.0, "seconds between looks at the journals for pending work"),
-    "lldpad_check_interval": Option(parse_seconds, 2.0, "seconds between checks whether lldpad restarted"),
-    **LIBVIRT_OPTIONS,  # libvirt events (hooks.domainevents)
-}
-
-_LOCK_WAIT = 0.02  # the agent never queues behind a hook: it tries the lock this briefly, then comes back
-_LOCKED_RETRY = 0.05  # ... this much later (a busy lock is no failure: no backoff)
 _RECV_SIZE = 65536
-
-
-def agent_settings(config: Config) -> dict[str, Any]:
-    """``[agent]`` parsed (defaults for missing keys); errors name file:line."""
-    values = {key: opt.default for key, opt in AGENT_OPTIONS.items()}
-    for key, (text, line) in config.raw_sections.get("agent", {}).items():
-        option = AGENT_OPTIONS.get(key)
-        if option is None:
-            raise ConfigError(f"{config.where(line)}: [agent] has no key '{key}' (known: {', '.join(AGENT_OPTIONS)})")
-        try:
-            values[key] = option.parse(text)
-        except ValueError as exc:
-            raise ConfigError(f"{config.where(line)}: [agent] {key}: {exc}") from None
-    return values
-
-
-def backoff(failures: int, initial: float, cap: float) -> float:
-    """Seconds to wait after the ``failures``-th failure in a row (1, 2, ...): initial * 2^(n-1), capped."""
-    return min(cap, initial * 2 ** min(max(failures - 1, 0), 30))
-
-
-def running(records: Sequence[Record]) -> bool:
-    """A guest with a confirmed record runs here (the hook removes records when it tears them down)."""
-    return any(r.state == DONE for r in records)
-
-
-def work_of(records: Sequence[Record]) -> list[Record]:
-    """The records the agent is to tear down: pending ones, and unconfirmed ones of a guest not running."""
-    alive = running(records)
-    return [r for r in records if r.state == PENDING or (r.state == INTENT and not alive)]
+_STATUS_JOBS = 20  # queued guests listed in agent.json (the count is always there): the file stays small
 
 
 def sd_notify(state: str) -> bool:
@@ -141,223 +93,120 @@ def sd_notify(state: str) -> bool:
     return True
 
 
-class _Job:
-    """Work due for one guest: why, when next, and how often it failed in a row."""
-
-    def __init__(self, guest: str, due: float) -> None:
-        self.guest = guest
-        self.due = due
-        self.reasons: set[str] = set()
-        self.failures = 0
-
-
-class Agent:
-    """The daemon's state between events; :meth:`run` is the loop."""
+class Agent(Worker):
+    """The daemon: the work (:class:`hooks.agentwork.Worker`) plus its loop; :meth:`run` is the loop."""
 
     def __init__(self, config: Config, sink: Sink, state_dir: str) -> None:
-        self.config = config
-        self.settings = agent_settings(config)
-        self.log = EventLog(sink, op="agent")
-        self.store = Journal(state_dir)
-        self.jobs: dict[uuid.UUID, _Job] = {}
-        self.stopping = False
+        super().__init__(config, sink, state_dir)
         self.lldpad_pid: int | None = None
-        self._features: dict[str, Feature] = {}
-        self.libvirt: Listener | None = None  # libvirt events (hooks.domainevents, hooks.libvirtsync)
+        self.port_id = 0  # the netlink port hooks name (set in run)
+        self.findings: Findings | None = None  # the last reconcile's
+        #: The seam for the agent's libvirt part: a callable giving the uuids of the guests libvirt runs here
+        #: (None while libvirt cannot be asked).  Unset, a guest with a confirmed record counts as running.
+        self.running_guests: Callable[[], set[uuid.UUID] | None] | None = None
+        #: More descriptors for the loop's select(), each with what to call when it is readable (the
+        #: libvirt part's event connection goes here).
+        self.readers: dict[int, Callable[[], None]] = {}
 
-    # -- work ---------------------------------------------------------------------------------------
+    # -- reconcile and what the agent tells --------------------------------------------------------
 
-    def want(self, guest_uuid: uuid.UUID, guest: str, reason: str, *, delay: float = 0.0) -> None:
-        job = self.jobs.get(guest_uuid)
-        due = time.monotonic() + delay
-        if job is None:
-            job = self.jobs[guest_uuid] = _Job(guest, due)
-        else:
-            job.due = min(job.due, due)
-        job.reasons.add(reason)
-
-    def feature(self, name: str) -> Feature:
-        if name not in self._features:
-            cls = feature_class(name)
-            self._features[name] = cls(self.config, self.config.feature_settings(name, cls.options))
-        return self._features[name]
-
-    def _context(self, feature: Feature, event: Event, gj: GuestJournal, log: EventLog) -> Context:
-        deadline = Deadline(self.settings["attempt_timeout"])
-        return Context(feature.name, event, self.config, feature.settings, deadline, gj, log=log.bind(feature.name))
-
-    def attempt(self, guest_uuid: uuid.UUID, job: _Job) -> bool | None:
-        """One try at ``job``: True done, False failed (back off), None the guest was locked (come back)."""
-        reasons = "+".join(sorted(job.reasons))
-        log = EventLog(self.log.sink, guest=job.guest, uuid=str(guest_uuid), op=f"agent {reasons}")
-        if self._locked(guest_uuid):
-            return None
-        from hooks import libvirtsync  # libvirt events (a-libvirt): libvirt is asked before the lock is taken
-
-        libvirtsync.look(self, guest_uuid, job.reasons)
-        try:
-            with self.store.open(guest_uuid, job.guest, timeout=_LOCK_WAIT) as gj:
-                return self._work(gj, job, log)
-        except JournalError as exc:  # a hook took the lock in between, or the journal is unusable
-            log.warning("%s", exc.one_line(), outcome="retry")
-            return False
-        except HookError as exc:  # lldpad gone mid-way, a feature that cannot load: try again later
-            log.warning("%s", exc.one_line(), outcome="retry")
-            return False
-        except Exception as exc:  # a bug must cost this attempt, not the daemon (and every other guest)
-            log.exception("agent work crashed: %s: %s", type(exc).__name__, exc, outcome="error")
-            return False
-
-    def _locked(self, guest_uuid: uuid.UUID) -> bool:
-        """Does a hook hold the guest's lock right now?  (Probed, so that a busy guest is no failure.)"""
-        try:
-            fd = os.open(os.path.join(self.store.state_dir, f"{guest_uuid}.lock"), os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            return False  # no lock file: nobody holds it
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # closing drops our probe lock at once
-        return False
-
-    def _work(self, gj: GuestJournal, job: _Job, log: EventLog) -> bool:
-        event = Event(gj.guest or job.guest, gj.uuid, "reconnect", "begin", "-")
-        ok = True
-        todo = work_of(gj.records)
-        if todo:
-            ok = self._teardown(gj, event, todo, log) and ok
-        lost = job.reasons & {"deassoc", "lldpad", "start"}
-        if lost and running(gj.records) and any(r.feature == "vdp" and r.state == DONE for r in gj.records):
-            ok = self._repair(gj, event, log) and ok
-        # -- libvirt events (a-libvirt): resumed guests, vanished guests, hot-plug -----------------
-        from hooks import libvirtsync
-
-        ok = libvirtsync.work(self, gj, event, job.reasons, log) and ok
-        # -- end libvirt events --
-        return ok
-
-    def _teardown(self, gj: GuestJournal, event: Event, records: Sequence[Record], log: EventLog) -> bool:
-        pairs, contexts = [], {}
-        for name in sorted({r.feature for r in records}):
-            try:
-                feature = self.feature(name)
-            except HookError as exc:
-                log.error("%s; its records stay pending", exc.one_line(), feature=name, outcome="pending")
-                continue
-            pairs.append((feature, [r for r in reversed(records) if r.feature == name]))
-            contexts[name] = self._context(feature, event, gj, log)
-        log.info("finishing %d record(s) left pending or unconfirmed", len(records), outcome="retry")
-        problems = run_teardown(pairs, gj, contexts, log)
-        return not problems and len(pairs) == len({r.feature for r in records})
-
-    def _repair(self, gj: GuestJournal, event: Event, log: EventLog) -> bool:
-        """Check the guest's 802.1Qbg/Qbh ports against lldpad / the driver; re-associate what was lost."""
-        if self.settings["on_deassoc"] == "report":
-            mine = [r for r in gj.records if r.feature == "vdp" and r.state == DONE]
-            for key, state in self.feature("vdp").live_state(mine).items():
-                if state and not state.startswith("ok"):
-                    log.warning("port %s: %s; on_deassoc = report: not repaired", key, state, port=key, outcome="lost")
-            return True
-        feature = self.feature("vdp")
-        outcomes = feature.setup(event, self._context(feature, event, gj, log))
-        ok = True
-        for o in outcomes:
-            if o.ok:
-                log.info("%s", o.note or "ok", feature="vdp", port=o.key or "-", outcome="ok")
-            else:
-                ok = False
-                assert o.error is not None
+    def reconcile(self) -> Findings:
+        """Journals vs lldpad's tables (vs libvirt's running guests when known): lost ports of running guests
+        are queued for repair (or only reported), pending records for finishing, the rest reported."""
+        libvirt = self.running_guests() if self.running_guests is not None else None
+        journals = self.journals()
+        was_stuck = self.findings.stuck if self.findings is not None else set()
+        found = reconcile(
+            journals,
+            uplinks=sorted(set(self.config.uplinks.values())),
+            timeout=self.settings["attempt_timeout"],
+            running_guests=libvirt,
+            was_stuck=was_stuck,
+        )
+        names = {gj.uuid: gj.guest for gj in journals}
+        for gj in journals:
+            if work_of(gj.records):
+                self.want(gj.uuid, gj.guest, "pending", hurry=False)
+        for guest_uuid, keys in found.lost.items():
+            log = EventLog(self.log.sink, guest=names.get(guest_uuid, "-"), uuid=str(guest_uuid), op="agent reconcile")
+            if self.settings["on_deassoc"] == "report":
                 log.warning(
-                    "%s; retrying with backoff", o.error.one_line(), feature="vdp", port=o.key or "-", outcome="retry"
+                    "lldpad does not hold port(s) %s; on_deassoc = report: not repaired",
+                    ", ".join(keys),
+                    outcome="lost",
                 )
-        if ok:
-            # The reconnect path takes "in progress" for held; the agent wants the switch's answer: a request
-            # lost on the wire (e.g. the first ECP frame after an lldpad restart) stays in progress for good.
-            mine = [r for r in gj.records if r.feature == "vdp" and r.state == DONE and r.data.get("proto") == "qbg"]
-            for key, state in feature.live_state(mine).items():
-                if state == "in progress":
-                    ok = False
-                    log.warning(
-                        "lldpad has no answer from the switch for this port yet; checking again later",
-                        feature="vdp",
-                        port=key,
-                        outcome="retry",
-                    )
-        return ok
-
-    def run_due(self) -> None:
-        """Attempt every job that is due; several guests at once (an lldpad restart concerns them all).
-
-        Guests on different uplinks then proceed in parallel; requests on one uplink still go one at a time
-        (the hook's per-uplink lock, which the agent's requests take too)."""
-        now = time.monotonic()
-        due = [(u, j) for u, j in sorted(self.jobs.items(), key=lambda kv: kv[1].due) if j.due <= now]
-        if not due or self.stopping:
-            return
-        if len(due) == 1:
-            results = [self.attempt(*due[0])]
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=min(len(due), self.settings["workers"])) as pool:
-                results = list(pool.map(lambda item: self.attempt(*item), due))
-        for (guest_uuid, job), result in zip(due, results):
-            if result is None:
-                job.due = time.monotonic() + _LOCKED_RETRY
-            elif result:
-                del self.jobs[guest_uuid]
-            else:
-                job.failures += 1
-                wait = backoff(job.failures, self.settings["retry_initial"], self.settings["retry_max"])
-                job.due = time.monotonic() + wait
-                self.log.info(
-                    "guest %s: attempt %d failed, next in %.1f s",
-                    job.guest,
-                    job.failures,
-                    wait,
-                    uuid=str(guest_uuid),
-                    outcome="retry",
-                )
-
-    # -- what the journals say -----------------------------------------------------------------------
-
-    def journals(self) -> list[GuestJournal]:
-        found = []
-        for guest_uuid in self.store.guests():
-            try:
-                gj = self.store.peek(guest_uuid)  # no lock: only to find work; the work itself locks
-            except HookError as exc:
-                self.log.warning("%s", exc.one_line(), uuid=str(guest_uuid))
                 continue
-            if gj is not None:
-                found.append(gj)
+            log.warning(
+                "lldpad does not hold port(s) %s of this running guest: associating again",
+                ", ".join(keys),
+                outcome="lost",
+            )
+            self.want(guest_uuid, names.get(guest_uuid, ""), "reconcile", hurry=False)
+        for line in found.drift():
+            if not line.startswith("guest "):  # lost ports are logged above, per guest
+                self.log.info("reconcile: %s", line, outcome="drift")
+        self.findings = found
+        m = self.metrics
+        m.reconciles.inc()
+        m.last_reconcile.set(found.at)
+        m.reconcile_seconds.set(found.seconds)
+        m.ports.replace({(state,): n for state, n in found.states().items()})
+        m.drift.set(len(found.drift()))
+        self._dirty = True
         return found
 
-    def scan(self) -> None:
-        for gj in self.journals():
-            if work_of(gj.records):
-                self.want(gj.uuid, gj.guest, "pending")
+    def status(self) -> dict[str, Any]:
+        """What ``vdp-hooks status`` shows (in agent.json): the last reconcile and the work queued."""
+        now = time.monotonic()
+        jobs = sorted(self.jobs.items(), key=lambda kv: kv[1].due)
+        return {
+            "reconcile_interval": self.settings["reconcile_interval"],
+            "reconcile": self.findings.summary() if self.findings is not None else None,
+            "lldpad_pid": self.lldpad_pid,
+            "jobs": len(jobs),
+            "work": [
+                {
+                    "guest": j.guest,
+                    "uuid": str(u),
+                    "why": sorted(j.reasons),
+                    "failures": j.failures,
+                    "next_in": round(max(0.0, j.due - now), 1),
+                }
+                for u, j in jobs[:_STATUS_JOBS]
+            ],
+        }
 
-    def all_running(self, reason: str) -> None:
-        for gj in self.journals():
-            if running(gj.records):
-                self.want(gj.uuid, gj.guest, reason)
+    def tell(self) -> None:
+        """Bring agent.json and the metrics file up to date (both atomically)."""
+        from hooks.agentfile import publish
 
-    def owner(self, instance: uuid.UUID) -> tuple[GuestJournal, Record] | None:
-        """The running guest whose journal holds VSI ``instance``."""
-        wanted = str(instance)
-        for gj in self.journals():
-            for r in gj.records:
-                if r.feature == "vdp" and r.state == DONE and r.data.get("instance") == wanted:
-                    return gj, r
-        return None
+        if not self._dirty:
+            return
+        self._dirty = False
+        reasons: dict[tuple[str, ...], float] = {}
+        for job in self.jobs.values():
+            for reason in job.reasons:
+                reasons[(reason,)] = reasons.get((reason,), 0) + 1
+        self.metrics.jobs.replace(reasons)
+        pending: dict[tuple[str, ...], float] = {("teardown_unfinished",): 0, ("unconfirmed",): 0}
+        if self.findings is not None:
+            pending.update({(c,): n for c, n in self.findings.pending.items()})
+        self.metrics.pending.replace(pending)
+        try:
+            publish(self.store.state_dir, self.port_id, self.status())
+        except OSError as exc:
+            self.log.warning("cannot update %s: %s", self.store.state_dir, exc)
+        path = self.settings["metrics_file"]
+        if path:
+            try:
+                write_atomically(path, self.metrics.registry.render())
+            except OSError as exc:
+                self.log.warning("cannot write the metrics file %s: %s", path, exc)
 
     # -- lldpad --------------------------------------------------------------------------------------
 
     def check_lldpad(self) -> None:
-        from vdp.lldpad import find_lldpad_pid
+        from vdp.qbg.session import find_lldpad_pid
 
         pid = find_lldpad_pid()
         if pid == self.lldpad_pid:
@@ -369,6 +218,7 @@ class Agent:
         what = f"lldpad restarted (pid {before} -> {pid})" if before else f"lldpad is running (pid {pid})"
         self.log.info("%s: checking the ports of every running guest", what)
         self.all_running("lldpad")
+        self._dirty = True
 
     def on_datagram(self, data: bytes, sender: int) -> None:
         """An unsolicited message from lldpad: a VSI ended (request DISASSOCIATE)."""
@@ -378,6 +228,7 @@ class Agent:
             self.check_lldpad()
             if sender != self.lldpad_pid:
                 self.log.debug("netlink message from port %d ignored (lldpad is %s)", sender, self.lldpad_pid)
+                self.metrics.notifications.inc(kind="ignored")
                 return
         for hdr, msg in nlmsg.split_messages(data):
             if hdr.type != nlmsg.RTM_SETLINK:
@@ -389,11 +240,14 @@ class Agent:
                 continue
             for port in ports:
                 if port.instance is None or port.request != nlmsg.DISASSOCIATE:
+                    self.metrics.notifications.inc(kind="ignored")
                     continue
                 found = self.owner(port.instance)
                 if found is None:
                     self.log.debug("lldpad ended VSI %s (no running guest holds it)", port.instance)
+                    self.metrics.notifications.inc(kind="unowned")
                     continue
+                self.metrics.notifications.inc(kind="deassoc")
                 gj, record = found
                 self.log.warning(
                     "lldpad reports VSI %s de-associated (by the switch, or keep-alive lost)",
@@ -405,8 +259,18 @@ class Agent:
                     outcome="lost",
                 )
                 self.want(gj.uuid, gj.guest, "deassoc")
+        self._dirty = True
 
     # -- loop ----------------------------------------------------------------------------------------
+
+    def _safely(self, step: Callable[[], object]) -> None:
+        """A failing reconcile or reader costs that step, not the daemon."""
+        try:
+            step()
+        except HookError as exc:
+            self.log.warning("%s", exc.one_line(), outcome="retry")
+        except Exception as exc:
+            self.log.exception("agent step crashed: %s: %s", type(exc).__name__, exc, outcome="error")
 
     def run(self) -> int:
         from hooks.agentfile import publish, withdraw
@@ -425,42 +289,71 @@ class Agent:
         signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         with RouteSocket() as rt, contextlib.closing(wake_r), contextlib.closing(wake_w):
             sock = rt._sock  # the socket lldpad's notifications arrive on
+            self.port_id = rt.own_port_id
             publish(self.store.state_dir, rt.own_port_id)
             self.log.info("agent started: netlink port %d, state %s", rt.own_port_id, self.store.state_dir)
             try:
                 self.check_lldpad()
                 self.all_running("start")
                 self.scan()
-                self.libvirt = open_listener(self.settings, self.log)  # libvirt events (a-libvirt)
+                self._listen_to_libvirt()
                 with contextlib.suppress(OSError):
                     sd_notify("READY=1")
                 self._loop(sock, wake_r)
             finally:
-                if self.libvirt is not None:  # libvirt events (a-libvirt)
+                if self.libvirt is not None:
                     self.libvirt.close()
                 withdraw(self.store.state_dir)
+                path = self.settings["metrics_file"]
+                if path:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)  # no figures from an agent that is not running
                 with contextlib.suppress(OSError):
                     sd_notify("STOPPING=1")
                 self.log.info("agent stopped")
         return 0
 
+    def _listen_to_libvirt(self) -> None:
+        """libvirt's domain events (hooks.domainevents) join the loop as one more reader; libvirt's running
+        guests feed the reconcile while libvirt answers."""
+        self.libvirt = open_listener(self.settings, self.log)
+        if self.libvirt is None:
+            return
+        listener = self.libvirt
+        self.readers[listener.fileno()] = lambda: libvirtsync.on_notes(self)
+
+        def running_guests() -> set[uuid.UUID] | None:
+            if not listener.connected:
+                return None
+            try:
+                return set(listener.running())
+            except NotConnected:
+                return None
+
+        self.running_guests = running_guests
+
     def _loop(self, sock: socket.socket, wake: socket.socket) -> None:
         next_scan = time.monotonic() + self.settings["scan_interval"]
         next_lldpad = time.monotonic() + self.settings["lldpad_check_interval"]
+        next_reconcile = time.monotonic()  # one at start
         while not self.stopping:
             self.run_due()
             now = time.monotonic()
-            timers = [next_scan, next_lldpad, *(j.due for j in self.jobs.values())]
-            wait = max(0.0, min(timers) - now)
-            events = [self.libvirt] if self.libvirt is not None else []  # libvirt events (a-libvirt)
+            if now >= next_reconcile and not self.stopping:
+                self._safely(self.reconcile)
+                now = time.monotonic()
+                next_reconcile = now + self.settings["reconcile_interval"]
+                self.run_due()  # what it found lost is due now
+            self.tell()
+            timers = [next_scan, next_lldpad, next_reconcile, *(j.due for j in self.jobs.values())]
+            wait = max(0.0, min(timers) - time.monotonic())
             try:
-                ready, _, _ = select.select([sock, wake, *events], [], [], wait)
+                ready, _, _ = select.select([sock, wake, *self.readers], [], [], wait)
             except InterruptedError:
                 continue
-            if events and events[0] in ready:  # libvirt events (a-libvirt)
-                from hooks import libvirtsync
-
-                libvirtsync.on_notes(self)
+            for fd in ready:
+                if fd in self.readers:
+                    self._safely(self.readers[fd])
             if wake in ready:
                 with contextlib.suppress(BlockingIOError):
                     wake.recv(64)

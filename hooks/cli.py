@@ -83,11 +83,12 @@ def _instances(config: Config, names: Sequence[str]) -> list[Feature]:
 
 
 def _agent_check(sdir: str) -> CheckResult:
-    from hooks.agentfile import agent_info
+    from hooks.agentfile import agent_info, stalled
 
     doc, why = agent_info(sdir)
     if doc is not None:
-        return CheckResult(f"agent {why}", "PASS")
+        stuck = stalled(doc)
+        return CheckResult(f"agent {why}", "WARN" if stuck else "PASS", stuck or "")
     hint = "systemctl enable --now libvirt-vdp-hooks-agent (nobody repairs ports after the hook exits)"
     return CheckResult(f"agent {why}", "WARN", hint)
 
@@ -206,7 +207,7 @@ def cmd_enable(args: argparse.Namespace) -> int:
     link = _hook_link(args.hooks_dir) if _libvirt_has_qemu_d() else os.path.join(args.hooks_dir, "qemu")
     if os.path.islink(link) and os.path.realpath(link) == os.path.realpath(entry):
         print(f"already enabled: {link} -> {entry}")
-        return EXIT_OK
+        return _agent_unit(True)
     if os.path.lexists(link):
         print(f"vdp-hooks: not enabled: {link} exists and is not ours; move it aside or merge by hand", file=sys.stderr)
         return EXIT_FAIL
@@ -216,7 +217,15 @@ def cmd_enable(args: argparse.Namespace) -> int:
     print(f"enabled: {link} -> {entry}")
     hint = _reload_hint(daemon, pid)
     print(f"libvirt finds new hooks when it starts or reloads: {hint} (running guests are not affected)")
-    return EXIT_OK
+    return _agent_unit(True)
+
+
+def _agent_unit(enable: bool) -> int:
+    from hooks.agentfile import manage_unit
+
+    ok, what = manage_unit(enable)
+    print(what, file=sys.stdout if ok else sys.stderr)
+    return EXIT_OK if ok else EXIT_FAIL
 
 
 def cmd_disable(args: argparse.Namespace) -> int:
@@ -230,7 +239,7 @@ def cmd_disable(args: argparse.Namespace) -> int:
     if not removed:
         print("not enabled: nothing to remove")
     print("associations of running guests stay as they are; 'vdp-hooks status' lists them")
-    return EXIT_OK
+    return _agent_unit(False)
 
 
 # ----------------------------------------------------------------------------------------------- emergency

@@ -40,7 +40,7 @@ from hooks.log import EventLog
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from hooks.agent import Agent
+    from hooks.agentwork import Worker as Agent
     from vdp.feature import VdpFeature
 
 __all__ = ["REASONS", "look", "on_notes", "work"]

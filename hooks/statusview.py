@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable
 
+from hooks.agentfile import status_lines
 from hooks.errors import HookError
 from hooks.feature import Feature
 from hooks.journal import Journal, Record
@@ -119,7 +120,7 @@ def to_json(doc: StatusView) -> str:
 
 
 def to_text(doc: StatusView) -> str:
-    lines = [f"agent: {doc['agent']['state']}"]
+    lines = [f"agent: {doc['agent']['state']}", *status_lines(doc["agent"])]
     emergency = doc["emergency"]
     if emergency:
         lines.append(f"EMERGENCY override until {time.ctime(emergency['until'])}: {emergency['reason']}")

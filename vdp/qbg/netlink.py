@@ -4,7 +4,7 @@ Over 400 lines on purpose: one state machine, and most of its length is the meas
 each step works around (kept beside the step it explains; splitting it would separate them).
 
 lldpad listens on a NETLINK_ROUTE socket whose port id is its process id.  A client sends it
-``RTM_SETLINK`` requests (the layout libvirt uses, see ``vdp.nlmsg``) and learns the outcome by polling
+``RTM_SETLINK`` requests (the layout libvirt uses, see ``vdp.wire.netlink``) and learns the outcome by polling
 ``RTM_GETLINK``: lldpad answers with a message of type ``NLMSG_DONE`` carrying the interface's VSI table,
 one ``IFLA_VF_PORT`` per VSI, with ``IFLA_PORT_RESPONSE`` present only once the switch has answered.
 
