@@ -27,6 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from hooks.agentfile import agent_port
+from hooks.boot import on_first_use
 from hooks.config import Option
 from hooks.errors import HookError, PeerRefused, PeerUnavailable
 from hooks.event import Event, PortSpec
@@ -40,10 +41,18 @@ from vdp.ports import VIA_CLIF, VIA_NETLINK, PortResult, QbgPort, QbhPort, Reque
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
 if TYPE_CHECKING:
-    from types import ModuleType
     from typing import Any, Callable, ClassVar
 
+    from vdp import checks, profiles
+    from vdp.qbg import session
     from vdp.qbg.session import QbgSession
+else:
+    # Loaded when a request or check is due: they bring pyroute2 and the netlink sockets (6-20 ms), which
+    # the operations that send nothing (``start begin``, a fresh start's ``started begin``) never pay, and
+    # a guest with only 802.1Qbg ports never loads 802.1Qbh's (hooks/boot.py: on_first_use).
+    session = on_first_use("vdp.qbg.session")
+    checks = on_first_use("vdp.checks")
+    profiles = on_first_use("vdp.profiles")
 
 __all__ = ["VdpFeature"]
 
@@ -53,17 +62,6 @@ _PREFLIGHT = frozenset({("migrate", "begin"), ("restore", "begin")})
 #: (A record's ``created`` is when its setup request went out: the unanswered one, if that was it.)
 UNANSWERED = "unanswered"
 _RECONNECT_RETRY = 0.5  # seconds between attempts while lldpad is not ready at reconnect
-
-
-def _backends() -> tuple[ModuleType, ModuleType, ModuleType]:
-    """``vdp.qbg.session``, ``vdp.checks``, ``vdp.profiles``: imported when a request or check is due.
-    They bring pyroute2 and the netlink sockets, 6-20 ms measured here (``import vdp.qbg.netlink`` after
-    the framework), which the operations that send nothing (``start begin``, a fresh start's
-    ``started begin``) never pay: the framework loads this class for every event of a guest with ports."""
-    from vdp import checks, profiles
-    from vdp.qbg import session
-
-    return session, checks, profiles
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -141,7 +139,7 @@ class VdpFeature(Feature):
         return keys
 
     def _session(self, ctx: Context | None = None) -> QbgSession:
-        return _backends()[0].QbgSession(
+        return session.QbgSession(
             exchange_timeout=self.config.exchange_timeout,
             deadline=ctx.deadline.at if ctx is not None else None,
             invocation_timeout=self.config.invocation_timeout,
@@ -172,7 +170,7 @@ class VdpFeature(Feature):
         if hook in _PREFLIGHT:
             give_up = min(ctx.deadline.at, time.monotonic() + self.config.exchange_timeout)
             with self._session(ctx) as qbg:
-                return _backends()[1].preflight(event, self._native.of(event), self.config, qbg, give_up, ctx.log)
+                return checks.preflight(event, self._native.of(event), self.config, qbg, give_up, ctx.log)
         if hook == ("prepare", "begin"):
             return self._request(declared, PREASSOCIATE_RR if ctx.incoming else ASSOCIATE, ctx)
         if hook == ("started", "begin"):
@@ -319,7 +317,6 @@ class VdpFeature(Feature):
             results.update({k: PortResult(k, exc) for k, _ in qbg_ports})
         try:
             if qbh_ports:
-                profiles = _backends()[2]
                 results.update(
                     profiles.send(
                         qbh_ports,
@@ -416,7 +413,7 @@ class VdpFeature(Feature):
         return lost
 
     def _lost_qbh(self, records: Sequence[Record], qbg: QbgSession) -> list[Record]:
-        gone = set(_backends()[2].lost([(r.key, _typed(r)) for r in records], self.config.exchange_timeout))
+        gone = set(profiles.lost([(r.key, _typed(r)) for r in records], self.config.exchange_timeout))
         return [r for r in records if r.key in gone]
 
     # ------------------------------------------------------------------------------------------ admin
@@ -443,7 +440,6 @@ class VdpFeature(Feature):
         return states
 
     def check(self) -> list[CheckResult]:
-        session = _backends()[0]
         results = []
         if self.settings["associate_at"] == "resume" and agent_port(state_dir()) is None:
             hint = "needs the agent (not running): associating at started begin"
@@ -468,7 +464,7 @@ class VdpFeature(Feature):
                 return results
             results.append(CheckResult(f"lldpad is running (pid {pid})", "PASS"))
             for logical, ifname in sorted(self.config.uplinks.items()):
-                error = _backends()[1].check_uplink("qbg", ifname, qbg, self.config.exchange_timeout)
+                error = checks.check_uplink("qbg", ifname, qbg, self.config.exchange_timeout)
                 what = f"802.1Qbg on uplink {logical} ({ifname})"
                 results.append(CheckResult(what, "FAIL" if error else "PASS", error.one_line() if error else ""))
         return results

@@ -8,10 +8,16 @@ profiles).
 
 from __future__ import annotations
 
+from hooks.boot import on_first_use
 from hooks.errors import HookError, PeerRefused
 from hooks.event import Event, Interface
 from hooks.plain import plain
-from vdp import networks
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+if TYPE_CHECKING:
+    from vdp import networks
+else:
+    networks = on_first_use("vdp.networks")  # only guests with a type='network' interface need it (~1 ms)
 
 __all__ = ["Native", "NativePorts", "prefixed"]
 

@@ -7,10 +7,9 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from vdp.wire.netlink import PortStatus
-
 from hooks.journal import DONE, INTENT, PENDING, Record
 from hooks.reconcile import IN_PROGRESS, LOST, OK, UNKNOWN, Findings, _classify, pending_cause
+from vdp.wire.netlink import PortStatus
 
 INST = str(uuid.UUID(int=7))
 
