@@ -9,16 +9,17 @@ lldpad's table is the only way the agent learns they were lost.
 
 Per uplink, with the methods that scale (PROTOCOL.md §3, measured):
 
-* one GETLINK per uplink (``LldpadClient.table``) gives every VSI with its status -- but lldpad's reply
-  buffer holds ~92 VSIs (the newest first) and silently leaves out the rest, so from a full reply a VSI's
-  absence proves nothing;
+* one GETLINK per uplink (``QbgSession.uplink_table``) gives every VSI with its status -- but lldpad's
+  reply buffer holds ~92 VSIs (the newest first) and silently leaves out the rest, so from a full reply a
+  VSI's absence proves nothing;
 * a VSI journaled on such an uplink and absent from its reply is asked for alone over the client
-  interface (``Clif.holds_vsi``: GETTLV for that uuid, which answers at any table size -- unlike clif's
-  whole listing, which comes back blank past ~32 VSIs).
+  interface (``QbgSession.holds_vsi``: GETTLV for that uuid, which answers at any table size -- unlike
+  clif's whole listing, which comes back blank past ~32 VSIs).
 
-The table is read holding the uplink's lock (the hook's ``vdp.uplinklock``, taken without waiting): lldpad
-reports a VSI's final status once and then forgets it, so a read between a hook's request and the hook's
-own poll could take the answer the hook waits for.  A busy uplink is skipped and looked at again soon.
+Both go through one ``vdp.qbg.session.QbgSession`` per reconcile, the hooks' own.  The table is read
+holding the uplink's lock (the hook's ``vdp.qbg.uplinklock``, taken without waiting): lldpad reports a
+VSI's final status once and then forgets it, so a read between a hook's request and the hook's own poll
+could take the answer the hook waits for.  A busy uplink is skipped and looked at again soon.
 
 Nothing here acts: :func:`reconcile` returns :class:`Findings`; the agent repairs or reports them.
 """
@@ -32,11 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from hooks.errors import HookError
 from hooks.journal import DONE, INTENT, PENDING, GuestJournal, Record
 
-__all__ = ["CUT_COUNT", "Findings", "reconcile", "running"]
-
-#: A GETLINK reply listing this many VSIs may have been cut short (40 bytes each in a ~3.6 KiB buffer:
-#: 92 of 150 measured); below it, the reply is the whole table.
-CUT_COUNT = 90
+__all__ = ["Findings", "reconcile", "running"]
 
 #: Port states (metric label values): lldpad holds it with status 0 / is still waiting for the switch /
 #: does not hold it (or with a failure status) / could not be asked / not an lldpad port (802.1Qbh).
@@ -133,8 +130,7 @@ def reconcile(
     guest with a confirmed record counts as running).  ``was_stuck``: the instances in progress at the
     previous reconcile.
     """
-    from vdp import lldpad
-    from vdp.qbg import uplinklock
+    from vdp.qbg.session import QbgSession
 
     found = Findings()
     start = time.monotonic()
@@ -161,56 +157,37 @@ def reconcile(
     if not names:
         found.seconds = time.monotonic() - start
         return found
-    clif_conn = None
-
-    def holds(ifname: str, instance: str) -> bool | None:
-        nonlocal clif_conn
-        from vdp.qbg import clif
-
-        try:
-            if clif_conn is None:
-                clif_conn = clif.Clif()
-                clif_conn.__enter__()
-            return clif_conn.holds_vsi(ifname, instance)
-        except HookError:
-            return None
 
     def unknown(ifname: str, why: str) -> None:
         found.problems.append(f"uplink {ifname}: {why}")
         for gj, r in by_uplink.get(ifname, []):
             found.ports[f"{gj.uuid}/{r.key}"] = UNKNOWN
 
-    try:
+    with QbgSession(exchange_timeout=timeout) as session:
         try:
-            client = lldpad.LldpadClient(exchange_timeout=timeout)
-        except HookError as exc:
+            session.netlink()
+        except HookError as exc:  # lldpad not running
             for ifname in names:
                 unknown(ifname, exc.one_line())
             found.seconds = time.monotonic() - start
             return found
-        with client:
-            for ifname in names:
-                try:
-                    with uplinklock.hold([ifname], until=time.monotonic() + 0.2, what=" (agent reconcile)"):
-                        table = client.table(ifname)
-                except HookError as exc:  # busy with a hook's request, lldpad gone, no such interface
-                    unknown(ifname, exc.one_line())
-                    continue
-                live: dict[str, object] = {str(s.instance): s for s in table if s.instance is not None}
-                cut = len(table) >= CUT_COUNT
-                if not cut:
-                    foreign = [i for i, s in live.items() if i not in known and getattr(s, "response", 1) == 0]
-                    if foreign:
-                        found.unowned[ifname] = len(foreign)
-                for gj, r in by_uplink.get(ifname, []):
-                    state = _classify(r, live, cut, holds, set(was_stuck))
-                    found.ports[f"{gj.uuid}/{r.key}"] = state
-                    if state == IN_PROGRESS:
-                        found.stuck.add(str(r.data["instance"]))
-                    elif state == LOST:
-                        found.lost.setdefault(gj.uuid, []).append(r.key)
-    finally:
-        if clif_conn is not None:
-            clif_conn.__exit__(None, None, None)
+        for ifname in names:
+            try:
+                table, cut = session.uplink_table(ifname, what=" (agent reconcile)")
+            except HookError as exc:  # busy with a hook's request, lldpad gone, no such interface
+                unknown(ifname, exc.one_line())
+                continue
+            live: dict[str, object] = {str(s.instance): s for s in table if s.instance is not None}
+            if not cut:
+                foreign = [i for i, s in live.items() if i not in known and getattr(s, "response", 1) == 0]
+                if foreign:
+                    found.unowned[ifname] = len(foreign)
+            for gj, r in by_uplink.get(ifname, []):
+                state = _classify(r, live, cut, session.holds_vsi, set(was_stuck))
+                found.ports[f"{gj.uuid}/{r.key}"] = state
+                if state == IN_PROGRESS:
+                    found.stuck.add(str(r.data["instance"]))
+                elif state == LOST:
+                    found.lost.setdefault(gj.uuid, []).append(r.key)
     found.seconds = time.monotonic() - start
     return found

@@ -7,5 +7,6 @@ client interface, preflight, per-uplink scheduling), ``profiles`` (the 802.1Qbh 
 (ports libvirt associates itself, for the preflight), ``checks`` (preflight and uplink checks), ``wire/``
 (pure codecs: ``wire.netlink`` netlink messages as pyroute2 nla classes, ``wire.clif`` lldpad's
 client-interface text, ``wire.codes`` the numbers), ``messages`` (every status/errno as one admin line),
-``networks`` (libvirt networks with port profiles); ``lldpad`` is a compatibility shim.
+``networks`` (libvirt networks with port profiles).  (``lldpad``, the compatibility shim over
+``qbg.netlink`` and ``qbg.session``, is gone: import those.)
 """

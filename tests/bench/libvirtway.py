@@ -17,24 +17,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from vdp import lldpad
+from vdp.qbg.netlink import LldpadClient, VsiRequest
+from vdp.qbg.session import QbgSession, find_lldpad_pid
 from vdp.rtsocket import RouteSocket
 from vdp.wire import netlink as nlmsg
+
+
+def _client(session: QbgSession, port_id: int) -> LldpadClient:
+    return LldpadClient(lldpad_pid=find_lldpad_pid(), port_id=port_id, clif=session.peek)
 
 
 def main() -> int:
     spec = json.loads(sys.argv[1])
     wait = float(spec.get("wait", 30.0))
-    req = lldpad.VsiRequest(
+    req = VsiRequest(
         ifname=spec["ifname"],
         mac=spec["mac"],
         vlan=int(spec["vlan"]),
-        vsi_type=lldpad.VsiType(11, 1193047, 2),
+        vsi_type=nlmsg.VsiType(11, 1193047, 2),
         instance=uuid.UUID(spec["instance"]),
-        request=lldpad.ASSOCIATE,
+        request=nlmsg.ASSOCIATE,
     )
-    with RouteSocket() as listener:
-        with lldpad.LldpadClient(port_id=listener.own_port_id) as client:
+    with RouteSocket() as listener, QbgSession(exchange_timeout=10.0) as session:
+        with _client(session, listener.own_port_id) as client:
             assert client.submit([req])[0].ok, "the first ASSOCIATE"
         print("ready", flush=True)
         end = time.monotonic() + wait
@@ -53,7 +58,7 @@ def main() -> int:
         if notice is None:
             print(json.dumps({"notice": None}), flush=True)
             return 1
-        with lldpad.LldpadClient(port_id=listener.own_port_id) as client:  # one blind re-send
+        with _client(session, listener.own_port_id) as client:  # one blind re-send
             result = client.submit([req])[0]
         print(json.dumps({"notice": notice, "resent": time.time(), "ok": result.ok}), flush=True)
     return 0

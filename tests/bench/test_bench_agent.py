@@ -144,10 +144,14 @@ def _libvirt_round(sw: SwitchLab, i: int, refuse: bool, within: float) -> float 
 
 def _withdraw(sw: SwitchLab, inst: str, ifname: str, mac: str, vlan: int) -> None:
     code = (
-        f"import sys, uuid; sys.path.insert(0, {str(ROOT)!r}); from vdp import lldpad\n"
-        f"req = lldpad.VsiRequest(ifname={ifname!r}, mac={mac!r}, vlan={vlan}, vsi_type=lldpad.VsiType(11, 1193047, 2),"
-        f" instance=uuid.UUID({inst!r}), request=lldpad.DISASSOCIATE)\n"
-        "with lldpad.LldpadClient() as c:\n    c.submit([req])\n"
+        f"import sys, uuid; sys.path.insert(0, {str(ROOT)!r})\n"
+        "from vdp.qbg.netlink import LldpadClient, VsiRequest\n"
+        "from vdp.qbg.session import QbgSession, find_lldpad_pid\n"
+        "from vdp.wire.netlink import DISASSOCIATE, VsiType\n"
+        f"req = VsiRequest(ifname={ifname!r}, mac={mac!r}, vlan={vlan}, vsi_type=VsiType(11, 1193047, 2),"
+        f" instance=uuid.UUID({inst!r}), request=DISASSOCIATE)\n"
+        "with QbgSession(exchange_timeout=10.0) as s, LldpadClient(lldpad_pid=find_lldpad_pid(), clif=s.peek) as c:\n"
+        "    c.submit([req])\n"
     )
     subprocess.run(sw.lab.host(None).nsenter_argv([sys.executable, "-c", code]), check=False, capture_output=True)
 

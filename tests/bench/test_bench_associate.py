@@ -29,7 +29,9 @@ ROUNDS = 20
 BENCH = r"""
 import json, socket, statistics, sys, time, uuid
 from vdp.wire import netlink as nlmsg
-from vdp.lldpad import LldpadClient, VsiRequest, VsiType, find_lldpad_pid
+from vdp.qbg.netlink import LldpadClient, VsiRequest
+from vdp.qbg.session import QbgSession, find_lldpad_pid
+from vdp.wire.netlink import VsiType
 
 IFNAME, ROUNDS = sys.argv[1], int(sys.argv[2])
 MAC, VLAN, VSI = "52:54:00:11:22:33", 10, VsiType(11, 5, 4)
@@ -86,7 +88,7 @@ def libvirt_way(inst):
     return time.monotonic() - t0
 
 
-with LldpadClient() as client:
+with QbgSession(exchange_timeout=10.0) as session, LldpadClient(lldpad_pid=pid, clif=session.peek) as client:
     def ours(inst):
         t0 = time.monotonic()
         (res,) = client.submit([VsiRequest(IFNAME, MAC, VLAN, VSI, inst, nlmsg.ASSOCIATE)])
@@ -111,10 +113,12 @@ CHILD = (
     "import time\n"
     "t0 = time.monotonic()\n"
     "import sys, uuid\n"
-    "from vdp.lldpad import LldpadClient, VsiRequest, VsiType\n"
+    "from vdp.qbg.netlink import LldpadClient, VsiRequest\n"
+    "from vdp.qbg.session import QbgSession, find_lldpad_pid\n"
+    "from vdp.wire.netlink import VsiType\n"
     "t1 = time.monotonic()\n"
     "insts = [uuid.UUID(u) for u in sys.argv[2:]]\n"
-    "with LldpadClient() as c:\n"
+    "with QbgSession(exchange_timeout=10.0) as s, LldpadClient(lldpad_pid=find_lldpad_pid(), clif=s.peek) as c:\n"
     "    res = c.submit([VsiRequest(('up0', 'up1')[i % 2], '52:54:00:00:00:%02x' % i, 20 + i, VsiType(11, 5, 4),"
     " inst, int(sys.argv[1])) for i, inst in enumerate(insts)])\n"
     "t2 = time.monotonic()\n"
@@ -159,7 +163,7 @@ def test_bench_associate(lab: VdpLab) -> None:
                         ("libvirt", "(c) libvirt: GETLINK, then 125 ms sleeps"),
                         ("process_4_ports", "(d) process: exec, import, 4 ASSOCIATEs, exit"),
                         ("python_startup", "    of which: bare 'python3 -c pass'"),
-                        ("import", "    of which: import vdp.lldpad"),
+                        ("import", "    of which: import vdp.qbg.session"),
                         ("submit_4_ports", "    of which: submit() 4 ports on 2 uplinks")):
         f = fig[name]
         print(f"{label:42s} median {f['median']:7.2f} ms  min {f['min']:7.2f}  max {f['max']:7.2f}  "

@@ -41,12 +41,13 @@ IMPORTS = HOOK_IMPORTS.format(lib=REPO) + "import os; os._exit(0)\n"  # what `vd
 LIBVIRT_WAY = """
 import socket, sys, time, uuid
 sys.path.insert(0, %r)
-from vdp import lldpad
+from vdp.qbg.netlink import LldpadClient, VsiRequest
+from vdp.qbg.session import QbgSession, find_lldpad_pid
 from vdp.wire import netlink as nlmsg
-reqs = [lldpad.VsiRequest(ifname=ifn, mac=mac, vlan=vlan, vsi_type=nlmsg.VsiType(11, 1193047, 2),
+reqs = [VsiRequest(ifname=ifn, mac=mac, vlan=vlan, vsi_type=nlmsg.VsiType(11, 1193047, 2),
         instance=uuid.UUID(inst), request=%d) for ifn, mac, vlan, inst in %r]
 start = time.monotonic()
-with lldpad.LldpadClient() as client:
+with QbgSession(exchange_timeout=10.0) as s, LldpadClient(lldpad_pid=find_lldpad_pid(), clif=s.peek) as client:
     for req in reqs:  # one port after another, as libvirt does
         client._send(nlmsg.encode_qbg_request(seq=client._next_seq(), port_id=client.port_id,
             ifindex=socket.if_nametoindex(req.ifname), ifname=req.ifname, mac=req.mac, vlan=req.vlan,
@@ -66,11 +67,13 @@ print(time.monotonic() - start)
 SUBMIT = """
 import sys, uuid
 sys.path.insert(0, %r)
-from vdp import lldpad
+from vdp.qbg.netlink import LldpadClient, VsiRequest
+from vdp.qbg.session import QbgSession, find_lldpad_pid
 from vdp.wire import netlink as nlmsg
-reqs = [lldpad.VsiRequest(ifname=ifn, mac=mac, vlan=vlan, vsi_type=nlmsg.VsiType(11, 1193047, 2),
+reqs = [VsiRequest(ifname=ifn, mac=mac, vlan=vlan, vsi_type=nlmsg.VsiType(11, 1193047, 2),
         instance=uuid.UUID(inst), request=%d) for ifn, mac, vlan, inst in %r]
-with lldpad.LldpadClient(exchange_timeout=30) as client:
+with QbgSession(exchange_timeout=30) as s, LldpadClient(
+        lldpad_pid=find_lldpad_pid(), exchange_timeout=30, clif=s.peek) as client:
     bad = [r.message for r in client.submit(reqs) if not r.ok]
     assert not bad, bad
 """

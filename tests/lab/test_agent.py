@@ -505,11 +505,16 @@ def test_netlink_reassociation_does_not_route_a_clif_vsis_notices_to_the_agent(
         assert d["via"] == "clif"
         port = json.loads((host.state_dir / "agent.json").read_text())["port_id"]
         code = (
-            f"import sys, uuid; sys.path.insert(0, {str(ROOT)!r}); from vdp import lldpad\n"
-            f"req = lldpad.VsiRequest(ifname={d['ifname']!r}, mac={d['mac']!r}, vlan={int(d['vlan'])}, "
-            f"vsi_type=lldpad.VsiType({int(d['managerid'])}, {int(d['typeid'])}, {int(d['typeidversion'])}), "
-            f"instance=uuid.UUID({d['instance']!r}), request=lldpad.ASSOCIATE)\n"
-            f"with lldpad.LldpadClient(port_id={port}) as c:\n    print(c.submit([req])[0].ok)\n"
+            f"import sys, uuid; sys.path.insert(0, {str(ROOT)!r})\n"
+            "from vdp.qbg.netlink import LldpadClient, VsiRequest\n"
+            "from vdp.qbg.session import QbgSession, find_lldpad_pid\n"
+            "from vdp.wire.netlink import ASSOCIATE, VsiType\n"
+            f"req = VsiRequest(ifname={d['ifname']!r}, mac={d['mac']!r}, vlan={int(d['vlan'])}, "
+            f"vsi_type=VsiType({int(d['managerid'])}, {int(d['typeid'])}, {int(d['typeidversion'])}), "
+            f"instance=uuid.UUID({d['instance']!r}), request=ASSOCIATE)\n"
+            "with QbgSession(exchange_timeout=10.0) as s, "
+            f"LldpadClient(lldpad_pid=find_lldpad_pid(), port_id={port}, clif=s.peek) as c:\n"
+            "    print(c.submit([req])[0].ok)\n"
         )
         before = sw.peer.requests(insts[0])
         out = subprocess.run(

@@ -1,4 +1,5 @@
-"""vdp.lldpad against real lldpad: a station lldpad and an lldpad bridge over a veth (LAB.md recipe A).
+"""vdp.qbg.netlink's LldpadClient (with a QbgSession's client interface) against real lldpad: a station
+lldpad and an lldpad bridge over a veth (LAB.md recipe A).
 
 The client runs inside the station host's network and mount namespaces (it finds lldpad through that
 host's /run/lldpad.pid, as on a real host); what it reports is checked with lldpad's own tool
@@ -21,7 +22,7 @@ import pytest
 
 from tests.lab.harness.switchpeer import SwitchPeer
 from tests.lab.harness.vdplab import VdpLab
-from vdp.lldpad import DISASSOCIATED, NOTHING_HELD
+from vdp.qbg.netlink import DISASSOCIATED, NOTHING_HELD
 
 pytestmark = pytest.mark.lab
 
@@ -32,12 +33,17 @@ DRIVER = r"""
 import json, socket, sys, time, uuid
 from hooks.errors import PeerUnavailable
 from vdp.wire import netlink as nlmsg
-from vdp.lldpad import LldpadClient, VsiRequest, VsiType, find_lldpad_pid
+from vdp.qbg.netlink import LldpadClient, VsiRequest
+from vdp.qbg.session import QbgSession, find_lldpad_pid
+from vdp.wire.netlink import VsiType
 
 cmd = json.loads(sys.argv[1])
 out = {"pid": find_lldpad_pid(), "steps": []}
 try:
-    with LldpadClient(lldpad_pid=cmd.get("lldpad_pid"), exchange_timeout=cmd.get("timeout", 10.0)) as client:
+    timeout = cmd.get("timeout", 10.0)
+    pid = cmd.get("lldpad_pid") or find_lldpad_pid()
+    with QbgSession(exchange_timeout=timeout) as session, LldpadClient(
+            lldpad_pid=pid, exchange_timeout=timeout, clif=session.peek) as client:
         for step in cmd["steps"]:
             t0 = time.monotonic()
             if step["op"] in ("table", "one_getlink"):

@@ -39,9 +39,13 @@ if TYPE_CHECKING:
     from hooks.log import EventLog
     from vdp.qbg.clif import Clif
 
-__all__ = ["LLDPAD_PID_FILE", "QbgSession", "clif_module", "find_lldpad_pid"]
+__all__ = ["CUT_COUNT", "LLDPAD_PID_FILE", "QbgSession", "clif_module", "find_lldpad_pid"]
 
 LLDPAD_PID_FILE = "/var/run/lldpad.pid"  # what libvirt reads; per mount namespace
+
+#: A GETLINK reply listing this many VSIs may have been cut short (40 bytes each in a ~3.6 KiB buffer:
+#: 92 of 150 measured); below it, the reply is the whole table.
+CUT_COUNT = 90
 
 
 def clif_module() -> ModuleType:
@@ -199,6 +203,30 @@ class QbgSession:
     def table(self, ifname: str) -> list[PortStatus]:
         """lldpad's live VSI table for ``ifname`` (netlink: it lists every VSI, also those lldpad gave up on)."""
         return self.netlink().table(ifname)
+
+    def uplink_table(self, ifname: str, *, wait: float = 0.2, what: str = "") -> tuple[list[PortStatus], bool]:
+        """:meth:`table` read holding the uplink's lock, and whether the reply may have been cut short.
+
+        The lock (``vdp.qbg.uplinklock``) is waited for ``wait`` s at most, then UplinkBusy (``what`` names
+        the reader): lldpad reports a VSI's final status once and then forgets it, so a read between a
+        hook's request and the hook's own poll could take the answer the hook waits for.
+
+        Cut short: lldpad's GETLINK reply buffer holds ~92 VSIs (the newest first) and silently leaves out
+        the rest, so from a full reply (:data:`CUT_COUNT` rows or more) a VSI's absence proves nothing: ask
+        :meth:`holds_vsi` for it.
+        """
+        with uplinklock.hold([ifname], until=time.monotonic() + wait, what=what):
+            table = self.table(ifname)
+        return table, len(table) >= CUT_COUNT
+
+    def holds_vsi(self, ifname: str, instance: str) -> bool | None:
+        """Does lldpad hold VSI ``instance`` on ``ifname``?  Asked for this VSI alone over the client
+        interface (``Clif.holds_vsi``: GETTLV for that uuid, which answers at any table size -- unlike
+        clif's whole listing, which comes back blank past ~32 VSIs); None when it cannot be asked."""
+        try:
+            return self.clif().holds_vsi(ifname, instance)
+        except HookError:
+            return None
 
     # -- the scheduler ------------------------------------------------------------------------------
 
