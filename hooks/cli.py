@@ -31,6 +31,7 @@ from hooks.policy import clear_emergency, read_emergency, set_emergency
 from hooks.runner import state_dir
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+# Any: the agent's status is a JSON document.
 if TYPE_CHECKING:
     from typing import Any
 

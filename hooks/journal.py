@@ -34,6 +34,7 @@ from hooks.ops import CONSUME, DISCARD, WRITE
 from hooks.plain import as_dict, field, plain
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+# Any: a record's data is the feature's own JSON.
 if TYPE_CHECKING:
     from typing import Any
 
@@ -48,7 +49,7 @@ _STATES = (INTENT, DONE, PENDING)
 _MAX_JOURNAL_BYTES = 4 * 1024 * 1024  # a real journal is a few KiB
 
 #: The JSON type of each Record field (bool is an int in Python: excluded explicitly below).
-_RECORD_TYPES: dict[str, Any] = {
+_RECORD_TYPES: dict[str, type | tuple[type, ...]] = {
     "id": int,
     "feature": str,
     "key": str,

@@ -14,6 +14,7 @@ annotated ``ClassVar[...]`` are class attributes, not fields.
 from __future__ import annotations
 
 TYPE_CHECKING = False  # typing is not imported at run time; mypy treats this name as always true
+# Any: field values are of every type, as with dataclasses.field (dataclass_transform types the classes).
 if TYPE_CHECKING:
     from typing import Any, Callable, TypeVar, overload
 
@@ -137,7 +138,7 @@ def plain(cls: type[T] | None = None, /, *, frozen: bool = False) -> Any:  # noq
 
 def replace(obj: T, **changes: Any) -> T:
     """A copy of ``obj`` with some fields changed (like ``dataclasses.replace``)."""
-    values = {n: getattr(obj, n) for n in obj.__plain_fields__}  # type: ignore[attr-defined]
+    values = as_dict(obj)
     values.update(changes)
     return obj.__class__(**values)
 

@@ -39,10 +39,12 @@ from vdp import messages, native, ports
 from vdp.ports import VIA_CLIF, VIA_NETLINK, PortResult, QbgPort, QbhPort, Request
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+# Any: settings are parsed config values, journal data is JSON.
 if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any, Callable, ClassVar
 
+    from hooks.config import Config
     from vdp.qbg.session import QbgSession
 
 __all__ = ["VdpFeature"]
@@ -122,7 +124,7 @@ class VdpFeature(Feature):
         ),
     }
 
-    def __init__(self, config: Any, settings: Mapping[str, Any]) -> None:
+    def __init__(self, config: Config, settings: Mapping[str, Any]) -> None:
         super().__init__(config, settings)
         self._native = native.NativePorts()
 
