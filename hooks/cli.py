@@ -1,5 +1,8 @@
 """``vdp-hooks``: the admin's command.  Exit codes: 0 ok, 1 a check failed or the action was refused,
 2 usage error, 3 the host config is broken.
+
+Just over 400 lines: argparse and one short function per sub-command; the work they call lives elsewhere
+(hooks.hostcheck, hooks.statusview, hooks.plan, hooks.agent).
 """
 
 from __future__ import annotations

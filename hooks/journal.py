@@ -15,6 +15,9 @@
 - ``lenient`` opens (the never-fail operations) go on without the lock or without saving when the state
   directory is read-only or full: teardown must still happen; ``GuestJournal.unsaved`` says what was lost.
 - Temporary files of writers that were killed (``*.tmp.PID`` with PID gone) are removed on the next open.
+
+Over 400 lines: the file format, its lock, its quarantine and the migration marker are one contract on one
+state directory (the list above), kept in one module so the journal format has one place.
 """
 
 from __future__ import annotations
