@@ -61,6 +61,7 @@ from hooks.metrics import write_atomically
 from hooks.reconcile import Findings, reconcile, running
 
 TYPE_CHECKING = False
+# Any: the status it publishes is a JSON document.
 if TYPE_CHECKING:
     from typing import Any
 

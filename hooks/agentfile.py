@@ -34,6 +34,7 @@ __all__ = [
 AGENT_FILE = "agent.json"
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+# Any: the agent file is a JSON document.
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any

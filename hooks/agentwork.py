@@ -35,6 +35,7 @@ from hooks.reconcile import running
 from hooks.transaction import run_teardown
 
 TYPE_CHECKING = False
+# Any: [agent] values are whatever each option's parse returns.
 if TYPE_CHECKING:
     from typing import Any
 

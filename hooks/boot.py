@@ -43,6 +43,7 @@ import os
 import sys
 
 TYPE_CHECKING = False  # typing is one of the modules this file exists to keep out
+# Any: the stand-ins forward whatever attribute a dependency binds from an arbitrary module.
 if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
@@ -330,7 +331,7 @@ def _import_with_stand_ins(name: str) -> ModuleType:
     stand_ins = [_StandIn(m) for m in STAND_INS.get(name, ()) if m not in sys.modules]
     before = set(sys.modules)
     for s in stand_ins:
-        sys.modules[s.__name__] = s  # type: ignore[assignment]
+        sys.modules[s.__name__] = s  # type: ignore[assignment]  # a stand-in, not a module, on purpose
     try:
         __import__(name)
         return sys.modules[name]

@@ -1,5 +1,8 @@
 """``vdp-hooks``: the admin's command.  Exit codes: 0 ok, 1 a check failed or the action was refused,
 2 usage error, 3 the host config is broken.
+
+Just over 400 lines: argparse and one short function per sub-command; the work they call lives elsewhere
+(hooks.hostcheck, hooks.statusview, hooks.plan, hooks.agent).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from hooks.policy import clear_emergency, read_emergency, set_emergency
 from hooks.runner import state_dir
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+# Any: the agent's status is a JSON document.
 if TYPE_CHECKING:
     from typing import Any
 

@@ -17,6 +17,7 @@ from hooks.errors import ConfigError
 from hooks.plain import field, plain
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+# Any: an option's value is whatever its parse function returns (int, float, bool, str, tuples).
 if TYPE_CHECKING:
     from typing import Any, Callable
 

@@ -34,6 +34,7 @@ from hooks.log import EventLog
 from hooks.plain import plain
 
 TYPE_CHECKING = False
+# Any: the libvirt binding is untyped (its connection, domains and callbacks).
 if TYPE_CHECKING:
     from typing import Any
 

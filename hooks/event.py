@@ -7,6 +7,8 @@ identity, its interfaces, and our ``<metadata>`` (ports declared for the hooks, 
 Errors that make the whole declaration unusable raise :class:`~hooks.errors.XmlError`.  A rule broken by
 one port is kept on that port (``PortSpec.error``): whether it vetoes depends on whether the port is
 required, which is the policy's call, not the parser's.
+
+Just over 400 lines: the domain XML's one parser with every rule of the ``<vdp:hooks>`` envelope it checks.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from hooks.boot import import_lean
 from hooks.errors import XmlError
 from hooks.plain import field, plain, replace
 
+TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+if TYPE_CHECKING:
+    from lxml.etree import _Element
+
 __all__ = [
     "MAX_XML_BYTES",
     "PORT_FEATURE",
@@ -29,6 +35,7 @@ __all__ = [
     "Event",
     "Interface",
     "PortSpec",
+    "attributes",
     "parse_event",
     "parse_xml",
     "pci_address",
@@ -136,7 +143,7 @@ class Event:
 _BAD_XML_HINT = "libvirt never sends such XML; if it came from 'vdp-hooks replay FILE', check FILE with xmllint"
 
 
-def parse_xml(raw: bytes, what: str = "domain XML") -> object:
+def parse_xml(raw: bytes, what: str = "domain XML") -> _Element:
     """``raw`` parsed safely (no entities, DTDs or network; size and depth capped) -> the root element."""
     # Imported here: the entry's fast path must not pay for lxml.
     etree = import_lean("lxml.etree")  # without inspect and gzip: see hooks/boot.py
@@ -161,9 +168,14 @@ def parse_xml(raw: bytes, what: str = "domain XML") -> object:
         raise XmlError(f"{what} is not well-formed: {text}", hint=_BAD_XML_HINT) from None
 
 
-def _parse_xml(raw: bytes) -> object:
+def attributes(node: _Element) -> dict[str, str]:
+    """``node``'s attributes.  lxml gives str names and values in Python 3; its stubs also allow bytes."""
+    return {str(k): str(v) for k, v in node.attrib.items()}
+
+
+def _parse_xml(raw: bytes) -> _Element:
     root = parse_xml(raw, "domain XML on stdin")
-    if root is None or root.tag != "domain":  # type: ignore[attr-defined]
+    if root is None or root.tag != "domain":
         raise XmlError("stdin does not hold a <domain> document", hint="libvirt passes the domain XML on stdin")
     return root
 
@@ -184,11 +196,12 @@ def _int_in(value: str, lo: int, hi: int, where: str, attr: str) -> int:
     return number
 
 
-def _interfaces(root: object) -> tuple[Interface, ...]:
+def _interfaces(root: _Element) -> tuple[Interface, ...]:
     found = []
-    for node in root.iterfind("devices/interface"):  # type: ignore[attr-defined]
+    for node in root.iterfind("devices/interface"):
         mac_node = node.find("mac")
-        if mac_node is None or not mac_node.get("address"):
+        mac = mac_node.get("address") if mac_node is not None else None
+        if not mac:
             continue  # libvirt always fills the MAC in; an interface without one cannot be ours
         kind = node.get("type", "")
         source = node.find("source")
@@ -197,11 +210,11 @@ def _interfaces(root: object) -> tuple[Interface, ...]:
         address = source.find("address") if source is not None and kind == "hostdev" else None
         found.append(
             Interface(
-                mac=mac_node.get("address").lower(),
+                mac=mac.lower(),
                 type=kind,
                 source_dev=source.get("dev") if source is not None else None,
                 virtualport_type=vport.get("type", "") if vport is not None else None,
-                virtualport=MappingProxyType(dict(params.attrib)) if params is not None else MappingProxyType({}),
+                virtualport=MappingProxyType(attributes(params)) if params is not None else MappingProxyType({}),
                 network=source.get("network") if source is not None and kind == "network" else None,
                 portgroup=source.get("portgroup") if source is not None and kind == "network" else None,
                 pci=pci_address(address) if address is not None else None,
@@ -210,9 +223,9 @@ def _interfaces(root: object) -> tuple[Interface, ...]:
     return tuple(found)
 
 
-def pci_address(node: object) -> str | None:
+def pci_address(node: _Element) -> str | None:
     """``<address type='pci' domain='0x0000' bus='0x03' slot='0x10' function='0x2'/>`` -> "0000:03:10.2"."""
-    get = node.get  # type: ignore[attr-defined]
+    get = node.get
     if get("type", "pci") != "pci":
         return None
     try:
@@ -238,9 +251,9 @@ def _near_miss(uri: str) -> bool:
     return uri != NAMESPACE and loose == NAMESPACE
 
 
-def _near_miss_warnings(root: object) -> list[str]:
+def _near_miss_warnings(root: _Element) -> list[str]:
     found = []
-    for node in root.iterfind("metadata/*"):  # type: ignore[attr-defined]
+    for node in root.iterfind("metadata/*"):
         tag = node.tag if isinstance(node.tag, str) else ""
         uri = tag[1:].partition("}")[0] if tag.startswith("{") else ""
         if _near_miss(uri):
@@ -251,10 +264,10 @@ def _near_miss_warnings(root: object) -> list[str]:
     return found
 
 
-def _port(node: object, guest_uuid: uuid.UUID, interfaces: tuple[Interface, ...], warnings: list[str]) -> PortSpec:
+def _port(node: _Element, guest_uuid: uuid.UUID, interfaces: tuple[Interface, ...], warnings: list[str]) -> PortSpec:
     """One ``<vdp:port>``: the envelope here, its child by the parser of the feature owning its kind
     (:data:`PORT_KINDS`); rule violations are kept in ``error`` rather than raised."""
-    attrs = dict(node.attrib)  # type: ignore[attr-defined]
+    attrs = attributes(node)
     mac = attrs.get("mac", "").lower()
     where = f"<vdp:port mac='{attrs.get('mac', '')}'>"
     for name in attrs:
@@ -267,7 +280,7 @@ def _port(node: object, guest_uuid: uuid.UUID, interfaces: tuple[Interface, ...]
     except ValueError as exc:
         return PortSpec(mac=mac, where=where, kind="unknown", error=str(exc))
 
-    children = [c for c in node if isinstance(c.tag, str)]  # type: ignore[attr-defined]
+    children = [c for c in node if isinstance(c.tag, str)]
     kinds = [c for c in children if c.tag in (_q(k) for k in PORT_KINDS)]
     others = [c for c in children if c not in kinds]
 
@@ -306,7 +319,7 @@ def _port(node: object, guest_uuid: uuid.UUID, interfaces: tuple[Interface, ...]
             uplink=uplink,
             vlan=vlan,
             required=required,
-            attrs=MappingProxyType(dict(kind_node.attrib)),
+            attrs=MappingProxyType(attributes(kind_node)),
         )
         return replace(spec, port=_kind_parser(kind)(spec, guest_uuid, warnings))
     except ValueError as exc:
@@ -331,17 +344,17 @@ def parse_event(argv: list[str], raw: bytes) -> Event:
     name, op, subop = argv[0], argv[1], argv[2]
     extra = argv[3] if len(argv) > 3 else "-"
     root = _parse_xml(raw)
-    uuid_text = (root.findtext("uuid") or "").strip()  # type: ignore[attr-defined]
+    uuid_text = (root.findtext("uuid") or "").strip()
     try:
         guest_uuid = uuid.UUID(uuid_text)
     except ValueError:
         raise XmlError(f"<uuid>{uuid_text[:60]}</uuid> is not a UUID", hint="libvirt always sets one") from None
-    guest = (root.findtext("name") or name).strip()  # type: ignore[attr-defined]
+    guest = (root.findtext("name") or name).strip()
     interfaces = _interfaces(root)
     hint = _fix_hint(guest)
     warnings: list[str] = [f"{w}; {hint}" for w in _near_miss_warnings(root)]
 
-    hooks_nodes = root.findall(f"metadata/{_q('hooks')}")  # type: ignore[attr-defined]
+    hooks_nodes = root.findall(f"metadata/{_q('hooks')}")
     if not hooks_nodes:
         return Event(guest, guest_uuid, op, subop, extra, interfaces, warnings=tuple(warnings), raw=raw)
     if len(hooks_nodes) > 1:

@@ -27,7 +27,9 @@ from hooks.ops import BEGIN_OPS  # for feature authors' ``handles`` (hooks/ops.p
 from hooks.plain import field, plain
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+# Any: settings and journal data are parsed config/JSON values; entry_points() has no one type on 3.9 and 3.10+.
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
     from typing import Any, ClassVar
 
     from hooks.deadline import Deadline
@@ -213,11 +215,11 @@ def instances(
     return found
 
 
-def _entry_point(name: str) -> Any | None:
+def _entry_point(name: str) -> EntryPoint | None:
     from importlib import metadata
 
+    # Python 3.9 returns a dict of lists; 3.10+ an EntryPoints object with select(): no one type fits both.
     found: Any = metadata.entry_points()
-    # Python 3.9 returns a dict of lists; 3.10+ an EntryPoints object with select().
     eps = found.select(group=ENTRY_POINT_GROUP) if hasattr(found, "select") else found.get(ENTRY_POINT_GROUP, [])
     for ep in eps:
         if ep.name == name:

@@ -15,6 +15,9 @@
 - ``lenient`` opens (the never-fail operations) go on without the lock or without saving when the state
   directory is read-only or full: teardown must still happen; ``GuestJournal.unsaved`` says what was lost.
 - Temporary files of writers that were killed (``*.tmp.PID`` with PID gone) are removed on the next open.
+
+Over 400 lines: the file format, its lock, its quarantine and the migration marker are one contract on one
+state directory (the list above), kept in one module so the journal format has one place.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from hooks.ops import CONSUME, DISCARD, WRITE
 from hooks.plain import as_dict, field, plain
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+# Any: a record's data is the feature's own JSON.
 if TYPE_CHECKING:
     from typing import Any
 
@@ -48,7 +52,7 @@ _STATES = (INTENT, DONE, PENDING)
 _MAX_JOURNAL_BYTES = 4 * 1024 * 1024  # a real journal is a few KiB
 
 #: The JSON type of each Record field (bool is an int in Python: excluded explicitly below).
-_RECORD_TYPES: dict[str, Any] = {
+_RECORD_TYPES: dict[str, type | tuple[type, ...]] = {
     "id": int,
     "feature": str,
     "key": str,

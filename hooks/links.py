@@ -85,7 +85,7 @@ class LinksFeature(Feature):
                 origin = "; ".join(f"uplink {n} ({self.config.uplink_origin(n)})" for n in names)
                 origin = origin or f"[links] require in {self.config.path or 'the built-in defaults'}"
                 error = PeerUnavailable(f"{origin}: {problem}")
-            for key in keys or [None]:  # type: ignore[list-item]
+            for key in keys if keys else (None,):
                 outcomes.append(Outcome(key, error, f"uplink {ifname} up"))
         return outcomes
 

@@ -14,6 +14,7 @@ annotated ``ClassVar[...]`` are class attributes, not fields.
 from __future__ import annotations
 
 TYPE_CHECKING = False  # typing is not imported at run time; mypy treats this name as always true
+# Any: field values are of every type, as with dataclasses.field (dataclass_transform types the classes).
 if TYPE_CHECKING:
     from typing import Any, Callable, TypeVar, overload
 
@@ -77,7 +78,7 @@ def plain(cls: type[T] | None = None, /, *, frozen: bool = False) -> Any:  # noq
         shown = tuple(n for n in names if not (isinstance(defaults.get(n), _Field) and not defaults[n].repr))
         setter = object.__setattr__
 
-        def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        def init(self: object, *args: object, **kwargs: object) -> None:
             if len(args) > len(names):
                 raise TypeError(f"{klass.__name__}() takes {len(names)} arguments, {len(args)} given")
             values = dict(zip(names, args))
@@ -100,16 +101,16 @@ def plain(cls: type[T] | None = None, /, *, frozen: bool = False) -> Any:  # noq
             if post is not None:
                 post()
 
-        def represent(self: Any) -> str:
+        def represent(self: object) -> str:
             inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in shown)
             return f"{klass.__name__}({inner})"
 
-        def equal(self: Any, other: object) -> bool:
+        def equal(self: object, other: object) -> bool:
             if other.__class__ is not self.__class__:
                 return NotImplemented
             return all(getattr(self, n) == getattr(other, n) for n in names)
 
-        methods: dict[str, Any] = {
+        methods: dict[str, object] = {
             "__init__": init,
             "__repr__": represent,
             "__eq__": equal,
@@ -118,13 +119,13 @@ def plain(cls: type[T] | None = None, /, *, frozen: bool = False) -> Any:  # noq
         }
         if frozen:
 
-            def refuse_set(self: Any, name: str, value: Any) -> None:
+            def refuse_set(self: object, name: str, value: object) -> None:
                 raise AttributeError(f"{klass.__name__} is frozen: cannot set '{name}'")
 
-            def refuse_delete(self: Any, name: str) -> None:
+            def refuse_delete(self: object, name: str) -> None:
                 raise AttributeError(f"{klass.__name__} is frozen: cannot delete '{name}'")
 
-            def hashed(self: Any) -> int:
+            def hashed(self: object) -> int:
                 return hash(tuple(getattr(self, n) for n in names))
 
             methods.update({"__setattr__": refuse_set, "__delattr__": refuse_delete, "__hash__": hashed})
@@ -137,7 +138,7 @@ def plain(cls: type[T] | None = None, /, *, frozen: bool = False) -> Any:  # noq
 
 def replace(obj: T, **changes: Any) -> T:
     """A copy of ``obj`` with some fields changed (like ``dataclasses.replace``)."""
-    values = {n: getattr(obj, n) for n in obj.__plain_fields__}  # type: ignore[attr-defined]
+    values = as_dict(obj)
     values.update(changes)
     return obj.__class__(**values)
 

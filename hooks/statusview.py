@@ -18,6 +18,7 @@ from hooks.journal import Journal, Record
 from hooks.policy import read_emergency
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+# Any: the journal data and the agent file are JSON.
 if TYPE_CHECKING:
     from typing import Any, TypedDict
 

@@ -40,9 +40,11 @@ from vdp import messages, native, ports
 from vdp.ports import VIA_CLIF, VIA_NETLINK, PortResult, QbgPort, QbhPort, Request
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+# Any: settings are parsed config values, journal data is JSON.
 if TYPE_CHECKING:
     from typing import Any, Callable, ClassVar
 
+    from hooks.config import Config
     from vdp import checks, profiles
     from vdp.qbg import session
     from vdp.qbg.session import QbgSession
@@ -120,7 +122,7 @@ class VdpFeature(Feature):
         ),
     }
 
-    def __init__(self, config: Any, settings: Mapping[str, Any]) -> None:
+    def __init__(self, config: Config, settings: Mapping[str, Any]) -> None:
         super().__init__(config, settings)
         self._native = native.NativePorts()
 
@@ -413,7 +415,9 @@ class VdpFeature(Feature):
         return lost
 
     def _lost_qbh(self, records: Sequence[Record], qbg: QbgSession) -> list[Record]:
-        gone = set(profiles.lost([(r.key, _typed(r)) for r in records], self.config.exchange_timeout))
+        typed = [(r.key, _typed(r)) for r in records]
+        qbh = [(key, port) for key, port in typed if isinstance(port, QbhPort)]  # the caller passes qbh only
+        gone = set(profiles.lost(qbh, self.config.exchange_timeout))
         return [r for r in records if r.key in gone]
 
     # ------------------------------------------------------------------------------------------ admin

@@ -34,8 +34,12 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from hooks.errors import PeerUnavailable, XmlError
-from hooks.event import Interface, parse_xml, pci_address
+from hooks.event import Interface, attributes, parse_xml, pci_address
 from hooks.plain import field, plain
+
+TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+if TYPE_CHECKING:
+    from lxml.etree import _Element
 
 __all__ = [
     "CONFIG_DIR",
@@ -138,12 +142,12 @@ class VirtualPort:
     params: Mapping[str, str] = field(default_factory=dict)
 
 
-def _virtualport(node: object | None) -> VirtualPort | None:
+def _virtualport(node: _Element | None) -> VirtualPort | None:
     if node is None:
         return None
-    params = node.find("parameters")  # type: ignore[attr-defined]
-    attrs = dict(params.attrib) if params is not None else {}
-    return VirtualPort(node.get("type", ""), MappingProxyType(attrs))  # type: ignore[attr-defined]
+    params = node.find("parameters")
+    attrs = attributes(params) if params is not None else {}
+    return VirtualPort(node.get("type", ""), MappingProxyType(attrs))
 
 
 def _same(attr: str, a: str, b: str) -> bool:
@@ -224,17 +228,16 @@ def resolve(iface: Interface, dirs: tuple[str, ...]) -> NetworkPort | None:
         return None
     try:
         with open(path, "rb") as fh:
-            root: object = parse_xml(fh.read(), f"network definition {path}")
+            doc = parse_xml(fh.read(), f"network definition {path}")
     except OSError as exc:
         raise PeerUnavailable(f"network '{name}': cannot read {path} ({exc.strerror})") from None
     except XmlError as exc:  # libvirt wrote it: a broken file is a host problem, not the guest's
         raise PeerUnavailable(exc.text, hint=f"check it with 'virsh net-dumpxml {name}'") from None
-    if root.tag == "networkstatus":  # type: ignore[attr-defined]
-        root = root.find("network")  # type: ignore[attr-defined]
-    if root is None or root.tag != "network":  # type: ignore[attr-defined]
+    root = doc.find("network") if doc.tag == "networkstatus" else doc
+    if root is None or root.tag != "network":
         raise PeerUnavailable(f"network '{name}': {path} holds no <network>")
-    find = root.find  # type: ignore[attr-defined]
-    portgroups = root.findall("portgroup")  # type: ignore[attr-defined]
+    find = root.find
+    portgroups = root.findall("portgroup")
     if iface.portgroup:
         group = next((g for g in portgroups if g.get("name") == iface.portgroup), None)
     else:
@@ -249,14 +252,14 @@ def resolve(iface: Interface, dirs: tuple[str, ...]) -> NetworkPort | None:
         return None
     forward = find("forward")
     mode = forward.get("mode", "nat") if forward is not None else "none"
-    if mode not in (*_DIRECT_MODES, "hostdev") or (mode == "bridge" and find("bridge") is not None):
+    if forward is None or mode not in (*_DIRECT_MODES, "hostdev") or (mode == "bridge" and find("bridge") is not None):
         return None  # libvirt refuses a Qbg/Qbh profile there before anything runs
     uplinks: list[str] = []
     for dev in [forward.get("dev"), *(i.get("dev") for i in forward.iterfind("interface"))]:
         if dev and dev not in uplinks:
             uplinks.append(dev)
     if not uplinks:
-        uplinks = [p.get("dev") for p in forward.iterfind("pf") if p.get("dev")]
+        uplinks = [dev for p in forward.iterfind("pf") if (dev := p.get("dev"))]
     pci = [a for a in (pci_address(n) for n in forward.iterfind("address")) if a]
     missing = [a for a in _REQUIRED[merged.type] if a not in merged.params]
     if missing:

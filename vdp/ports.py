@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from hooks.plain import field, plain
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+# Any: journal data is JSON (str, int, bool, None, lists and dicts of them).
 if TYPE_CHECKING:
     from typing import Any, Union
 

@@ -241,7 +241,10 @@ class Clif:
             )
         conn = _call("clif_open")
         try:
-            self._fd = int(_call("clif_get_fd", conn))  # type: ignore[call-overload]
+            fd = _call("clif_get_fd", conn)
+            if not isinstance(fd, int):  # restype c_int: ctypes always hands back an int
+                raise TypeError(f"clif_get_fd() returned {fd!r}")
+            self._fd = fd
         except BaseException:
             _call("clif_close", conn)
             raise

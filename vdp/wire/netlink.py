@@ -32,9 +32,12 @@ from vdp.wire.codes import (  # enum { PORT_PROFILE_RESPONSE_* }, named in one p
 )
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
+# Any: pyroute2 is untyped; its nla/nlmsg classes and the decoded messages stay Any, only here.
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
     from typing import Any
+
+    _Nests = dict[int, "_Nests"]  # attribute type -> the nests inside it
 
 __all__ = [
     "ASSOCIATE",
@@ -492,7 +495,7 @@ def _strip_nested(data: bytes) -> bytes:
     """Clear ``NLA_F_NESTED`` on every nest of a message this module encoded."""
     buf = bytearray(data)
 
-    def walk(start: int, end: int, nests: dict[int, Any]) -> None:
+    def walk(start: int, end: int, nests: _Nests) -> None:
         pos = start
         while pos + 4 <= end:
             length, atype = struct.unpack_from("=HH", buf, pos)
@@ -502,7 +505,7 @@ def _strip_nested(data: bytes) -> bytes:
                 walk(pos + 4, pos + length, nests[kind])
             pos += (length + 3) & ~3
 
-    port: dict[int, Any] = {}
+    port: _Nests = {}
     walk(
         _NLMSGHDR.size + 16,
         len(buf),
