@@ -36,6 +36,7 @@ __all__ = [
     "Interface",
     "PortSpec",
     "attributes",
+    "int_in",
     "parse_event",
     "parse_xml",
     "pci_address",
@@ -186,7 +187,9 @@ def _yes_no(value: str, where: str, attr: str) -> bool:
     raise ValueError(f"{where}: {attr}='{value}' must be 'yes' or 'no'")
 
 
-def _int_in(value: str, lo: int, hi: int, where: str, attr: str) -> int:
+def int_in(value: str, lo: int, hi: int, where: str, attr: str) -> int:
+    """A decimal attribute value within lo..hi; ValueError naming ``where`` and ``attr`` (also for the
+    attributes of port kinds, parsed by their features: vdp.ports)."""
     try:
         number = int(value, 10)
     except ValueError:
@@ -308,7 +311,7 @@ def _port(node: _Element, guest_uuid: uuid.UUID, interfaces: tuple[Interface, ..
     kind_node = kinds[0]
     kind = kind_node.tag.split("}", 1)[1]
     try:
-        vlan = _int_in(attrs.get("vlan", "0"), 0, 4094, where, "vlan")
+        vlan = int_in(attrs.get("vlan", "0"), 0, 4094, where, "vlan")
         uplink = attrs.get("uplink") or (iface.source_dev if iface.type == "direct" else None)
         if not uplink:
             raise ValueError(f"{where}: uplink= is missing (only type='direct' interfaces default to their source dev)")

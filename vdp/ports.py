@@ -19,6 +19,7 @@ import enum
 import uuid
 from collections.abc import Mapping
 
+from hooks.event import int_in
 from hooks.plain import field, plain
 
 TYPE_CHECKING = False  # typing costs milliseconds on every hook run; annotations are strings anyway
@@ -179,16 +180,6 @@ def _uuid5(namespace: uuid.UUID, name: str) -> uuid.UUID:
     return uuid.UUID(bytes=sha1(namespace.bytes + name.encode()).digest()[:16], version=5)
 
 
-def _int_in(value: str, lo: int, hi: int, where: str, attr: str) -> int:
-    try:
-        number = int(value, 10)
-    except ValueError:
-        raise ValueError(f"{where}: {attr}='{value}' is not a decimal number") from None
-    if not lo <= number <= hi:
-        raise ValueError(f"{where}: {attr}={number} is outside {lo}..{hi}")
-    return number
-
-
 def parse(spec: PortSpec, guest_uuid: uuid.UUID, warnings: list[str]) -> Port:
     """The typed port of a ``<vdp:port>`` whose envelope ``hooks.event`` has checked; ValueError with the
     admin's line when the child breaks a rule (unknown attributes only warn)."""
@@ -203,9 +194,9 @@ def parse(spec: PortSpec, guest_uuid: uuid.UUID, warnings: list[str]) -> Port:
         for name in ("managerid", "typeid", "typeidversion"):
             if name not in params:
                 raise ValueError(f"{kwhere}: {name}= is required")
-        managerid = _int_in(params["managerid"], 0, 255, kwhere, "managerid")
-        typeid = _int_in(params["typeid"], 0, 0xFFFFFF, kwhere, "typeid")
-        version = _int_in(params["typeidversion"], 0, 255, kwhere, "typeidversion")
+        managerid = int_in(params["managerid"], 0, 255, kwhere, "managerid")
+        typeid = int_in(params["typeid"], 0, 0xFFFFFF, kwhere, "typeid")
+        version = int_in(params["typeidversion"], 0, 255, kwhere, "typeidversion")
         if "instanceid" in params:
             try:
                 instance = uuid.UUID(params["instanceid"])

@@ -13,6 +13,9 @@ the transport it was made with (its ``via``: lldpad reports a VSI's progress onl
 created it, see ``vdp.ports``).  An lldpad that has just started is waited for (``vdp.qbg.readiness``).
 
 Every answer becomes one :class:`PortResult`; refusals are exceptions (``error``), never bare numbers.
+
+Over 400 lines on purpose: the one place where Qbg requests are scheduled, with the table reads the
+agent's reconcile shares (the uplink lock, the GETLINK cut), reads better whole than split by transport.
 """
 
 from __future__ import annotations
