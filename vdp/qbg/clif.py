@@ -59,6 +59,7 @@ from vdp.wire.clif import (
     evb_request,
     parse_args,
     parse_evb_reply,
+    parse_event,
     parse_reply,
     parse_vsi_list,
     vdp22_table_request,
@@ -80,7 +81,7 @@ from vdp.wire.codes import (
     VDP22_SUCCESS,
 )
 
-__all__ = ["CLIF_LIBRARY", "Clif", "NotSent", "library_available", "lldpad_pid"]
+__all__ = ["CLIF_LIBRARY", "Clif", "ClifEvents", "NotSent", "library_available", "lldpad_pid"]
 
 CLIF_LIBRARY = "liblldp_clif.so.1"
 LLDPAD_SOCKET = "\0/com/intel/lldpad"  # abstract address, per network namespace
@@ -576,6 +577,73 @@ class Clif:
             return self._recv(until)
         except OSError as exc:
             raise PeerUnavailable(f"lldpad connection failed: {exc.strerror}", hint=_START_HINT) from exc
+
+
+class ClifEvents:
+    """An attached client connection that only listens: lldpad's VDP22 events (``M<module>E<level>{vsi}``).
+
+    lldpad 1.1 sends every VDP22 event to every attached client connection, whichever connection made the
+    VSI, and also after the one that made it has closed: a switch-initiated de-association of a VSI a hook
+    made through this interface (a migrated-in guest's) reaches a listener here within a few ms, while no
+    netlink listener hears of it (measured; tests/lab/test_clif_events.py).  So the agent keeps one.
+
+    A plain socket, not the library: liblldp_clif binds one address per process (see :class:`Clif`),
+    and the agent opens :class:`Clif` connections for its requests while this one stays attached.  Bound to
+    ``@/com/intel/lldpad/<pid>.events`` so ``ss -x`` names it like lldpad's tools' connections.  lldpad
+    forgets its attached clients when it restarts: open a new one then (the caller watches lldpad's pid).
+    """
+
+    def __init__(self, *, timeout: float = 2.0) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.bind(f"{LLDPAD_SOCKET}/{os.getpid()}.events")
+            sock.connect(LLDPAD_SOCKET)
+            sock.settimeout(timeout)
+            sock.send(f"A{LLDP_MOD_VDP22:x}".encode())
+            while True:  # events may come before the reply
+                raw = sock.recv(MAX_CLIF_MSGBUF * 2)
+                if raw[:1] == CMD_RESPONSE.encode():
+                    break
+            if not parse_reply(raw).ok:
+                raise PeerRefused(f"lldpad refused to attach a client ({raw[:8]!r})", hint="see lldpad's log")
+            sock.setblocking(False)
+        except (OSError, ValueError) as exc:
+            sock.close()
+            raise PeerUnavailable(f"cannot attach to lldpad's client interface: {exc}", hint=_START_HINT) from exc
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def read(self) -> list[dict[str, str]]:
+        """The VSI records of every VDP22 event waiting now (``mode``, ``uuid``, ``filter``, ...); other
+        messages are skipped.  PeerUnavailable when the connection failed (lldpad went away)."""
+        records: list[dict[str, str]] = []
+        while True:
+            try:
+                raw = self._sock.recv(MAX_CLIF_MSGBUF * 2)
+            except BlockingIOError:
+                return records
+            except OSError as exc:
+                raise PeerUnavailable(f"lldpad client connection failed: {exc.strerror}", hint=_START_HINT) from exc
+            event = parse_event(raw)
+            if event is not None and event[0] == LLDP_MOD_VDP22:
+                records.extend(dict(r) for r in event[1])
+
+    def close(self) -> None:
+        """Detach (best effort: closing ends the attachment on lldpad's side too) and close."""
+        with contextlib.suppress(OSError):
+            self._sock.send(b"D")
+        self._sock.close()
+
+    def __enter__(self) -> ClifEvents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def lldpad_pid() -> int | None:
