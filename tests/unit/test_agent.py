@@ -185,6 +185,89 @@ def test_notice_from_another_sender_is_ignored(tmp_path: Path) -> None:
     assert agent.jobs == {}
 
 
+# lldpad 1.1's VDP22 events as an attached client connection received them (tests/lab/test_clif_events.py).
+_EVENT = {
+    "deassoc": "M000080c4E16009d04mode0007deassoc06mgrid200021106typeid0007119304709typeidver0001204uuid0024{}"
+    "05hints0001006filter0015100-52:54:00:aa:20:02",
+    "assoc": "M000080c4E16009b04mode0005assoc06mgrid200021106typeid0007119304709typeidver0001204uuid0024{}"
+    "05hints0001006filter0015100-52:54:00:aa:20:02",
+}
+
+
+def _clif_journal(agent: Agent, via: str) -> tuple[uuid.UUID, str]:
+    gid, instance = uuid.uuid4(), str(uuid.uuid4())
+    with agent.store.open(gid, "g1") as gj:
+        data = {"instance": instance, "proto": "qbg", "via": via}
+        (rec,) = gj.add("vdp", [("52:54:00:aa:20:02", "associate", data)], op="x")
+        gj.confirm([rec], {})
+    return gid, instance
+
+
+def _attached(agent: Agent) -> socket.socket:
+    """The agent's attached client connection, on a socket pair: the other end plays lldpad's sender."""
+    from vdp.qbg.clif import ClifEvents
+
+    ours, lldpad = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours.setblocking(False)
+    conn = ClifEvents.__new__(ClifEvents)
+    conn._sock, conn._fd = ours, ours.fileno()
+    agent.clif_events = conn
+    agent.readers[conn.fileno()] = agent.on_clif_events
+    return lldpad
+
+
+def test_client_interface_deassoc_event_schedules_the_guest_of_a_clif_made_vsi(tmp_path: Path) -> None:
+    agent = _agent(tmp_path)
+    gid, instance = _clif_journal(agent, "clif")
+    _nl_gid, nl_instance = _clif_journal(agent, "netlink")
+    lldpad = _attached(agent)
+    try:
+        lldpad.send(_EVENT["assoc"].format(instance).encode())  # an association: nothing lost
+        lldpad.send(_EVENT["deassoc"].format(str(uuid.uuid4())).encode())  # a VSI nobody here holds
+        lldpad.send(_EVENT["deassoc"].format(nl_instance).encode())  # its netlink notice tells
+        agent.on_clif_events()
+        assert agent.jobs == {}
+        lldpad.send(_EVENT["deassoc"].format(instance).encode())
+        agent.on_clif_events()
+        assert set(agent.jobs) == {gid} and agent.jobs[gid].reasons == {"deassoc"}
+        assert f"client interface reports VSI {instance} de-associated" in (tmp_path / "log").read_text()
+    finally:
+        lldpad.close()
+        agent._detach_clif()
+
+
+def test_deassoc_event_while_a_hook_holds_the_guest_is_checked_later_without_a_warning(tmp_path: Path) -> None:
+    """The event does not say who asked: while a hook holds the guest it is most likely the answer to that
+    hook's own DISASSOCIATE (a release), so it is no reported loss, only work for after the hook."""
+    agent = _agent(tmp_path)
+    gid, instance = _clif_journal(agent, "clif")
+    lldpad = _attached(agent)
+    fd = os.open(tmp_path / "state" / f"{gid}.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        lldpad.send(_EVENT["deassoc"].format(instance).encode())
+        agent.on_clif_events()
+        assert set(agent.jobs) == {gid} and agent.jobs[gid].reasons == {"deassoc"}
+        assert "client interface reports" not in (tmp_path / "log").read_text()
+    finally:
+        os.close(fd)
+        lldpad.close()
+        agent._detach_clif()
+
+
+def test_a_failed_client_connection_is_dropped_for_the_lldpad_check_to_attach_again(tmp_path: Path) -> None:
+    agent = _agent(tmp_path)
+    lldpad = _attached(agent)
+    assert agent.clif_events is not None and agent.readers
+    agent.clif_events._sock.close()  # the connection fails under the agent
+    try:
+        agent.on_clif_events()
+    finally:
+        lldpad.close()
+    assert agent.clif_events is None and agent.readers == {}, "dropped, and out of the select"
+    assert "attaching again" in (tmp_path / "log").read_text()
+
+
 def test_pending_record_of_a_stopped_guest_is_found_by_the_scan(tmp_path: Path) -> None:
     agent = _agent(tmp_path)
     gid, _ = _journal(agent, PENDING)

@@ -614,9 +614,10 @@ class ClifEvents:
             sock.close()
             raise
         self._sock = sock
+        self._fd = sock.fileno()  # kept: a closed socket's fileno() is -1, and the caller's select map has this
 
     def fileno(self) -> int:
-        return self._sock.fileno()
+        return self._fd
 
     def read(self) -> list[dict[str, str]]:
         """The VSI records of every VDP22 event waiting now (``mode``, ``uuid``, ``filter``, ...); other
@@ -629,6 +630,8 @@ class ClifEvents:
                 return records
             except OSError as exc:
                 raise PeerUnavailable(f"lldpad client connection failed: {exc.strerror}", hint=_START_HINT) from exc
+            if not raw:  # lldpad sends no empty message: a closed connection
+                raise PeerUnavailable("lldpad client connection closed", hint=_START_HINT)
             event = parse_event(raw)
             if event is not None and event[0] == LLDP_MOD_VDP22:
                 records.extend(dict(r) for r in event[1])
