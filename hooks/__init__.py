@@ -7,8 +7,9 @@ declaration vetoes, usable ports, acting features; the hook and ``replay --dry-r
 (the feature contract and registry), ``journal`` (crash-safe state per guest), ``transaction`` (setup with
 rollback, verify, release), ``runner`` (one invocation), ``links`` (built-in feature), ``errors``,
 ``deadline``, ``plain``, ``log``.  The agent: ``agent`` (the daemon's loop), ``agentwork`` (its per-guest
-work), ``reconcile`` (journals vs lldpad vs libvirt), ``domainevents`` and ``libvirtsync`` (libvirt's
-events and what they cause), ``metrics`` (Prometheus text), ``agentfile`` (agent.json).  For the admin:
+work), ``agentclif`` (lldpad's client events), ``reconcile`` (journals vs lldpad vs libvirt),
+``domainevents`` and ``libvirtsync`` (libvirt's events and what they cause), ``metrics`` (Prometheus text),
+``agentfile`` (agent.json).  For the admin:
 ``cli`` (argparse and the small commands), ``hostcheck`` (``vdp-hooks check``), ``statusview``
 (``vdp-hooks status``).
 

@@ -16,9 +16,8 @@ What it does:
   checked and re-associated through the VDP feature's own ``reconnect`` path, with backoff while the switch
   refuses; ``[agent] on_deassoc = report`` only logs.  lldpad sends no netlink notice about a VSI its client
   interface made (a migrated-in guest's, made with migration hints), but it sends that VSI's events to
-  every attached client connection: the agent keeps one (:class:`vdp.qbg.clif.ClifEvents`, attached again
-  when lldpad's pid changes; its fd in :attr:`Agent.readers`) and treats a ``deassoc`` event of such a
-  VSI as the netlink notice (measured ~10 ms from the switch's drop to the re-association).
+  every attached client connection: the agent keeps one and treats a ``deassoc`` event of such a VSI as
+  the netlink notice (:mod:`hooks.agentclif`).
 * **Notices lldpad restarts** (its pid changes) and re-checks every running guest the same way; that
   path waits for lldpad to take requests again (it answers EPROTONOSUPPORT until EVB is ready).
 
@@ -54,7 +53,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from hooks import libvirtsync
+from hooks import agentclif, libvirtsync
 from hooks.agentwork import AGENT_OPTIONS, Worker, agent_settings, backoff, work_of
 from hooks.config import Config, load_config
 from hooks.domainevents import NotConnected, open_listener
@@ -114,7 +113,7 @@ class Agent(Worker):
         #: More descriptors for the loop's select(), each with what to call when it is readable (the
         #: libvirt part's event connection goes here).
         self.readers: dict[int, Callable[[], None]] = {}
-        self.clif_events: ClifEvents | None = None  # the attached client connection (see _attach_clif)
+        self.clif_events: ClifEvents | None = None  # lldpad's client events (hooks.agentclif)
 
     # -- reconcile and what the agent tells --------------------------------------------------------
 
@@ -219,84 +218,18 @@ class Agent(Worker):
         pid = find_lldpad_pid()
         if pid == self.lldpad_pid:
             if pid is not None and self.clif_events is None:
-                self._attach_clif()
+                agentclif.attach(self)
             return
         before, self.lldpad_pid = self.lldpad_pid, pid
-        self._detach_clif()  # a restarted lldpad has forgotten its attached clients
+        agentclif.detach(self)  # a restarted lldpad has forgotten its attached clients
         if pid is None:
             self.log.warning("lldpad (pid %s) is gone; waiting for it to come back", before, outcome="wait")
             return
-        self._attach_clif()
+        agentclif.attach(self)
         what = f"lldpad restarted (pid {before} -> {pid})" if before else f"lldpad is running (pid {pid})"
         self.log.info("%s: checking the ports of every running guest", what)
         self.all_running("lldpad")
         self._dirty = True
-
-    def _attach_clif(self) -> None:
-        """Keep one attached client connection: lldpad sends the events of the VSIs made through its client
-        interface (a migrated-in guest's) to every attached connection, and to no netlink listener."""
-        from vdp.qbg.clif import ClifEvents
-
-        try:
-            conn = ClifEvents(timeout=self.settings["attempt_timeout"])
-        except HookError as exc:
-            self.log.warning("cannot listen to lldpad's client interface (retried): %s", exc.one_line())
-            return
-        self.clif_events = conn
-        self.readers[conn.fileno()] = self.on_clif_events
-
-    def _detach_clif(self) -> None:
-        conn, self.clif_events = self.clif_events, None
-        if conn is not None:
-            self.readers.pop(conn.fileno(), None)
-            conn.close()
-
-    def on_clif_events(self) -> None:
-        """Events on the attached client connection: a VSI the client interface made ended (mode deassoc).
-
-        Every attached connection hears every VSI's events; those of a VSI made over netlink are left to
-        its netlink notice (:meth:`on_datagram`), so one loss is reported and counted once."""
-        if self.clif_events is None:
-            return
-        try:
-            records = self.clif_events.read()
-        except HookError as exc:
-            self.log.warning("%s; attaching again", exc.one_line(), outcome="retry")
-            self._detach_clif()  # the lldpad check attaches a new one
-            return
-        for values in records:
-            if values.get("mode") != "deassoc":
-                continue
-            try:
-                instance = uuid.UUID(values.get("uuid", ""))
-            except ValueError:
-                continue
-            found = self.owner(instance)
-            if found is None:
-                self.log.debug("lldpad ended VSI %s (no running guest holds it)", instance)
-                continue
-            gj, record = found
-            if record.data.get("via") != "clif":
-                continue
-            if self._locked(gj.uuid):
-                # A hook works on this guest: most likely this is lldpad's answer to its own DISASSOCIATE (a
-                # release; the event does not say who asked).  Checked quietly once the hook is done: by
-                # then a teardown has removed the records, and a real loss is still found and repaired.
-                self.log.debug("VSI %s de-associated while a hook holds guest %s", instance, gj.uuid)
-                self.want(gj.uuid, gj.guest, "deassoc")
-                continue
-            self.metrics.notifications.inc(kind="deassoc")
-            self.log.warning(
-                "lldpad's client interface reports VSI %s de-associated (by the switch, or keep-alive lost)",
-                instance,
-                guest=gj.guest,
-                uuid=str(gj.uuid),
-                feature="vdp",
-                port=record.key,
-                outcome="lost",
-            )
-            self.want(gj.uuid, gj.guest, "deassoc")
-            self._dirty = True
 
     def on_datagram(self, data: bytes, sender: int) -> None:
         """An unsolicited message from lldpad: a VSI ended (request DISASSOCIATE)."""
@@ -379,7 +312,7 @@ class Agent(Worker):
                     sd_notify("READY=1")
                 self._loop(sock, wake_r)
             finally:
-                self._detach_clif()
+                agentclif.detach(self)
                 if self.libvirt is not None:
                     self.libvirt.close()
                 withdraw(self.store.state_dir)

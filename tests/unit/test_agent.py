@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hooks import agentfile
+from hooks import agentclif, agentfile
 from hooks.agent import Agent, agent_settings, backoff, running, sd_notify, work_of
 from hooks.config import load_config
 from hooks.errors import ConfigError
@@ -212,7 +212,7 @@ def _attached(agent: Agent) -> socket.socket:
     conn = ClifEvents.__new__(ClifEvents)
     conn._sock, conn._fd = ours, ours.fileno()
     agent.clif_events = conn
-    agent.readers[conn.fileno()] = agent.on_clif_events
+    agent.readers[conn.fileno()] = lambda: agentclif.on_events(agent)
     return lldpad
 
 
@@ -225,15 +225,15 @@ def test_client_interface_deassoc_event_schedules_the_guest_of_a_clif_made_vsi(t
         lldpad.send(_EVENT["assoc"].format(instance).encode())  # an association: nothing lost
         lldpad.send(_EVENT["deassoc"].format(str(uuid.uuid4())).encode())  # a VSI nobody here holds
         lldpad.send(_EVENT["deassoc"].format(nl_instance).encode())  # its netlink notice tells
-        agent.on_clif_events()
+        agentclif.on_events(agent)
         assert agent.jobs == {}
         lldpad.send(_EVENT["deassoc"].format(instance).encode())
-        agent.on_clif_events()
+        agentclif.on_events(agent)
         assert set(agent.jobs) == {gid} and agent.jobs[gid].reasons == {"deassoc"}
         assert f"client interface reports VSI {instance} de-associated" in (tmp_path / "log").read_text()
     finally:
         lldpad.close()
-        agent._detach_clif()
+        agentclif.detach(agent)
 
 
 def test_deassoc_event_while_a_hook_holds_the_guest_is_checked_later_without_a_warning(tmp_path: Path) -> None:
@@ -246,13 +246,13 @@ def test_deassoc_event_while_a_hook_holds_the_guest_is_checked_later_without_a_w
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         lldpad.send(_EVENT["deassoc"].format(instance).encode())
-        agent.on_clif_events()
+        agentclif.on_events(agent)
         assert set(agent.jobs) == {gid} and agent.jobs[gid].reasons == {"deassoc"}
         assert "client interface reports" not in (tmp_path / "log").read_text()
     finally:
         os.close(fd)
         lldpad.close()
-        agent._detach_clif()
+        agentclif.detach(agent)
 
 
 def test_a_failed_client_connection_is_dropped_for_the_lldpad_check_to_attach_again(tmp_path: Path) -> None:
@@ -261,7 +261,7 @@ def test_a_failed_client_connection_is_dropped_for_the_lldpad_check_to_attach_ag
     assert agent.clif_events is not None and agent.readers
     agent.clif_events._sock.close()  # the connection fails under the agent
     try:
-        agent.on_clif_events()
+        agentclif.on_events(agent)
     finally:
         lldpad.close()
     assert agent.clif_events is None and agent.readers == {}, "dropped, and out of the select"

@@ -1,6 +1,7 @@
 """lldpad's client interface: the connection, through ``liblldp_clif.so.1`` (ctypes), and its own loop for
-VSI requests with migration hints (:meth:`Clif.vsi_many`).  Over 400 lines: the connection and the one
-loop that rides on it, with the measured lldpad behaviour each part relies on.
+VSI requests with migration hints (:meth:`Clif.vsi_many`); and a listen-only attached connection for its
+events (:class:`ClifEvents`).  Over 400 lines: the connections and the one loop that rides on them, with
+the measured lldpad behaviour each part relies on.
 
 lldpad listens on the abstract unix datagram socket ``@/com/intel/lldpad`` (one per network namespace);
 a client binds ``@/com/intel/lldpad/<pid>`` and exchanges ASCII messages with it.  The library opens and
