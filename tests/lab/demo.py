@@ -112,7 +112,7 @@ def _agent(host: E2EHost, workdir: Path, say: Narrator) -> Iterator[AgentProcess
     say.say(f"agent stopped by pid (exit {rc})")
 
 
-_RECONCILE_S = 2  # the demo's [agent] reconcile_interval (60 s by default)
+_RECONCILE_S = 3600  # the demo's [agent] reconcile_interval (60 s by default): not what repairs the port
 
 
 def _switch_drops(lab: E2ELab, instance: str) -> float:
@@ -132,15 +132,17 @@ def _agent_repair(lab: E2ELab, host: E2EHost, guest: Guest, workdir: Path, say: 
 
     The guest came to ``host`` by a migration, so its hook associated the ports with VDP22 migration hints,
     through lldpad's client interface; lldpad sends its notice about such a VSI (switch de-associated) to no
-    netlink listener (measured), so what finds the loss is the agent's periodic reconcile of the journals
-    with lldpad's VSI tables (``[agent] reconcile_interval``, 2 s here; 60 s by default).
+    netlink listener, but to every attached client-interface connection (measured), and the agent keeps
+    one: that event is what finds the loss.  The reconcile interval is set to an hour here, so the periodic
+    reconcile of the journals with lldpad's VSI tables (60 s by default) cannot be what repairs it.
     """
     port = guest.ports[0]
     instance = port.params["instanceid"]
     host.set_config(f"[agent]\nreconcile_interval = {_RECONCILE_S}s\n")
     with _agent(host, workdir, say) as agent:
         say.say(f"vdp-hooks agent running on {host.name} (pid {agent.pid}), in its namespaces with the hook's "
-                f"config and state directory; it reconciles every {_RECONCILE_S} s here")
+                f"config and state directory, attached to lldpad's client interface; its reconcile runs every "
+                f"{_RECONCILE_S // 60} min here (only at start in this demo)")
         mark = host.log_mark()
         dropped = _switch_drops(lab, instance)
         say.say(f"the switch de-associated {port.mac} on its own (switch-initiated DISASSOCIATE at "
@@ -160,10 +162,12 @@ def _agent_repair(lab: E2ELab, host: E2EHost, guest: Guest, workdir: Path, say: 
         check(not hooks, f"a hook ran during the repair: {hooks}")
         check(_associated(host, guest), f"the guest's ports on {host.name} are not all associated after the repair")
         logged = [ln.text for ln in lines if "associated again" in ln.message]
-        say.say(f"no hook ran; the agent's reconcile found {port.mac} lost and re-associated it; it logged:",
-                more=logged[0])
+        heard = [ln.text for ln in lines if "client interface reports VSI" in ln.message]
+        check(bool(heard), "the agent did not log lldpad's client-interface event")
+        say.say(f"no hook ran; lldpad's client-interface event told the agent {port.mac} was lost:", more=heard[0])
+        say.say("and the agent re-associated it:", more=logged[0])
         say.say(f"{port.mac} associated again at {host.switch_port()}: {ms:.0f} ms from the switch's "
-                f"DISASSOCIATE to its re-ASSOCIATE (bounded by the reconcile interval); ports now: "
+                f"DISASSOCIATE to its re-ASSOCIATE; ports now: "
                 f"{_ports(host, guest)}")
     return agent.pid
 
