@@ -85,8 +85,8 @@ AGENT_OPTIONS: Mapping[str, Option] = {
     "reconcile_interval": Option(
         parse_seconds,
         60.0,
-        "seconds between reconciles of the journals with lldpad's VSI tables (and one at start); the only way "
-        "to notice a lost port lldpad sends no notice about (an incoming migration's ports)",
+        "seconds between reconciles of the journals with lldpad's VSI tables (and one at start); the backstop "
+        "for a lost port no netlink notice or client-interface event settled",
     ),
     "metrics_file": Option(
         _path,

@@ -4,8 +4,10 @@ when the agent's libvirt part provides them), so drift nobody was told about is 
 Why it exists: lldpad sends its notifications (a VSI de-associated by the switch, a keep-alive lost) only
 to the ``nlmsg_pid`` of the netlink request that made the VSI.  VSIs made over lldpad's client interface
 (an incoming migration's ports, which carry VDP22 migration hints, and clif takes those only) have no
-netlink requester, so no notice about them reaches anybody (measured with lldpad 1.1): a periodic look at
-lldpad's table is the only way the agent learns they were lost.
+netlink requester, so no netlink notice about them reaches anybody (measured with lldpad 1.1).  lldpad does
+send their events to every attached client-interface connection, and the agent keeps one
+(:mod:`hooks.agentclif`); a periodic look at lldpad's table is the backstop for whatever neither settled
+(e.g. a loss while a hook held the guest, tests/lab/test_agent.py).
 
 Per uplink, with the methods that scale (PROTOCOL.md §3, measured):
 
