@@ -205,6 +205,33 @@ def _interpreters() -> list[str]:
     return found
 
 
+def test_a_module_on_first_use_loads_when_used_and_not_before() -> None:
+    """A 4-port 802.1Qbg start must not load 802.1Qbh's client (hooks/boot.py trick 5); with the tricks off
+    the same call imports at once."""
+    out = _fresh(
+        """
+        import vdp.feature
+        out["loaded_by_the_feature"] = sorted(m for m in ("vdp.profiles", "vdp.checks", "vdp.qbh.client",
+                                                           "vdp.qbg.session") if m in sys.modules)
+        profiles = boot.on_first_use("vdp.profiles")
+        out["before_use"] = "vdp.profiles" in sys.modules
+        out["forwards"] = profiles.send is sys.modules["vdp.profiles"].send
+        import os
+        os.environ[boot.NO_TRICKS_ENV] = "1"
+        out["host_before"] = "vdp.checks" in sys.modules
+        boot.on_first_use("vdp.checks")
+        out["off_switch_imports_at_once"] = "vdp.checks" in sys.modules
+        """
+    )
+    assert out == {
+        "loaded_by_the_feature": [],
+        "before_use": False,
+        "forwards": True,
+        "host_before": False,
+        "off_switch_imports_at_once": True,
+    }
+
+
 @pytest.mark.parametrize("python", _interpreters())
 @pytest.mark.parametrize("system_site", [False, True])
 def test_site_dirs_under_dash_s_are_the_ones_site_adds(tmp_path: Path, python: str, system_site: bool) -> None:
