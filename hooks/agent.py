@@ -68,6 +68,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from hooks.journal import GuestJournal, Record
     from vdp.qbg.clif import ClifEvents
 
 __all__ = [
@@ -258,19 +259,24 @@ class Agent(Worker):
                     self.log.debug("lldpad ended VSI %s (no running guest holds it)", port.instance)
                     self.metrics.notifications.inc(kind="unowned")
                     continue
-                self.metrics.notifications.inc(kind="deassoc")
-                gj, record = found
-                self.log.warning(
-                    "lldpad reports VSI %s de-associated (by the switch, or keep-alive lost)",
-                    port.instance,
-                    guest=gj.guest,
-                    uuid=str(gj.uuid),
-                    feature="vdp",
-                    port=record.key,
-                    outcome="lost",
-                )
-                self.want(gj.uuid, gj.guest, "deassoc")
+                self.vsi_lost(*found, port.instance, heard="lldpad reports")
         self._dirty = True
+
+    def vsi_lost(self, gj: GuestJournal, record: Record, instance: object, *, heard: str) -> None:
+        """lldpad told of a running guest's VSI ending (netlink notice or client-interface event): count it,
+        say so, and queue the guest's repair."""
+        self.metrics.notifications.inc(kind="deassoc")
+        self.log.warning(
+            "%s VSI %s de-associated (by the switch, or keep-alive lost)",
+            heard,
+            instance,
+            guest=gj.guest,
+            uuid=str(gj.uuid),
+            feature="vdp",
+            port=record.key,
+            outcome="lost",
+        )
+        self.want(gj.uuid, gj.guest, "deassoc")
 
     # -- loop ----------------------------------------------------------------------------------------
 

@@ -78,15 +78,5 @@ def on_events(agent: Agent) -> None:
             agent.log.debug("VSI %s de-associated while a hook holds guest %s", instance, gj.uuid)
             agent.want(gj.uuid, gj.guest, "deassoc")
             continue
-        agent.metrics.notifications.inc(kind="deassoc")
-        agent.log.warning(
-            "lldpad's client interface reports VSI %s de-associated (by the switch, or keep-alive lost)",
-            instance,
-            guest=gj.guest,
-            uuid=str(gj.uuid),
-            feature="vdp",
-            port=record.key,
-            outcome="lost",
-        )
-        agent.want(gj.uuid, gj.guest, "deassoc")
+        agent.vsi_lost(gj, record, instance, heard="lldpad's client interface reports")
         agent._dirty = True
